@@ -1,0 +1,203 @@
+// CPU kernels of detops::nms and detops::batched_nms.
+//
+// Boxes are sorted once by score and copied into structure-of-arrays buffers. Greedy NMS
+// then walks that list: each kept box marks the boxes it suppresses in one branch-free,
+// vectorisable pass over the remaining candidates, and the candidate arrays are compacted
+// whenever more than half of what remains is dead, so later passes touch live boxes only.
+// batched_nms groups boxes by class after the score sort and runs the classes in parallel.
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/score_order.h"
+#include "nms_checks.h"
+#include "nms_math.h"
+#include <detops/dispatch.h>
+
+namespace detops::nms::cpu {
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+// Candidates in decreasing score order (within one class for batched_nms).
+template <typename T>
+struct Candidates {
+  std::vector<T> x1, y1, x2, y2, area;
+  std::vector<int64_t> rank;  // position in the global score order
+  explicit Candidates(int64_t n) : x1(n), y1(n), x2(n), y2(n), area(n), rank(n) {}
+};
+
+// One mark per candidate, as wide as T so the marking loop vectorises in one lane width.
+template <typename T>
+using Mark = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+
+// Marks every candidate in [0, count) that box a suppresses; returns how many were newly
+// marked. No branches in the body, so the compiler vectorises it.
+template <typename T>
+int64_t mark_suppressed(T ax1, T ay1, T ax2, T ay2, T a_area, const T* __restrict x1,
+                        const T* __restrict y1, const T* __restrict x2, const T* __restrict y2,
+                        const T* __restrict area, Mark<T>* __restrict dead, int64_t count,
+                        T threshold) {
+  Mark<T> newly = 0;
+  for (int64_t j = 0; j < count; ++j) {
+    const Mark<T> s =
+        suppresses(ax1, ay1, ax2, ay2, a_area, x1[j], y1[j], x2[j], y2[j], area[j], threshold)
+            ? 1
+            : 0;
+    newly += s & ~dead[j];
+    dead[j] |= s;
+  }
+  return static_cast<int64_t>(newly);
+}
+
+// Greedy NMS over candidates [begin, end) of c (decreasing score). Sets kept[rank] = 1 for
+// every kept box. Reorders the range in place; `dead` is scratch for the same range.
+template <typename T>
+void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T threshold,
+            uint8_t* kept) {
+  T* x1 = c.x1.data();
+  T* y1 = c.y1.data();
+  T* x2 = c.x2.data();
+  T* y2 = c.y2.data();
+  T* area = c.area.data();
+  int64_t* rank = c.rank.data();
+  std::fill(dead + begin, dead + end, Mark<T>(0));
+  int64_t live_end = end;
+  int64_t pos = begin;
+  int64_t dead_after_pos = 0;
+  while (pos < live_end) {
+    kept[rank[pos]] = 1;
+    const int64_t next = pos + 1;
+    dead_after_pos += mark_suppressed(x1[pos], y1[pos], x2[pos], y2[pos], area[pos], x1 + next,
+                                      y1 + next, x2 + next, y2 + next, area + next, dead + next,
+                                      live_end - next, threshold);
+    pos = next;
+    while (pos < live_end && dead[pos]) {
+      ++pos;
+      --dead_after_pos;
+    }
+    // Compact when dead candidates dominate what is left: later passes then skip them.
+    if (dead_after_pos > 16 && 2 * dead_after_pos > live_end - pos) {
+      int64_t w = pos;
+      for (int64_t j = pos; j < live_end; ++j) {
+        if (dead[j]) continue;
+        x1[w] = x1[j];
+        y1[w] = y1[j];
+        x2[w] = x2[j];
+        y2[w] = y2[j];
+        area[w] = area[j];
+        rank[w] = rank[j];
+        dead[w] = 0;
+        ++w;
+      }
+      live_end = w;
+      dead_after_pos = 0;
+    }
+  }
+}
+
+// Copies boxes into c in the given order, converting to the compute type T.
+template <typename T, typename S>
+void gather(const S* boxes, const std::vector<int64_t>& order, const std::vector<int64_t>& rank_of,
+            Candidates<T>& c) {
+  for (size_t k = 0; k < order.size(); ++k) {
+    const S* b = boxes + 4 * order[k];
+    c.x1[k] = static_cast<T>(b[0]);
+    c.y1[k] = static_cast<T>(b[1]);
+    c.x2[k] = static_cast<T>(b[2]);
+    c.y2[k] = static_cast<T>(b[3]);
+    // torchvision computes areas with tensor ops in the input dtype: same operations here.
+    c.area[k] = box_area(c.x1[k], c.y1[k], c.x2[k], c.y2[k]);
+    c.rank[k] = rank_of[order[k]];
+  }
+}
+
+template <typename T, typename S>
+Tensor run(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
+           double iou_threshold) {
+  const int64_t n = boxes_in.size(0);
+  const Tensor boxes = torch::stable::contiguous(boxes_in);
+  const Tensor scores = torch::stable::contiguous(scores_in);
+  const S* box_data = boxes.const_data_ptr<S>();
+  const S* score_data = scores.const_data_ptr<S>();
+
+  std::vector<T> score_values(n);
+  for (int64_t i = 0; i < n; ++i) score_values[i] = static_cast<T>(score_data[i]);
+  std::vector<int64_t> order = order_by_score(score_values.data(), n);
+  std::vector<int64_t> rank_of(n);
+  for (int64_t r = 0; r < n; ++r) rank_of[order[r]] = r;
+
+  // Class runs [group_start[g], group_start[g + 1]) of the candidate list.
+  std::vector<int64_t> group_start{0};
+  std::vector<int64_t> candidate_order = order;
+  Tensor idxs;
+  if (idxs_in != nullptr) {
+    idxs = torch::stable::contiguous(*idxs_in);
+    const int64_t* cls = idxs.const_data_ptr<int64_t>();
+    group_by_class(cls, candidate_order);
+    for (int64_t k = 1; k < n; ++k) {
+      if (cls[candidate_order[k]] != cls[candidate_order[k - 1]]) group_start.push_back(k);
+    }
+  }
+  group_start.push_back(n);
+
+  Candidates<T> c(n);
+  gather(box_data, candidate_order, rank_of, c);
+  std::vector<Mark<T>> dead(n);
+  std::vector<uint8_t> kept(n, 0);
+  const T threshold = threshold_in<T>(iou_threshold);
+  const int64_t groups = static_cast<int64_t>(group_start.size()) - 1;
+  auto run_groups = [&](int64_t g_begin, int64_t g_end) {
+    for (int64_t g = g_begin; g < g_end; ++g) {
+      greedy(c, dead.data(), group_start[g], group_start[g + 1], threshold, kept.data());
+    }
+  };
+  if (groups > 1) {
+    torch::stable::parallel_for(0, groups, 1, run_groups);
+  } else {
+    run_groups(0, groups);
+  }
+
+  std::vector<int64_t> result;
+  for (int64_t r = 0; r < n; ++r) {
+    if (kept[r]) result.push_back(order[r]);
+  }
+  Tensor out = torch::stable::new_empty(boxes, {static_cast<int64_t>(result.size())},
+                                        ScalarType::Long);
+  if (!result.empty()) {
+    std::memcpy(out.mutable_data_ptr<int64_t>(), result.data(), result.size() * sizeof(int64_t));
+  }
+  return out;
+}
+
+Tensor dispatch(const char* op, const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
+                double iou_threshold) {
+  check_inputs(op, boxes, scores, idxs);
+  if (boxes.size(0) == 0) return torch::stable::new_empty(boxes, {0}, ScalarType::Long);
+  return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    return run<acc_t<S>, S>(boxes, scores, idxs, iou_threshold);
+  });
+}
+
+Tensor nms_cpu(Tensor boxes, Tensor scores, double iou_threshold) {
+  return dispatch("detops.nms", boxes, scores, nullptr, iou_threshold);
+}
+
+Tensor batched_nms_cpu(Tensor boxes, Tensor scores, Tensor idxs, double iou_threshold) {
+  return dispatch("detops.batched_nms", boxes, scores, &idxs, iou_threshold);
+}
+
+}  // namespace
+}  // namespace detops::nms::cpu
+
+STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
+  m.impl("nms", TORCH_BOX(&detops::nms::cpu::nms_cpu));
+  m.impl("batched_nms", TORCH_BOX(&detops::nms::cpu::batched_nms_cpu));
+}
