@@ -1,0 +1,187 @@
+// CUDA kernels of detops::nms and detops::batched_nms: the block-bitmask algorithm.
+//
+// Boxes are sorted by score on the device (for batched_nms, then stably by class, so each
+// class is one contiguous run). mask_kernel compares every 64-box row tile with every
+// later 64-box column tile and writes one 64-bit word per (box, column tile): bit j set
+// when the box suppresses box j of that tile (same class only). keep_kernel then walks the
+// tiles in order on the device, so the mask never travels to the host; the only host
+// round-trip is nonzero() sizing the output.
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <detops/aten_call.h>
+#include <detops/cuda_launch.cuh>
+#include <detops/dispatch.h>
+
+#include "nms_checks.h"
+#include "nms_math.h"
+
+namespace detops::nms::cuda {
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+constexpr int kTile = 64;          // boxes per tile: one bit each in a 64-bit word
+constexpr int kKeepThreads = 256;  // threads of the single keep_kernel block
+constexpr int64_t kMaxBoxes = int64_t(65535) * kTile;  // grid.y limit on row tiles
+
+template <typename S, typename T>
+__global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restrict__ cls,
+                            int64_t n, int64_t words, T threshold,
+                            unsigned long long* __restrict__ mask) {
+  const int64_t row_tile = blockIdx.y;
+  const int64_t col_tile = blockIdx.x;
+  if (col_tile < row_tile) return;  // only later boxes can be suppressed
+  const int64_t row_start = row_tile * kTile;
+  const int64_t col_start = col_tile * kTile;
+  const int rows = static_cast<int>(min(n - row_start, int64_t(kTile)));
+  const int cols = static_cast<int>(min(n - col_start, int64_t(kTile)));
+
+  __shared__ T tile[kTile][5];
+  __shared__ int64_t tile_cls[kTile];
+  const int t = threadIdx.x;
+  if (t < cols) {
+    const S* b = boxes + 4 * (col_start + t);
+    tile[t][0] = static_cast<T>(b[0]);
+    tile[t][1] = static_cast<T>(b[1]);
+    tile[t][2] = static_cast<T>(b[2]);
+    tile[t][3] = static_cast<T>(b[3]);
+    tile[t][4] = box_area(tile[t][0], tile[t][1], tile[t][2], tile[t][3]);
+    tile_cls[t] = cls != nullptr ? cls[col_start + t] : 0;
+  }
+  __syncthreads();
+  if (t >= rows) return;
+
+  const int64_t i = row_start + t;
+  const S* a = boxes + 4 * i;
+  const T ax1 = static_cast<T>(a[0]), ay1 = static_cast<T>(a[1]);
+  const T ax2 = static_cast<T>(a[2]), ay2 = static_cast<T>(a[3]);
+  const T a_area = box_area(ax1, ay1, ax2, ay2);
+  const int64_t a_cls = cls != nullptr ? cls[i] : 0;
+  unsigned long long bits = 0;
+  // Classes ascend along the sorted list: a tile wholly of other classes has no pairs.
+  const bool same_class_possible = tile_cls[0] <= a_cls && a_cls <= tile_cls[cols - 1];
+  if (same_class_possible) {
+    for (int j = (row_tile == col_tile) ? t + 1 : 0; j < cols; ++j) {
+      if (tile_cls[j] == a_cls && suppresses(ax1, ay1, ax2, ay2, a_area, tile[j][0], tile[j][1],
+                                             tile[j][2], tile[j][3], tile[j][4], threshold)) {
+        bits |= 1ULL << j;
+      }
+    }
+  }
+  mask[i * words + col_tile] = bits;
+}
+
+// Sequential greedy pass over the tiles, on one block. `removed` (words, zeroed) holds the
+// boxes suppressed so far; kept[rank_of[p]] (or kept[p]) is set for every kept position p.
+__global__ void keep_kernel(const unsigned long long* __restrict__ mask, int64_t n,
+                            int64_t words, unsigned long long* __restrict__ removed,
+                            const int64_t* __restrict__ rank_of, bool* __restrict__ kept) {
+  __shared__ unsigned long long diagonal[kTile];
+  __shared__ unsigned long long tile_kept;
+  const int t = threadIdx.x;
+  for (int64_t w = 0; w < words; ++w) {
+    const int64_t start = w * kTile;
+    const int count = static_cast<int>(min(n - start, int64_t(kTile)));
+    if (t < count) diagonal[t] = mask[(start + t) * words + w];
+    __syncthreads();
+    if (t == 0) {
+      unsigned long long gone = removed[w];
+      unsigned long long keep_bits = 0;
+      for (int k = 0; k < count; ++k) {
+        if (!((gone >> k) & 1ULL)) {
+          keep_bits |= 1ULL << k;
+          gone |= diagonal[k];
+        }
+      }
+      tile_kept = keep_bits;
+    }
+    __syncthreads();
+    const unsigned long long keep_bits = tile_kept;
+    for (int64_t later = w + 1 + t; later < words; later += blockDim.x) {
+      unsigned long long acc = removed[later];
+      for (unsigned long long bits = keep_bits; bits != 0; bits &= bits - 1) {
+        const int k = __ffsll(static_cast<long long>(bits)) - 1;
+        acc |= mask[(start + k) * words + later];
+      }
+      removed[later] = acc;
+    }
+    if (t < count && ((keep_bits >> t) & 1ULL)) {
+      const int64_t p = start + t;
+      kept[rank_of != nullptr ? rank_of[p] : p] = true;
+    }
+    __syncthreads();
+  }
+}
+
+template <typename S>
+Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double iou_threshold) {
+  using T = acc_t<S>;
+  const int64_t n = boxes.size(0);
+  torch::stable::accelerator::DeviceGuard guard(boxes.get_device_index());
+  cudaStream_t stream = detops::cuda::current_stream(boxes);
+
+  const Tensor order = sort_stable(scores, 0, /*descending=*/true).second;  // rank -> box
+  Tensor candidates = order;                                               // position -> box
+  Tensor rank_of;                                                          // position -> rank
+  Tensor cls;                                                              // position -> class
+  if (idxs != nullptr) {
+    const Tensor cls_by_rank = torch::stable::index_select(*idxs, 0, order);
+    auto by_class = sort_stable(cls_by_rank, 0, /*descending=*/false);
+    cls = torch::stable::contiguous(by_class.first);
+    rank_of = torch::stable::contiguous(by_class.second);
+    candidates = torch::stable::index_select(order, 0, rank_of);
+  }
+  const Tensor sorted_boxes =
+      torch::stable::contiguous(torch::stable::index_select(boxes, 0, candidates));
+
+  const int64_t words = (n + kTile - 1) / kTile;
+  Tensor mask = torch::stable::new_empty(boxes, {n * words}, ScalarType::Long);
+  auto* mask_data = reinterpret_cast<unsigned long long*>(mask.mutable_data_ptr<int64_t>());
+  const dim3 grid(static_cast<unsigned>(words), static_cast<unsigned>(words));
+  mask_kernel<S, T><<<grid, kTile, 0, stream>>>(
+      sorted_boxes.const_data_ptr<S>(), idxs != nullptr ? cls.const_data_ptr<int64_t>() : nullptr,
+      n, words, threshold_in<T>(iou_threshold), mask_data);
+  detops::cuda::check_launch("detops.nms mask_kernel");
+
+  Tensor removed = torch::stable::new_zeros(boxes, {words}, ScalarType::Long);
+  Tensor kept = torch::stable::new_zeros(boxes, {n}, ScalarType::Bool);
+  keep_kernel<<<1, kKeepThreads, 0, stream>>>(
+      mask_data, n, words,
+      reinterpret_cast<unsigned long long*>(removed.mutable_data_ptr<int64_t>()),
+      idxs != nullptr ? rank_of.const_data_ptr<int64_t>() : nullptr, kept.mutable_data_ptr<bool>());
+  detops::cuda::check_launch("detops.nms keep_kernel");
+
+  return torch::stable::index_select(order, 0, nonzero_1d(kept));
+}
+
+Tensor dispatch(const char* op, const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
+                double iou_threshold) {
+  check_inputs(op, boxes, scores, idxs);
+  const int64_t n = boxes.size(0);
+  if (n == 0) return torch::stable::new_empty(boxes, {0}, ScalarType::Long);
+  check(n <= kMaxBoxes, op, "at most ", kMaxBoxes, " boxes are supported on CUDA, got ", n);
+  return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    return run<S>(boxes, scores, idxs, iou_threshold);
+  });
+}
+
+Tensor nms_cuda(Tensor boxes, Tensor scores, double iou_threshold) {
+  return dispatch("detops.nms", boxes, scores, nullptr, iou_threshold);
+}
+
+Tensor batched_nms_cuda(Tensor boxes, Tensor scores, Tensor idxs, double iou_threshold) {
+  return dispatch("detops.batched_nms", boxes, scores, &idxs, iou_threshold);
+}
+
+}  // namespace
+}  // namespace detops::nms::cuda
+
+STABLE_TORCH_LIBRARY_IMPL(detops, CUDA, m) {
+  m.impl("nms", TORCH_BOX(&detops::nms::cuda::nms_cuda));
+  m.impl("batched_nms", TORCH_BOX(&detops::nms::cuda::batched_nms_cuda));
+}
