@@ -1,0 +1,30 @@
+"""Run the test suites of the given packages in one pytest run (one summary line).
+
+    python ci/test.py [--env dev|compat] [pkg ...] [-- pytest args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import envs  # noqa: E402
+import packages  # noqa: E402
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env", default="dev")
+    parser.add_argument("packages", nargs="*")
+    args, extra = parser.parse_known_args()
+    python = envs.ensure(args.env)
+    names = args.packages or packages.present()
+    dirs = [d for d in (packages.tests_dir(p) for p in names) if d]
+    if not dirs:
+        raise SystemExit(f"no tests found for {names}")
+    cmd = [python, "-m", "pytest", "--import-mode=importlib", "-q", "-ra", *dirs, *extra]
+    print("[test]", " ".join(cmd), flush=True)
+    # Run from a folder outside the sources so the installed wheels are what gets imported.
+    sys.exit(subprocess.run(cmd, cwd=os.path.join(packages.ROOT, "ci")).returncode)

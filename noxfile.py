@@ -1,0 +1,78 @@
+"""Every developer and CI action is a nox session (the session names are an interface).
+
+Sessions run no virtualenv of their own: they call ci/ scripts that use the shared
+environments in .venvs/ (dev: torch 2.14.1 CUDA build + torchvision 0.29.1; compat:
+torch 2.13.0 CPU-only), so torch is installed once per environment, not per session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import nox
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ci"))
+import packages  # noqa: E402
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["tests"]
+PY = sys.executable
+
+
+def _run(session: nox.Session, script: str, *args: str, **env: str) -> None:
+    session.run(PY, os.path.join("ci", script), *args, env=env or None)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Build every package (CUDA kernels too when nvcc is found) and run all tests."""
+    _run(session, "build.py")
+    _run(session, "test.py", *session.posargs)
+
+
+def _package_tests(pkg: str):
+    def run(session: nox.Session) -> None:
+        _run(session, "build.py", pkg)
+        _run(session, "test.py", pkg, *session.posargs)
+
+    run.__doc__ = f"Build detops-{pkg} (and what it needs) and run its tests."
+    return run
+
+
+for _pkg in packages.present():
+    if _pkg != "core":
+        nox.session(name=f"tests-{_pkg}")(_package_tests(_pkg))
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """The wheels built against torch 2.14.1, installed and tested under torch 2.13.0 CPU."""
+    _run(session, "build.py", "--into", "compat")
+    _run(session, "test.py", "--env", "compat", *session.posargs)
+
+
+@nox.session
+def cuda(session: nox.Session) -> None:
+    """Compile every .cu against the CUDA build of torch (sm_80, sm_90); any error fails."""
+    _run(session, "cuda_check.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Interleaved benchmarks against torchvision 0.29.1 (2 threads); prints ratios."""
+    _run(session, "build.py")
+    _run(session, "bench.py", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (check and format) for Python, clang-format for C++ and CUDA."""
+    _run(session, "lint.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Build and install everything, then run the detection demo."""
+    _run(session, "build.py")
+    _run(session, "demo.py", *session.posargs)
