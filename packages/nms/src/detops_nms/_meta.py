@@ -17,6 +17,10 @@ def _check_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor) -> None:
         f"got shape {list(scores.shape)}",
     )
     torch._check(
+        boxes.device == scores.device,
+        lambda: f"{op}: boxes and scores must be on the same device, got {boxes.device} and {scores.device}",
+    )
+    torch._check(
         boxes.is_floating_point() and boxes.dtype == scores.dtype,
         lambda: f"{op}: boxes and scores must have the same floating-point dtype, "
         f"got {boxes.dtype} and {scores.dtype}",
@@ -39,6 +43,10 @@ def _nms_fake(boxes, scores, iou_threshold):
 @torch.library.register_fake("detops::batched_nms")
 def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
     _check_inputs("detops.batched_nms", boxes, scores)
+    torch._check(
+        idxs.device == boxes.device,
+        lambda: f"detops.batched_nms: boxes and idxs must be on the same device, got {boxes.device} and {idxs.device}",
+    )
     torch._check(
         idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0] and idxs.dtype == torch.int64,
         lambda: f"detops.batched_nms: idxs must be an int64 tensor of shape [N], "

@@ -9,9 +9,6 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-_AXIS_ALIGNED = ("xyxy", "xywh", "cxcywh")
-_ROTATED = ("xywhr", "cxcywhr", "xyxyxyxy")
-
 
 def _upcast(t: Tensor) -> Tensor:
     # Products of coordinates overflow narrow types: float16 -> float32, int8/16 -> int32.
@@ -21,10 +18,11 @@ def _upcast(t: Tensor) -> Tensor:
 
 
 def _check_format(fmt: str, what: str) -> None:
-    if fmt in _ROTATED:
-        raise NotImplementedError(f"{what}: rotated box format '{fmt}' is not supported by detops")
-    if fmt not in _AXIS_ALIGNED:
-        raise ValueError(f"{what}: unsupported box format '{fmt}'; expected one of {_AXIS_ALIGNED}")
+    # Tuple literals, not module constants: TorchScript cannot read module-level tuples.
+    if fmt in ("xywhr", "cxcywhr", "xyxyxyxy"):
+        raise NotImplementedError(what + ": rotated box format '" + fmt + "' is not supported by detops")
+    if fmt not in ("xyxy", "xywh", "cxcywh"):
+        raise ValueError(what + ": unsupported box format '" + fmt + "'; expected 'xyxy', 'xywh' or 'cxcywh'")
 
 
 def _cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
