@@ -25,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envs  # noqa: E402
+
 import packages  # noqa: E402
 
 
@@ -65,8 +66,11 @@ def run_inside(args) -> None:
             with torch.no_grad() if "backward" not in op else torch.enable_grad():
                 a, b, n = _time_interleaved(ours, theirs, args.seconds, 5)
             rows.append((op, workload, a, b, n))
-            print(f"{op:32s} {workload:44s} detops {a * 1e3:9.3f} ms  torchvision {b * 1e3:9.3f} ms  "
-                  f"speed-up {b / a:6.2f}x  ({n} rounds)", flush=True)
+            print(
+                f"{op:32s} {workload:44s} detops {a * 1e3:9.3f} ms  torchvision {b * 1e3:9.3f} ms  "
+                f"speed-up {b / a:6.2f}x  ({n} rounds)",
+                flush=True,
+            )
     cpu = platform.processor() or platform.machine()
     try:
         model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")][0]

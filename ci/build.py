@@ -19,6 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envs  # noqa: E402
+
 import packages  # noqa: E402
 
 DIST = os.path.join(packages.ROOT, "dist")

@@ -14,6 +14,7 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build  # noqa: E402
+
 import packages  # noqa: E402
 
 if __name__ == "__main__":
@@ -22,7 +23,9 @@ if __name__ == "__main__":
     args = parser.parse_args()
     os.environ["DETOPS_CUDA"] = "ON"
     os.environ["DETOPS_CUDA_ARCHS"] = args.archs
-    native = [p for p in packages.present() if glob.glob(os.path.join(packages.path(p), "csrc", "**", "*.cu"), recursive=True)]
+    native = [
+        p for p in packages.present() if glob.glob(os.path.join(packages.path(p), "csrc", "**", "*.cu"), recursive=True)
+    ]
     build.build(native, ["dev"])
     missing = []
     for pkg in native:

@@ -1,6 +1,6 @@
 """Run the test suites of the given packages in one pytest run (one summary line).
 
-    python ci/test.py [--env dev|compat] [pkg ...] [-- pytest args]
+python ci/test.py [--env dev|compat] [pkg ...] [-- pytest args]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import envs  # noqa: E402
+
 import packages  # noqa: E402
 
 if __name__ == "__main__":

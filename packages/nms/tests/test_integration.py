@@ -70,7 +70,9 @@ def test_autocast_computes_in_float32():
         got = detops_nms.nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
         got_batched = detops_nms.batched_nms(boxes.bfloat16(), scores.bfloat16(), idxs, 0.5)
     assert torch.equal(got, expected)
-    assert torch.equal(got_batched, detops_nms.batched_nms(boxes.bfloat16().float(), scores.bfloat16().float(), idxs, 0.5))
+    assert torch.equal(
+        got_batched, detops_nms.batched_nms(boxes.bfloat16().float(), scores.bfloat16().float(), idxs, 0.5)
+    )
 
 
 def test_inputs_requiring_grad_are_fine():

@@ -17,7 +17,9 @@ def problems(draw, max_n=60):
     corner = torch.tensor(draw(st.lists(st.tuples(coords, coords), min_size=n, max_size=n)), dtype=torch.float32)
     size = torch.tensor(draw(st.lists(st.tuples(sizes, sizes), min_size=n, max_size=n)), dtype=torch.float32)
     boxes = boxes_from(corner.reshape(n, 2), size.reshape(n, 2))
-    scores = torch.tensor(draw(st.lists(st.sampled_from([0.1, 0.2, 0.5, 0.7, 0.9]) | st.floats(0, 1), min_size=n, max_size=n)))
+    scores = torch.tensor(
+        draw(st.lists(st.sampled_from([0.1, 0.2, 0.5, 0.7, 0.9]) | st.floats(0, 1), min_size=n, max_size=n))
+    )
     idxs = torch.tensor(draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n)), dtype=torch.int64)
     threshold = draw(st.sampled_from([0.0, 0.3, 0.5, 0.9, 1.0]) | st.floats(0, 1))
     return boxes, scores.float(), idxs, threshold

@@ -5,6 +5,7 @@
 // vectorisable pass over the remaining candidates, and the candidate arrays are compacted
 // whenever more than half of what remains is dead, so later passes touch live boxes only.
 // batched_nms groups boxes by class after the score sort and runs the classes in parallel.
+#include <detops/dispatch.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -17,7 +18,6 @@
 #include "cpu/score_order.h"
 #include "nms_checks.h"
 #include "nms_math.h"
-#include <detops/dispatch.h>
 
 namespace detops::nms::cpu {
 namespace {
@@ -47,9 +47,8 @@ int64_t mark_suppressed(T ax1, T ay1, T ax2, T ay2, T a_area, const T* __restric
   Mark<T> newly = 0;
   for (int64_t j = 0; j < count; ++j) {
     const Mark<T> s =
-        suppresses(ax1, ay1, ax2, ay2, a_area, x1[j], y1[j], x2[j], y2[j], area[j], threshold)
-            ? 1
-            : 0;
+        suppresses(ax1, ay1, ax2, ay2, a_area, x1[j], y1[j], x2[j], y2[j], area[j], threshold) ? 1
+                                                                                               : 0;
     newly += s & ~dead[j];
     dead[j] |= s;
   }
@@ -74,9 +73,9 @@ void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T thres
   while (pos < live_end) {
     kept[rank[pos]] = 1;
     const int64_t next = pos + 1;
-    dead_after_pos += mark_suppressed(x1[pos], y1[pos], x2[pos], y2[pos], area[pos], x1 + next,
-                                      y1 + next, x2 + next, y2 + next, area + next, dead + next,
-                                      live_end - next, threshold);
+    dead_after_pos +=
+        mark_suppressed(x1[pos], y1[pos], x2[pos], y2[pos], area[pos], x1 + next, y1 + next,
+                        x2 + next, y2 + next, area + next, dead + next, live_end - next, threshold);
     pos = next;
     while (pos < live_end && dead[pos]) {
       ++pos;
@@ -168,8 +167,8 @@ Tensor run(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_i
   for (int64_t r = 0; r < n; ++r) {
     if (kept[r]) result.push_back(order[r]);
   }
-  Tensor out = torch::stable::new_empty(boxes, {static_cast<int64_t>(result.size())},
-                                        ScalarType::Long);
+  Tensor out =
+      torch::stable::new_empty(boxes, {static_cast<int64_t>(result.size())}, ScalarType::Long);
   if (!result.empty()) {
     std::memcpy(out.mutable_data_ptr<int64_t>(), result.data(), result.size() * sizeof(int64_t));
   }

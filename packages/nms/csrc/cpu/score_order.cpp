@@ -34,7 +34,7 @@ void radix_sort(std::vector<Key>& keys, std::vector<int64_t>& values) {
 template <typename Float, typename Bits>
 Bits descending_key(Float score) {
   static_assert(sizeof(Float) == sizeof(Bits));
-  if (std::isnan(score)) return 0;  // NaN first
+  if (std::isnan(score)) return 0;            // NaN first
   const Float normalised = score + Float(0);  // -0 and +0 compare equal: give them one key
   Bits bits;
   std::memcpy(&bits, &normalised, sizeof(bits));

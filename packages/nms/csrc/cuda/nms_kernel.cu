@@ -6,14 +6,14 @@
 // when the box suppresses box j of that tile (same class only). keep_kernel then walks the
 // tiles in order on the device, so the mask never travels to the host; the only host
 // round-trip is nonzero() sizing the output.
+#include <detops/aten_call.h>
+#include <detops/dispatch.h>
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
-#include <detops/aten_call.h>
 #include <detops/cuda_launch.cuh>
-#include <detops/dispatch.h>
 
 #include "nms_checks.h"
 #include "nms_math.h"
@@ -29,9 +29,8 @@ constexpr int kKeepThreads = 256;  // threads of the single keep_kernel block
 constexpr int64_t kMaxBoxes = int64_t(65535) * kTile;  // grid.y limit on row tiles
 
 template <typename S, typename T>
-__global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restrict__ cls,
-                            int64_t n, int64_t words, T threshold,
-                            unsigned long long* __restrict__ mask) {
+__global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restrict__ cls, int64_t n,
+                            int64_t words, T threshold, unsigned long long* __restrict__ mask) {
   const int64_t row_tile = blockIdx.y;
   const int64_t col_tile = blockIdx.x;
   if (col_tile < row_tile) return;  // only later boxes can be suppressed
@@ -77,8 +76,8 @@ __global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restri
 
 // Sequential greedy pass over the tiles, on one block. `removed` (words, zeroed) holds the
 // boxes suppressed so far; kept[rank_of[p]] (or kept[p]) is set for every kept position p.
-__global__ void keep_kernel(const unsigned long long* __restrict__ mask, int64_t n,
-                            int64_t words, unsigned long long* __restrict__ removed,
+__global__ void keep_kernel(const unsigned long long* __restrict__ mask, int64_t n, int64_t words,
+                            unsigned long long* __restrict__ removed,
                             const int64_t* __restrict__ rank_of, bool* __restrict__ kept) {
   __shared__ unsigned long long diagonal[kTile];
   __shared__ unsigned long long tile_kept;
@@ -125,9 +124,9 @@ Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double
   cudaStream_t stream = detops::cuda::current_stream(boxes);
 
   const Tensor order = sort_stable(scores, 0, /*descending=*/true).second;  // rank -> box
-  Tensor candidates = order;                                               // position -> box
-  Tensor rank_of;                                                          // position -> rank
-  Tensor cls;                                                              // position -> class
+  Tensor candidates = order;                                                // position -> box
+  Tensor rank_of;                                                           // position -> rank
+  Tensor cls;                                                               // position -> class
   if (idxs != nullptr) {
     const Tensor cls_by_rank = torch::stable::index_select(*idxs, 0, order);
     auto by_class = sort_stable(cls_by_rank, 0, /*descending=*/false);

@@ -13,8 +13,9 @@ def _check_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor) -> None:
     )
     torch._check(
         scores.dim() == 1 and scores.shape[0] == boxes.shape[0],
-        lambda: f"{op}: scores must be a 1-D tensor of shape [N] with N = {boxes.shape[0]}, "
-        f"got shape {list(scores.shape)}",
+        lambda: (
+            f"{op}: scores must be a 1-D tensor of shape [N] with N = {boxes.shape[0]}, got shape {list(scores.shape)}"
+        ),
     )
     torch._check(
         boxes.device == scores.device,
@@ -22,8 +23,7 @@ def _check_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor) -> None:
     )
     torch._check(
         boxes.is_floating_point() and boxes.dtype == scores.dtype,
-        lambda: f"{op}: boxes and scores must have the same floating-point dtype, "
-        f"got {boxes.dtype} and {scores.dtype}",
+        lambda: f"{op}: boxes and scores must have the same floating-point dtype, got {boxes.dtype} and {scores.dtype}",
     )
 
 
@@ -49,8 +49,10 @@ def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
     )
     torch._check(
         idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0] and idxs.dtype == torch.int64,
-        lambda: f"detops.batched_nms: idxs must be an int64 tensor of shape [N], "
-        f"got {idxs.dtype} of shape {list(idxs.shape)}",
+        lambda: (
+            f"detops.batched_nms: idxs must be an int64 tensor of shape [N], "
+            f"got {idxs.dtype} of shape {list(idxs.shape)}"
+        ),
     )
     return _kept_indices(boxes)
 

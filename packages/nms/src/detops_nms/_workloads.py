@@ -28,7 +28,9 @@ def _anchors(height: int, width: int) -> Tensor:
     return torch.cat(levels)
 
 
-def rpn_proposals(n: int, height: int = 800, width: int = 1216, objects: int = 30, seed: int = 0) -> Tuple[Tensor, Tensor]:
+def rpn_proposals(
+    n: int, height: int = 800, width: int = 1216, objects: int = 30, seed: int = 0
+) -> Tuple[Tensor, Tensor]:
     """`n` proposals (Tensor[n, 4], xyxy) and their scores (Tensor[n])."""
     g = torch.Generator().manual_seed(seed)
     anchors = _anchors(height, width)

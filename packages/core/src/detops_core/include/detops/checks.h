@@ -92,14 +92,14 @@ inline bool same_device(const Tensor& a, const Tensor& b) {
 
 inline void check_same_device(const char* op, const char* name_a, const Tensor& a,
                               const char* name_b, const Tensor& b) {
-  check(same_device(a, b), op, name_a, " and ", name_b,
-        " must be on the same device, got ", device_str(a), " and ", device_str(b));
+  check(same_device(a, b), op, name_a, " and ", name_b, " must be on the same device, got ",
+        device_str(a), " and ", device_str(b));
 }
 
 inline void check_dim(const char* op, const char* name, const Tensor& t, int64_t dim,
                       const char* expected_shape) {
-  check(t.dim() == dim, op, name, " must be a ", dim, "-D tensor of shape ",
-        expected_shape, ", got shape ", shape_str(t));
+  check(t.dim() == dim, op, name, " must be a ", dim, "-D tensor of shape ", expected_shape,
+        ", got shape ", shape_str(t));
 }
 
 }  // namespace detops

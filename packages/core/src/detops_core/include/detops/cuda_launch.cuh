@@ -34,6 +34,6 @@ inline void check_cuda(cudaError_t err, const char* what) {
 }  // namespace detops::cuda
 
 // Grid-stride loop: every index in [0, n) visited once whatever the grid size.
-#define DETOPS_CUDA_LOOP(i, n)                                                        \
+#define DETOPS_CUDA_LOOP(i, n)                                                           \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
