@@ -19,12 +19,15 @@ import packages  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("packages", nargs="*", help="default: every package with .cu files")
     parser.add_argument("--archs", default=os.environ.get("DETOPS_CUDA_ARCHS", "80-real;90"))
     args = parser.parse_args()
     os.environ["DETOPS_CUDA"] = "ON"
     os.environ["DETOPS_CUDA_ARCHS"] = args.archs
     native = [
-        p for p in packages.present() if glob.glob(os.path.join(packages.path(p), "csrc", "**", "*.cu"), recursive=True)
+        p
+        for p in (args.packages or packages.present())
+        if glob.glob(os.path.join(packages.path(p), "csrc", "**", "*.cu"), recursive=True)
     ]
     build.build(native, ["dev"])
     missing = []

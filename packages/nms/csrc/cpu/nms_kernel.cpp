@@ -157,7 +157,10 @@ Tensor run(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_i
       greedy(c, dead.data(), group_start[g], group_start[g + 1], threshold, kept.data());
     }
   };
-  if (groups > 1) {
+  // Classes run in parallel only when there is enough work: a parallel region costs a
+  // thread wake-up, which for a few thousand boxes is more than the NMS itself.
+  constexpr int64_t kParallelMinBoxes = 65536;
+  if (groups > 1 && n >= kParallelMinBoxes) {
     torch::stable::parallel_for(0, groups, 1, run_groups);
   } else {
     run_groups(0, groups);
