@@ -1,0 +1,250 @@
+// CPU kernels of detops::deform_conv2d and detops::_deform_conv2d_backward.
+//
+// Per chunk of images, the sampling taps of every (image, offset group, kernel tap,
+// output position) are computed once (make_taps) and reused by all the channels of the
+// offset group. Work is split so that every output element is written by exactly one task
+// and accumulated in a fixed order: im2col and col2im by (image, channel) plane, the
+// offset/mask gradients by (image, offset group, kernel tap, block of positions). No
+// atomics, and results do not depend on the number of threads.
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "deform_driver.h"
+#include "deform_math.h"
+
+namespace detops::deform::cpu {
+namespace {
+
+constexpr int64_t kPositionBlock = 512;  // positions per offset-gradient task
+
+// Grain for parallel_for over `tasks` items of roughly `work` element operations each:
+// aim for pieces of at least ~32k operations, so tiny problems stay on one thread.
+inline int64_t grain_for(int64_t work) {
+  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, work));
+}
+
+template <typename S, typename T>
+class Sampler {
+ public:
+  Sampler(const Geometry& g, int64_t b0, int64_t nb, const S* input, const S* offset,
+          const S* mask)
+      : g_(g), b0_(b0), nb_(nb), input_(input), mask_ptr_(mask),
+        rows_(nb * g.offset_groups * g.taps()),
+        taps_(rows_ * g.positions()),
+        mask_(mask != nullptr ? rows_ * g.positions() : 0) {
+    const int64_t P = g.positions();
+    const int64_t K = g.taps();
+    torch::stable::parallel_for(0, rows_, grain_for(P * 8), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / (g.offset_groups * K);
+        const int64_t grp = (r / K) % g.offset_groups;
+        const int64_t k = r % K;
+        const int64_t i = k / g.kernel_w;
+        const int64_t j = k % g.kernel_w;
+        const int64_t image = b0 + b;
+        const S* off_y = offset + ((image * g.offset_groups + grp) * 2 * K + 2 * k) * P;
+        const S* off_x = off_y + P;
+        Taps<T>* out = taps_.data() + r * P;
+        for (int64_t oy = 0, p = 0; oy < g.out_h; ++oy) {
+          for (int64_t ox = 0; ox < g.out_w; ++ox, ++p) {
+            const T y = sample_coordinate(oy, g.p.stride_h, g.p.pad_h, i, g.p.dilation_h,
+                                          static_cast<T>(off_y[p]));
+            const T x = sample_coordinate(ox, g.p.stride_w, g.p.pad_w, j, g.p.dilation_w,
+                                          static_cast<T>(off_x[p]));
+            out[p] = make_taps(y, x, g.height, g.width);
+          }
+        }
+        if (mask != nullptr) {
+          const S* m = mask + ((image * g.offset_groups + grp) * K + k) * P;
+          T* dst = mask_.data() + r * P;
+          for (int64_t p = 0; p < P; ++p) dst[p] = static_cast<T>(m[p]);
+        }
+      }
+    });
+  }
+
+  // col[(c * K + k), b, p] = mask * bilinear(input[b0 + b, c], taps of (b, group(c), k, p)).
+  void im2col(T* col) const {
+    const int64_t P = g_.positions();
+    const int64_t K = g_.taps();
+    const int64_t C = g_.in_channels;
+    torch::stable::parallel_for(0, nb_ * C, grain_for(K * P * 8), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / C;
+        const int64_t c = task % C;
+        const S* plane = input_plane(b, c);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t r = row(b, c, k);
+          const Taps<T>* t = taps_.data() + r * P;
+          T* dst = col + ((c * K + k) * nb_ + b) * P;
+          for (int64_t p = 0; p < P; ++p) {
+            dst[p] = interpolate(t[p], load_quad<T>(plane, g_.width, t[p]));
+          }
+          if (mask_ptr_ != nullptr) {
+            const T* m = mask_.data() + r * P;
+            for (int64_t p = 0; p < P; ++p) dst[p] *= m[p];
+          }
+        }
+      }
+    });
+  }
+
+  // grad_input[b0 + b, c] = sum over (k, p) of the bilinear weights times
+  // mask * grad_col[(c * K + k), b, p], scattered onto the four neighbours.
+  void col2im(const T* grad_col, S* grad_input) const {
+    const int64_t P = g_.positions();
+    const int64_t K = g_.taps();
+    const int64_t C = g_.in_channels;
+    const int64_t HW = g_.height * g_.width;
+    const int64_t W = g_.width;
+    torch::stable::parallel_for(0, nb_ * C, grain_for(K * P * 8), [&](int64_t begin, int64_t end) {
+      std::vector<T> acc(HW);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / C;
+        const int64_t c = task % C;
+        std::fill(acc.begin(), acc.end(), T(0));
+        T* a = acc.data();
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t r = row(b, c, k);
+          const Taps<T>* t = taps_.data() + r * P;
+          const T* m = mask_ptr_ != nullptr ? mask_.data() + r * P : nullptr;
+          const T* gc = grad_col + ((c * K + k) * nb_ + b) * P;
+          for (int64_t p = 0; p < P; ++p) {
+            const Taps<T>& tp = t[p];
+            if (!(tp.flags & kInside)) continue;
+            const T gv = m != nullptr ? gc[p] * m[p] : gc[p];
+            const Quad<T> w = bilinear_weights(tp);
+            T* q = a + tp.index;
+            if (tp.flags & kTap00) q[0] += w.v00 * gv;
+            if (tp.flags & kTap01) q[1] += w.v01 * gv;
+            if (tp.flags & kTap10) q[W] += w.v10 * gv;
+            if (tp.flags & kTap11) q[W + 1] += w.v11 * gv;
+          }
+        }
+        S* dst = grad_input + ((b0_ + b) * C + c) * HW;
+        for (int64_t e = 0; e < HW; ++e) dst[e] = static_cast<S>(a[e]);
+      }
+    });
+  }
+
+  // Gradients with respect to the offsets (and the mask) of the chunk's images.
+  void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask) const {
+    const int64_t P = g_.positions();
+    const int64_t K = g_.taps();
+    const int64_t cpg = g_.channels_per_offset_group();
+    const int64_t blocks = (P + kPositionBlock - 1) / kPositionBlock;
+    const bool want_mask = grad_mask != nullptr;
+    torch::stable::parallel_for(
+        0, rows_ * blocks, grain_for(cpg * kPositionBlock * 16), [&](int64_t begin, int64_t end) {
+          std::vector<T> acc(3 * kPositionBlock);
+          for (int64_t task = begin; task < end; ++task) {
+            const int64_t r = task / blocks;
+            const int64_t p0 = (task % blocks) * kPositionBlock;
+            const int64_t n = std::min(kPositionBlock, P - p0);
+            const int64_t b = r / (g_.offset_groups * K);
+            const int64_t grp = (r / K) % g_.offset_groups;
+            const int64_t k = r % K;
+            T* ay = acc.data();
+            T* ax = ay + kPositionBlock;
+            T* am = ax + kPositionBlock;
+            std::fill(acc.begin(), acc.end(), T(0));
+            const Taps<T>* t = taps_.data() + r * P + p0;
+            for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+              const S* plane = input_plane(b, c);
+              const T* gc = grad_col + ((c * K + k) * nb_ + b) * P + p0;
+              for (int64_t p = 0; p < n; ++p) {
+                if (!(t[p].flags & kAllTaps)) continue;
+                const Quad<T> v = load_quad<T>(plane, g_.width, t[p]);
+                ay[p] += gc[p] * grad_y(t[p], v);
+                ax[p] += gc[p] * grad_x(t[p], v);
+                if (want_mask) am[p] += gc[p] * interpolate(t[p], v);
+              }
+            }
+            const int64_t image = b0_ + b;
+            S* gy = grad_offset + ((image * g_.offset_groups + grp) * 2 * K + 2 * k) * P + p0;
+            S* gx = gy + P;
+            const T* m = mask_ptr_ != nullptr ? mask_.data() + r * P + p0 : nullptr;
+            for (int64_t p = 0; p < n; ++p) {
+              gy[p] = static_cast<S>(m != nullptr ? m[p] * ay[p] : ay[p]);
+              gx[p] = static_cast<S>(m != nullptr ? m[p] * ax[p] : ax[p]);
+            }
+            if (want_mask) {
+              S* gm = grad_mask + ((image * g_.offset_groups + grp) * K + k) * P + p0;
+              for (int64_t p = 0; p < n; ++p) gm[p] = static_cast<S>(am[p]);
+            }
+          }
+        });
+  }
+
+ private:
+  const S* input_plane(int64_t b, int64_t c) const {
+    return input_ + ((b0_ + b) * g_.in_channels + c) * g_.height * g_.width;
+  }
+  // Row of the tap tables for image b of the chunk, channel c, kernel tap k.
+  int64_t row(int64_t b, int64_t c, int64_t k) const {
+    const int64_t grp = c / g_.channels_per_offset_group();
+    return (b * g_.offset_groups + grp) * g_.taps() + k;
+  }
+
+  const Geometry& g_;
+  int64_t b0_, nb_;
+  const S* input_;
+  const S* mask_ptr_;
+  int64_t rows_;
+  std::vector<Taps<T>> taps_;  // [nb, offset_groups, K, P]
+  std::vector<T> mask_;        // same layout; empty without a mask
+};
+
+struct Backend {
+  template <typename S, typename T>
+  using Sampler = cpu::Sampler<S, T>;
+
+  // out[b0 + b, o, p] = prod[o, b, p] + bias[o], converted to S.
+  template <typename S, typename T>
+  static void finish_output(const Geometry& g, int64_t b0, int64_t nb, const T* prod,
+                            const S* bias, S* out) {
+    const int64_t P = g.positions();
+    const int64_t O = g.out_channels;
+    torch::stable::parallel_for(0, nb * O, grain_for(P), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / O;
+        const int64_t o = task % O;
+        const T* src = prod + (o * nb + b) * P;
+        S* dst = out + ((b0 + b) * O + o) * P;
+        if (bias != nullptr) {
+          const T bo = static_cast<T>(bias[o]);
+          for (int64_t p = 0; p < P; ++p) dst[p] = static_cast<S>(src[p] + bo);
+        } else {
+          for (int64_t p = 0; p < P; ++p) dst[p] = static_cast<S>(src[p]);
+        }
+      }
+    });
+  }
+};
+
+Tensor deform_conv2d_cpu(Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> bias,
+                         std::optional<Tensor> mask, int64_t stride_h, int64_t stride_w,
+                         int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w) {
+  return forward<Backend>(input, offset, weight, bias, mask,
+                          {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward_cpu(
+    Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
+    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
+    int64_t dilation_w) {
+  return backward<Backend>(grad_out, input, offset, weight, mask,
+                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
+}
+
+}  // namespace
+}  // namespace detops::deform::cpu
+
+STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
+  m.impl("deform_conv2d", TORCH_BOX(&detops::deform::cpu::deform_conv2d_cpu));
+  m.impl("_deform_conv2d_backward", TORCH_BOX(&detops::deform::cpu::deform_conv2d_backward_cpu));
+}

@@ -1,0 +1,166 @@
+"""detops-deform: deformable convolution with torchvision.ops semantics.
+
+``deform_conv2d`` (v1 without ``mask``, v2 with it) and the ``DeformConv2d`` module run
+native CPU and CUDA kernels registered as ``torch.ops.detops.deform_conv2d`` (and
+``torch.ops.detops._deform_conv2d_backward`` for the gradients of input, offset, weight,
+mask and bias). They script with TorchScript, trace under ``torch.compile(fullgraph=True)``
+and ``torch.export``, and compute float16/bfloat16 inputs with float32 accumulation.
+
+Defined behaviour on unusual input:
+
+- a sampling position samples zero unless ``-1 < y < height`` and ``-1 < x < width``;
+  inside that window, neighbouring pixels outside the image count as zero (torchvision's
+  rule). The offset gradient uses torchvision's window ``-1 <= y < height``,
+  ``-1 <= x < width``;
+- a NaN or infinite offset makes that tap sample zero, with zero gradient for input and
+  offset; no memory outside the input is ever read or written. NaN in ``mask`` (or in the
+  input) propagates to the output as NaN, as ordinary arithmetic does;
+- an empty batch (or zero output channels) returns an empty output;
+- malformed arguments raise ``RuntimeError`` naming the argument (offset or mask channel
+  counts that do not match the kernel, spatial sizes that do not match the output,
+  in_channels not divisible by groups or offset_groups, non-positive stride or dilation,
+  negative padding, mismatched dtypes or devices).
+
+Memory: the batch is processed in chunks whose column buffer stays within 64 MiB (override
+with the environment variable ``DETOPS_DEFORM_COLUMN_BYTES``, read once); a single image
+larger than that is processed alone.
+"""
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import init
+from torch.nn.parameter import Parameter
+
+from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
+from ._library import build_info
+
+__all__ = ["deform_conv2d", "DeformConv2d", "build_info"]
+__version__ = "0.1.0"
+
+
+@torch.jit.unused
+def _checked_pair(value, name: str) -> Tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    try:
+        items = tuple(value)
+    except TypeError:
+        items = ()
+    if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"deform_conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    return (items[0], items[1])
+
+
+def _pair(value: Tuple[int, int], name: str) -> Tuple[int, int]:
+    # Eager mode accepts an int or any pair; TorchScript (as torchvision) a Tuple[int, int].
+    if not torch.jit.is_scripting():
+        return _checked_pair(value, name)
+    return value
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    stride: Tuple[int, int] = (1, 1),
+    padding: Tuple[int, int] = (0, 0),
+    dilation: Tuple[int, int] = (1, 1),
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Deformable convolution: v1 (Dai et al., 2017) when ``mask`` is None, v2 (modulated,
+    Zhu et al., 2018) otherwise.
+
+    Args:
+        input (Tensor[B, C_in, H, W]): input feature map.
+        offset (Tensor[B, 2 * offset_groups * kh * kw, out_h, out_w]): per-position
+            offsets; channel ``g * 2 * kh * kw + 2 * (i * kw + j)`` is the vertical and the
+            next one the horizontal offset of kernel tap ``(i, j)`` for offset group ``g``.
+            ``offset_groups`` is inferred from the channel count and must divide C_in.
+        weight (Tensor[C_out, C_in / groups, kh, kw]): ``groups`` = C_in / weight.shape[1].
+        bias (Tensor[C_out], optional): added to every output position.
+        stride, padding, dilation (int or Tuple[int, int]): as in ``conv2d``.
+        mask (Tensor[B, offset_groups * kh * kw, out_h, out_w], optional): modulation of
+            each sampled value.
+
+    Returns:
+        Tensor[B, C_out, out_h, out_w]
+    """
+    stride_h, stride_w = _pair(stride, "stride")
+    pad_h, pad_w = _pair(padding, "padding")
+    dil_h, dil_w = _pair(dilation, "dilation")
+    return torch.ops.detops.deform_conv2d(
+        input, offset, weight, bias, mask, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+    )
+
+
+class DeformConv2d(nn.Module):
+    """Deformable convolution layer; see :func:`deform_conv2d`. Same constructor,
+    initialisation and ``repr`` as ``torchvision.ops.DeformConv2d``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if in_channels % groups != 0:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups != 0:
+            raise ValueError("out_channels must be divisible by groups")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _checked_pair(kernel_size, "kernel_size")
+        self.stride = _checked_pair(stride, "stride")
+        self.padding = _checked_pair(padding, "padding")
+        self.dilation = _checked_pair(dilation, "dilation")
+        self.groups = groups
+        self.weight = Parameter(
+            torch.empty(out_channels, in_channels // groups, self.kernel_size[0], self.kernel_size[1])
+        )
+        if bias:
+            self.bias = Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: Tensor, offset: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return deform_conv2d(
+            input,
+            offset,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask,
+        )
+
+    def __repr__(self) -> str:
+        text = f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}"
+        text += f", kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text + ")"

@@ -1,0 +1,87 @@
+"""Fake kernels, autograd and autocast for the deformable-convolution ops, so they trace
+under torch.compile and torch.export, differentiate, and run under autocast."""
+
+import torch
+
+from . import _library  # noqa: F401  (the ops must exist before we register against them)
+
+_OP = "detops.deform_conv2d"
+
+
+def _output_size(size, pad: int, dilation: int, kernel: int, stride: int):
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+@torch.library.register_fake("detops::deform_conv2d")
+def _deform_conv2d_fake(input, offset, weight, bias, mask, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    torch._check(input.dim() == 4, lambda: f"{_OP}: input must be a 4-D tensor, got shape {list(input.shape)}")
+    torch._check(offset.dim() == 4, lambda: f"{_OP}: offset must be a 4-D tensor, got shape {list(offset.shape)}")
+    torch._check(weight.dim() == 4, lambda: f"{_OP}: weight must be a 4-D tensor, got shape {list(weight.shape)}")
+    for name, t in (("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)):
+        if t is not None:
+            torch._check(
+                t.dtype == input.dtype and t.device == input.device,
+                lambda: f"{_OP}: input and {name} must have the same dtype and device, "
+                f"got {input.dtype} on {input.device} and {t.dtype} on {t.device}",
+            )
+    kh, kw = weight.shape[2], weight.shape[3]
+    out_h = _output_size(input.shape[2], pad_h, dilation_h, kh, stride_h)
+    out_w = _output_size(input.shape[3], pad_w, dilation_w, kw, stride_w)
+    torch._check(
+        offset.shape[2] == out_h and offset.shape[3] == out_w,
+        lambda: f"{_OP}: offset must have the output's spatial size ({out_h}, {out_w}), "
+        f"got {tuple(offset.shape[2:])}",
+    )
+    if mask is not None:
+        torch._check(
+            mask.dim() == 4 and mask.shape[2] == out_h and mask.shape[3] == out_w,
+            lambda: f"{_OP}: mask must have the output's spatial size ({out_h}, {out_w}), got shape {list(mask.shape)}",
+        )
+    return input.new_empty((input.shape[0], weight.shape[0], out_h, out_w))
+
+
+@torch.library.register_fake("detops::_deform_conv2d_backward")
+def _deform_conv2d_backward_fake(grad_out, input, offset, weight, mask, *params):
+    grad_mask = mask.new_empty(mask.shape) if mask is not None else input.new_empty((0,))
+    return (
+        input.new_empty(input.shape),
+        offset.new_empty(offset.shape),
+        weight.new_empty(weight.shape),
+        grad_mask,
+        input.new_empty((weight.shape[0],)),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    input, offset, weight, bias, mask = inputs[:5]
+    ctx.save_for_backward(input, offset, weight, mask)
+    ctx.params = inputs[5:]
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad):
+    input, offset, weight, mask = ctx.saved_tensors
+    grad_input, grad_offset, grad_weight, grad_mask, grad_bias = torch.ops.detops._deform_conv2d_backward(
+        grad, input, offset, weight, mask, *ctx.params
+    )
+    return (
+        grad_input,
+        grad_offset,
+        grad_weight,
+        grad_bias if ctx.has_bias else None,
+        grad_mask if mask is not None else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd("detops::deform_conv2d", _backward, setup_context=_setup_context)
+
+# Under autocast every tensor argument is computed in float32 (the kernels need one dtype
+# for input, offset, weight, mask and bias; autocast regions mix them).
+for _device in ("cpu", "cuda"):
+    torch.library.register_autocast("detops::deform_conv2d", _device, torch.float32)

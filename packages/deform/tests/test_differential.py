@@ -1,0 +1,209 @@
+"""deform_conv2d forward and all five gradients against the oracles (the pure-PyTorch
+reference always, torchvision 0.29.1 when installed)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from deform_reference import ORACLES, TENSOR_ARGS, make_case
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import detops_deform
+
+ORACLE_NAMES = sorted(ORACLES)
+
+# (name, make_case kwargs): groups, offset groups, stride / padding / dilation, non-square
+# kernels, with and without mask and bias, batch 1 and batch > 64.
+CONFIGS = [
+    ("basic", dict()),
+    ("no_mask", dict(use_mask=False)),
+    ("no_bias_no_mask", dict(use_mask=False, use_bias=False)),
+    ("groups2", dict(in_channels=4, out_channels=6, groups=2)),
+    ("offset_groups2", dict(in_channels=4, offset_groups=2)),
+    ("groups2_offset_groups4", dict(in_channels=8, out_channels=4, groups=2, offset_groups=4)),
+    ("stride2", dict(size=(9, 8), stride=(2, 2), padding=(0, 0))),
+    ("stride_pad_dil_mixed", dict(size=(10, 9), stride=(2, 1), padding=(2, 0), dilation=(1, 2))),
+    ("kernel_1x3", dict(kernel=(1, 3), padding=(0, 1))),
+    ("kernel_3x2_dil2", dict(kernel=(3, 2), dilation=(2, 2), padding=(1, 1), size=(8, 7))),
+    ("kernel_1x1", dict(kernel=(1, 1), padding=(0, 0))),
+    ("batch1", dict(batch=1, in_channels=3, out_channels=5)),
+    ("batch67", dict(batch=67, in_channels=2, out_channels=3, size=(5, 4), kernel=(2, 2), padding=(0, 1))),
+    ("large_offsets", dict(offset_scale=8.0)),
+    ("depthwise", dict(in_channels=4, out_channels=4, groups=4, offset_groups=2)),
+]
+
+
+def _grads(fn, args, grad_out_seed=1):
+    args = {k: (v.detach().clone().requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+    out = fn(**args)
+    g = torch.Generator().manual_seed(grad_out_seed)
+    grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)
+    names = [k for k in TENSOR_ARGS if args[k] is not None]
+    grads = torch.autograd.grad(out, [args[k] for k in names], grad_out)
+    return out, dict(zip(names, grads))
+
+
+def _assert_close(actual, expected, what, dtype):
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+    torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("oracle", ORACLE_NAMES)
+@pytest.mark.parametrize("name,config", CONFIGS, ids=[c[0] for c in CONFIGS])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_and_gradients(oracle, name, config, dtype):
+    args = make_case(dtype=dtype, **config)
+    out, grads = _grads(detops_deform.deform_conv2d, args)
+    ref_out, ref_grads = _grads(ORACLES[oracle], args)
+    assert out.shape == ref_out.shape and out.dtype == dtype
+    _assert_close(out, ref_out, f"{name} output", dtype)
+    assert grads.keys() == ref_grads.keys()
+    for k in grads:
+        _assert_close(grads[k], ref_grads[k], f"{name} grad {k}", dtype)
+
+
+@st.composite
+def _configs(draw):
+    groups = draw(st.sampled_from([1, 2]))
+    offset_groups = draw(st.sampled_from([1, 2]))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    span = [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
+    size = tuple(draw(st.integers(max(1, span[i] - 2 * padding[i]), span[i] + 5)) for i in range(2))
+    return dict(
+        batch=draw(st.integers(1, 3)),
+        in_channels=2 * draw(st.integers(1, 2)),
+        out_channels=groups * draw(st.integers(1, 3)),
+        size=size,
+        kernel=kernel,
+        groups=groups,
+        offset_groups=offset_groups,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        use_mask=draw(st.booleans()),
+        use_bias=draw(st.booleans()),
+        offset_scale=draw(st.sampled_from([0.5, 2.0, 6.0])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(config=_configs())
+def test_random_configurations(config):
+    args = make_case(dtype=torch.float64, **config)
+    out, grads = _grads(detops_deform.deform_conv2d, args)
+    for oracle in ORACLE_NAMES:
+        ref_out, ref_grads = _grads(ORACLES[oracle], args)
+        _assert_close(out, ref_out, f"{oracle} output", torch.float64)
+        for k in grads:
+            _assert_close(grads[k], ref_grads[k], f"{oracle} grad {k}", torch.float64)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(),
+        dict(groups=2, in_channels=4, out_channels=4, stride=(2, 1), padding=(0, 2), dilation=(2, 1)),
+        dict(kernel=(2, 3), groups=4, in_channels=8, out_channels=4, size=(6, 9)),
+    ],
+)
+def test_zero_offsets_unit_mask_equal_conv2d(config):
+    args = make_case(dtype=torch.float64, **config)
+    args["offset"] = torch.zeros_like(args["offset"])
+    args["mask"] = torch.ones_like(args["mask"])
+    groups = args["input"].shape[1] // args["weight"].shape[1]
+    expected = torch.nn.functional.conv2d(
+        args["input"], args["weight"], args["bias"], args["stride"], args["padding"], args["dilation"], groups
+    )
+    torch.testing.assert_close(detops_deform.deform_conv2d(**args), expected, rtol=1e-12, atol=1e-12)
+    args["mask"] = None
+    torch.testing.assert_close(detops_deform.deform_conv2d(**args), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_gradcheck_float64(use_mask):
+    args = make_case(batch=2, in_channels=2, out_channels=2, size=(5, 4), use_mask=use_mask, offset_scale=1.5, seed=3)
+    # Keep sampling positions away from integer coordinates, where bilinear sampling has kinks.
+    args["offset"] = args["offset"].round() + 0.3
+    names = [k for k in TENSOR_ARGS if args[k] is not None]
+
+    def fn(*tensors):
+        kw = dict(args)
+        kw.update(zip(names, tensors))
+        return detops_deform.deform_conv2d(**kw)
+
+    inputs = tuple(args[k].clone().requires_grad_() for k in names)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_narrow_dtypes_accumulate_in_float32(dtype):
+    args = make_case(dtype=dtype, in_channels=16, out_channels=8, size=(9, 9), seed=5)
+    # Offsets on a 1/4 grid shifted by 1/8: exact in float16/bfloat16 and never integral, so
+    # no tap lands on a kink of bilinear sampling (where rounding could pick the other side).
+    args["offset"] = ((args["offset"].double() * 4).round() / 4 + 0.125).to(dtype)
+    out, grads = _grads(detops_deform.deform_conv2d, args)
+    assert out.dtype == dtype and all(g.dtype == dtype for g in grads.values())
+    wide = {k: (v.double() if torch.is_tensor(v) else v) for k, v in args.items()}
+    ref_out, ref_grads = _grads(ORACLES["reference"], wide)
+    tol = dict(rtol=2e-2, atol=5e-2) if dtype == torch.float16 else dict(rtol=5e-2, atol=2e-1)
+    torch.testing.assert_close(out.double(), ref_out, **tol)
+    for k in grads:
+        scale = ref_grads[k].abs().max().item()
+        torch.testing.assert_close(grads[k].double() / scale, ref_grads[k] / scale, **tol)
+
+
+def test_cpu_backward_is_bitwise_repeatable():
+    args = make_case(dtype=torch.float32, batch=3, in_channels=8, out_channels=8, size=(12, 11), offset_groups=2, seed=7)
+    first = _grads(detops_deform.deform_conv2d, args)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            again = _grads(detops_deform.deform_conv2d, args)
+            assert torch.equal(first[0], again[0])
+            for k in first[1]:
+                assert torch.equal(first[1][k], again[1][k]), k
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_empty_batch():
+    args = make_case(batch=0)
+    out = detops_deform.deform_conv2d(**args)
+    assert out.shape == (0, 6, 7, 6)
+    args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+    detops_deform.deform_conv2d(**args).sum().backward()
+    assert torch.equal(args["weight"].grad, torch.zeros_like(args["weight"]))
+
+
+_CHUNKED = r"""
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from deform_reference import make_case
+import detops_deform
+args = make_case(dtype=torch.float64, batch=70, in_channels=4, out_channels=4, size=(6, 5), offset_groups=2)
+args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+out = detops_deform.deform_conv2d(**args)
+out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).reshape(out.shape))
+torch.save([out.detach()] + [args[k].grad for k in ("input", "offset", "weight", "bias", "mask")], sys.argv[2])
+"""
+
+
+def test_batch_chunking_matches_single_chunk(tmp_path):
+    """A column budget of a few images splits batch 70 into many chunks: same results."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    results = []
+    for budget in ("1", str(1 << 30)):  # one image per chunk, then everything at once
+        path = tmp_path / f"r{budget}.pt"
+        env = dict(os.environ, DETOPS_DEFORM_COLUMN_BYTES=budget)
+        subprocess.run([sys.executable, "-c", _CHUNKED, here, str(path)], check=True, env=env)
+        results.append(torch.load(path))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

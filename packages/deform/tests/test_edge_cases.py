@@ -1,0 +1,264 @@
+"""Boundary rules of the sampling, non-finite offsets and masks, and malformed arguments."""
+
+import math
+
+import pytest
+import torch
+from deform_reference import HAVE_TORCHVISION, ORACLES, make_case
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import detops_deform
+
+
+def _point_rules(plane, y, x):
+    """torchvision's rules for one tap, written out: (value, d value/dy, d value/dx)."""
+    H, W = plane.shape
+
+    def at(r, c):
+        return float(plane[r, c]) if 0 <= r < H and 0 <= c < W else 0.0
+
+    if not (math.isfinite(y) and math.isfinite(x)):
+        return 0.0, 0.0, 0.0
+    y0, x0 = math.floor(y), math.floor(x)
+    ly, lx = y - y0, x - x0
+    v00, v01, v10, v11 = at(y0, x0), at(y0, x0 + 1), at(y0 + 1, x0), at(y0 + 1, x0 + 1)
+    value = 0.0
+    if -1 < y < H and -1 < x < W:
+        value = (1 - ly) * (1 - lx) * v00 + (1 - ly) * lx * v01 + ly * (1 - lx) * v10 + ly * lx * v11
+    gy = gx = 0.0
+    if -1 <= y < H and -1 <= x < W:
+        gy = lx * (v11 - v01) + (1 - lx) * (v10 - v00)
+        gx = ly * (v11 - v10) + (1 - ly) * (v01 - v00)
+    return value, gy, gx
+
+
+# Sampling positions on and around every edge of a 3 x 4 plane, including the exact
+# boundaries -1 and H - 1 / W - 1 where value and gradient windows differ.
+_POSITIONS = [
+    (-1.0, 0.5), (0.5, -1.0), (-1.0, -1.0), (-0.5, 1.25), (1.5, -0.25), (2.0, 3.0), (2.5, 1.0),
+    (1.25, 3.5), (3.0, 1.0), (1.0, 4.0), (-1.5, 1.0), (0.0, 0.0), (2.0, 1.5), (1.0, 2.0), (2.999, 3.999),
+]
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_boundary_rules_of_single_taps(use_mask):
+    H, W = 3, 4
+    plane = torch.arange(1, H * W + 1, dtype=torch.float64).reshape(H, W) ** 1.5
+    n = len(_POSITIONS)
+    # 1x1 kernel, output 1 x n: tap j samples at (0 + dy_j, j + dx_j) after padding (0, 0)...
+    # so use a wide input and put every position into its own output column by offsets.
+    inp = torch.zeros(1, 1, H, W, dtype=torch.float64)
+    inp[0, 0] = plane
+    out_w = W  # output of a 1x1 kernel has the input's size: use positions (0, j) for j < W
+    rows = []
+    for start in range(0, n, out_w):
+        chunk = _POSITIONS[start : start + out_w]
+        offset = torch.zeros(1, 2, H, W, dtype=torch.float64)
+        for j, (y, x) in enumerate(chunk):
+            offset[0, 0, 0, j] = y - 0
+            offset[0, 1, 0, j] = x - j
+        mask = torch.full((1, 1, H, W), 0.75, dtype=torch.float64) if use_mask else None
+        offset.requires_grad_()
+        weight = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+        out = detops_deform.deform_conv2d(inp, offset, weight, mask=mask)
+        grad_out = torch.zeros_like(out)
+        grad_out[0, 0, 0, : len(chunk)] = 1
+        (g_off,) = torch.autograd.grad(out, offset, grad_out)
+        m = 0.75 if use_mask else 1.0
+        for j, (y, x) in enumerate(chunk):
+            value, gy, gx = _point_rules(plane, y, x)
+            rows.append((y, x, out[0, 0, 0, j].item(), m * value, g_off[0, 0, 0, j].item(), m * gy, g_off[0, 1, 0, j].item(), m * gx))
+        if HAVE_TORCHVISION:
+            from torchvision.ops import deform_conv2d as tv
+
+            off2 = offset.detach().clone().requires_grad_()
+            ref = tv(inp, off2, weight, mask=mask)
+            (g_ref,) = torch.autograd.grad(ref, off2, grad_out)
+            torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(g_off, g_ref, rtol=1e-12, atol=1e-12)
+    for y, x, got, want, gy, want_gy, gx, want_gx in rows:
+        assert got == pytest.approx(want, abs=1e-12), (y, x)
+        assert gy == pytest.approx(want_gy, abs=1e-12), (y, x)
+        assert gx == pytest.approx(want_gx, abs=1e-12), (y, x)
+
+
+_BAD_VALUES = [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3e9, -3e9]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    where=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 35), st.integers(0, 6), st.integers(0, 5)), min_size=1, max_size=8),
+    values=st.lists(st.sampled_from(_BAD_VALUES), min_size=8, max_size=8),
+    use_mask=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
+)
+def test_non_finite_offsets_never_crash(where, values, use_mask, dtype):
+    args = make_case(dtype=dtype, offset_groups=2, use_mask=use_mask)
+    bad = torch.zeros(args["offset"].shape, dtype=torch.bool)
+    for (b, c, y, x), v in zip(where, values):
+        args["offset"][b, c, y, x] = v
+        bad[b, c, y, x] = True
+    args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+    out = detops_deform.deform_conv2d(**args)
+    assert torch.isfinite(out).all(), "a non-finite offset samples zero: the output stays finite"
+    out.sum().backward()
+    for k in ("input", "weight", "bias"):
+        assert torch.isfinite(args[k].grad).all(), k
+    g = args["offset"].grad
+    assert torch.isfinite(g).all()
+    # Offsets whose tap lies outside the gradient window get exactly zero gradient.
+    assert (g[bad] == 0).all() or not bad.any()
+    # Same result as replacing the positions by far-away finite ones (they read nothing).
+    clean = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in args.items()}
+    clean["offset"][bad] = 1e4
+    torch.testing.assert_close(out.detach(), detops_deform.deform_conv2d(**clean), rtol=0, atol=0)
+
+
+def test_non_finite_mask_propagates_without_crashing():
+    args = make_case(offset_groups=2)
+    args["mask"][0, 3, 1, 1] = float("nan")
+    args["mask"][1, 5, 2, 2] = float("inf")
+    args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+    out = detops_deform.deform_conv2d(**args)
+    assert not torch.isfinite(out[0, :, 1, 1]).any()
+    assert torch.isfinite(out[0, :, 3, 3]).all()
+    out.sum().backward()
+    assert torch.isfinite(args["mask"].grad).all()  # d out / d mask is the sample, finite
+    assert torch.isfinite(args["offset"].grad[:, :, 4:, 4:]).all()
+
+
+# ---------------------------------------------------------------- malformed arguments
+
+def _valid(**kw):
+    return make_case(batch=2, in_channels=4, out_channels=4, size=(6, 6), padding=(1, 1), **kw)
+
+
+def _raises(args, pattern):
+    with pytest.raises((RuntimeError, TypeError, ValueError), match=pattern):
+        detops_deform.deform_conv2d(**args)
+
+
+@settings(max_examples=20, deadline=None)
+@given(delta=st.integers(-17, 17).filter(lambda d: d != 0 and d % 18 != 0))
+def test_offset_channels_not_matching_kernel(delta):
+    args = _valid()
+    c = args["offset"].shape[1] + delta
+    args["offset"] = torch.zeros(2, c, 6, 6, dtype=torch.float64)
+    _raises(args, "offset")
+
+
+@settings(max_examples=15, deadline=None)
+@given(delta=st.integers(-8, 8).filter(lambda d: d != 0))
+def test_mask_channels_not_matching_kernel(delta):
+    args = _valid()
+    args["mask"] = torch.rand(2, 9 + delta, 6, 6, dtype=torch.float64)
+    _raises(args, "mask")
+
+
+@settings(max_examples=20, deadline=None)
+@given(which=st.sampled_from(["offset", "mask"]), dh=st.integers(-3, 3), dw=st.integers(-3, 3))
+def test_spatial_size_not_matching_output(which, dh, dw):
+    if dh == 0 and dw == 0:
+        dh = 1
+    args = _valid()
+    t = args[which]
+    if 6 + dh < 1 or 6 + dw < 1:
+        dh, dw = abs(dh), abs(dw)
+    args[which] = torch.zeros(t.shape[0], t.shape[1], 6 + dh, 6 + dw, dtype=t.dtype)
+    _raises(args, which)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cin=st.integers(1, 12))
+def test_in_channels_not_divisible_by_groups(cin):
+    args = _valid()
+    args["weight"] = torch.randn(4, 5, 3, 3, dtype=torch.float64)  # weight.shape[1] = 5
+    args["input"] = torch.randn(2, cin * 5 + 1 + (cin % 3), 6, 6, dtype=torch.float64)
+    _raises(args, "groups")
+
+
+def test_in_channels_not_divisible_by_offset_groups():
+    args = _valid()
+    args["offset"] = torch.zeros(2, 3 * 18, 6, 6, dtype=torch.float64)  # 3 offset groups, 4 channels
+    args["mask"] = None
+    _raises(args, "offset_groups")
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(["stride", "dilation"]), bad=st.integers(-3, 0), axis=st.integers(0, 1))
+def test_non_positive_stride_or_dilation(name, bad, axis):
+    args = _valid()
+    v = [1, 1]
+    v[axis] = bad
+    args[name] = tuple(v)
+    _raises(args, name)
+
+
+@settings(max_examples=10, deadline=None)
+@given(bad=st.integers(-5, -1), axis=st.integers(0, 1))
+def test_negative_padding(bad, axis):
+    args = _valid()
+    v = [1, 1]
+    v[axis] = bad
+    args["padding"] = tuple(v)
+    _raises(args, "padding")
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    name=st.sampled_from(["offset", "weight", "bias", "mask"]),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.int64]),
+)
+def test_mismatched_dtypes(name, dtype):
+    args = _valid()
+    args[name] = args[name].to(dtype)
+    _raises(args, name)
+
+
+def test_integer_input_is_rejected():
+    args = _valid()
+    args = {k: (v.long() if torch.is_tensor(v) else v) for k, v in args.items()}
+    _raises(args, "input")
+
+
+@pytest.mark.parametrize("name", ["offset", "weight", "bias", "mask"])
+def test_mismatched_devices(name):
+    args = _valid()
+    args[name] = args[name].to("meta")
+    _raises(args, name)
+
+
+@pytest.mark.parametrize("name,value", [("stride", (1, 2, 3)), ("padding", "a"), ("dilation", 1.5)])
+def test_malformed_pairs(name, value):
+    args = _valid()
+    args[name] = value
+    _raises(args, name)
+
+
+def test_wrong_ranks_and_batches():
+    args = _valid()
+    args["input"] = args["input"][0]
+    _raises(args, "input")
+    args = _valid()
+    args["offset"] = args["offset"][:1]
+    _raises(args, "offset")
+    args = _valid()
+    args["mask"] = args["mask"][:1]
+    _raises(args, "mask")
+    args = _valid()
+    args["bias"] = torch.zeros(5, dtype=torch.float64)
+    _raises(args, "bias")
+
+
+def test_input_smaller_than_kernel():
+    args = make_case(size=(2, 2), padding=(0, 0), use_mask=False)
+    args["offset"] = torch.zeros(2, 18, 1, 1, dtype=torch.float64)
+    _raises(args, "input")
+
+
+def test_oracles_agree_on_the_valid_case():
+    args = _valid()
+    outs = [fn(**args) for fn in ORACLES.values()]
+    for o in outs:
+        torch.testing.assert_close(detops_deform.deform_conv2d(**args), o)
