@@ -88,6 +88,25 @@ def run_inside(args) -> None:
     table = "\n".join(lines)
     print()
     print(table)
+    if args.update_readme:
+        readme = os.path.join(packages.ROOT, "README.md")
+        text = open(readme).read()
+        begin, end = "<!-- bench-table -->\n", "<!-- /bench-table -->"
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        command = (
+            "python3 -m nox -s bench -- " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "python3 -m nox -s bench"
+        )
+        with open(readme, "w") as f:
+            f.write(
+                head
+                + begin
+                + f"Produced by `{command.replace(' --update-readme', '').strip()}`.\n"
+                + table
+                + "\n"
+                + end
+                + tail
+            )
     if args.markdown:
         os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
         with open(args.markdown, "w") as f:
@@ -101,6 +120,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small workloads, for smoke tests")
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per case")
     parser.add_argument("--markdown", default=os.path.join(packages.ROOT, "bench-results", "bench.md"))
+    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:

@@ -1,0 +1,22 @@
+"""Functional form of the fused FPN top-down step."""
+
+import torch
+from torch import Tensor
+
+from . import _meta  # noqa: F401  (fake kernels and autograd)
+
+
+def fpn_upsample_add(top: Tensor, lateral: Tensor) -> Tensor:
+    """``lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")`` in one pass.
+
+    Args:
+        top (Tensor[N, C, h, w]): the coarser map.
+        lateral (Tensor[N, C, H, W]): the lateral map; the result has its shape.
+
+    Mixed floating dtypes are promoted as ``lateral + upsampled`` would be.
+    """
+    if top.dtype != lateral.dtype:
+        common = torch.promote_types(top.dtype, lateral.dtype)
+        top = top.to(common)
+        lateral = lateral.to(common)
+    return torch.ops.detops.fpn_upsample_add(top, lateral)
