@@ -2,8 +2,8 @@
 // matrix products (through torch's matmul). The device-specific half is a Backend:
 //
 //   template <typename S, typename T> class Backend::Sampler {
-//     Sampler(const Geometry&, int64_t b0, int64_t nb, const S* input, const S* offset,
-//             const S* mask /* or nullptr */);
+//     Sampler(const Geometry&, int64_t b0, int64_t nb, const Tensor& input /* contiguous */,
+//             const S* offset, const S* mask /* or nullptr */);
 //     void im2col(T* col);                            // col: [C * K, nb, P]
 //     void col2im(const T* grad_col, S* grad_input);  // grad_input: whole [B, C, H, W]
 //     void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask /* or nullptr */);
@@ -117,7 +117,7 @@ Tensor forward(const Tensor& input_in, const Tensor& offset_in, const Tensor& we
       const int64_t nb = std::min(chunk, g.batch - b0);
       Tensor col = torch::stable::view(torch::stable::narrow(col_storage, 0, 0, ck * nb * P),
                                        {g.groups, ck / g.groups, nb * P});
-      typename Backend::template Sampler<S, T> sampler(g, b0, nb, input.const_data_ptr<S>(),
+      typename Backend::template Sampler<S, T> sampler(g, b0, nb, input,
                                                        offset.const_data_ptr<S>(),
                                                        optional_ptr<S>(mask));
       sampler.im2col(col.mutable_data_ptr<T>());
@@ -173,7 +173,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
       const int64_t nb = std::min(chunk, g.batch - b0);
       Tensor col = torch::stable::view(torch::stable::narrow(col_storage, 0, 0, ck * nb * P),
                                        {g.groups, ckg, nb * P});
-      typename Backend::template Sampler<S, T> sampler(g, b0, nb, input.const_data_ptr<S>(),
+      typename Backend::template Sampler<S, T> sampler(g, b0, nb, input,
                                                        offset.const_data_ptr<S>(),
                                                        optional_ptr<S>(mask));
       const Tensor go = grad_output_columns(g, grad_out, b0, nb, acc);  // [G, Oc / G, nb * P]

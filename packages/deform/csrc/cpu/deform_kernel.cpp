@@ -30,9 +30,9 @@ inline int64_t grain_for(int64_t work) {
 template <typename S, typename T>
 class Sampler {
  public:
-  Sampler(const Geometry& g, int64_t b0, int64_t nb, const S* input, const S* offset,
+  Sampler(const Geometry& g, int64_t b0, int64_t nb, const Tensor& input, const S* offset,
           const S* mask)
-      : g_(g), b0_(b0), nb_(nb), input_(input), mask_ptr_(mask),
+      : g_(g), b0_(b0), nb_(nb), input_(input.const_data_ptr<S>()), mask_ptr_(mask),
         rows_(nb * g.offset_groups * g.taps()),
         taps_(rows_ * g.positions()),
         mask_(mask != nullptr ? rows_ * g.positions() : 0) {
