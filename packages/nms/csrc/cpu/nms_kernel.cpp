@@ -12,11 +12,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "cpu/score_order.h"
-#include "nms_checks.h"
+#include "nms_entry.h"
 #include "nms_math.h"
 
 namespace detops::nms::cpu {
@@ -118,8 +119,8 @@ void gather(const S* boxes, const std::vector<int64_t>& order, const std::vector
 }
 
 template <typename T, typename S>
-Tensor run(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
-           double iou_threshold) {
+Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
+                  double iou_threshold) {
   const int64_t n = boxes_in.size(0);
   const Tensor boxes = torch::stable::contiguous(boxes_in);
   const Tensor scores = torch::stable::contiguous(scores_in);
@@ -178,28 +179,19 @@ Tensor run(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_i
   return out;
 }
 
-Tensor dispatch(const char* op, const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
-                double iou_threshold) {
-  check_inputs(op, boxes, scores, idxs);
-  if (boxes.size(0) == 0) return torch::stable::new_empty(boxes, {0}, ScalarType::Long);
-  return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    return run<acc_t<S>, S>(boxes, scores, idxs, iou_threshold);
-  });
-}
-
-Tensor nms_cpu(Tensor boxes, Tensor scores, double iou_threshold) {
-  return dispatch("detops.nms", boxes, scores, nullptr, iou_threshold);
-}
-
-Tensor batched_nms_cpu(Tensor boxes, Tensor scores, Tensor idxs, double iou_threshold) {
-  return dispatch("detops.batched_nms", boxes, scores, &idxs, iou_threshold);
-}
+struct CpuKernel {
+  static constexpr int64_t kMaxBoxes = std::numeric_limits<int64_t>::max();
+  template <typename S>
+  static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr) {
+    return run_greedy<acc_t<S>, S>(boxes, scores, idxs, thr);
+  }
+};
 
 }  // namespace
 }  // namespace detops::nms::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  m.impl("nms", TORCH_BOX(&detops::nms::cpu::nms_cpu));
-  m.impl("batched_nms", TORCH_BOX(&detops::nms::cpu::batched_nms_cpu));
+  using Entry = detops::nms::Entry<detops::nms::cpu::CpuKernel>;
+  m.impl("nms", TORCH_BOX(&Entry::nms));
+  m.impl("batched_nms", TORCH_BOX(&Entry::batched_nms));
 }

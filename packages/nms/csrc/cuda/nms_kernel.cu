@@ -15,7 +15,7 @@
 
 #include <detops/cuda_launch.cuh>
 
-#include "nms_checks.h"
+#include "nms_entry.h"
 #include "nms_math.h"
 
 namespace detops::nms::cuda {
@@ -26,7 +26,6 @@ using torch::stable::Tensor;
 
 constexpr int kTile = 64;          // boxes per tile: one bit each in a 64-bit word
 constexpr int kKeepThreads = 256;  // threads of the single keep_kernel block
-constexpr int64_t kMaxBoxes = int64_t(65535) * kTile;  // grid.y limit on row tiles
 
 template <typename S, typename T>
 __global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restrict__ cls, int64_t n,
@@ -117,7 +116,8 @@ __global__ void keep_kernel(const unsigned long long* __restrict__ mask, int64_t
 }
 
 template <typename S>
-Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double iou_threshold) {
+Tensor run_bitmask(const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
+                   double iou_threshold) {
   using T = acc_t<S>;
   const int64_t n = boxes.size(0);
   torch::stable::accelerator::DeviceGuard guard(boxes.get_device_index());
@@ -157,30 +157,19 @@ Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double
   return torch::stable::index_select(order, 0, nonzero_1d(kept));
 }
 
-Tensor dispatch(const char* op, const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
-                double iou_threshold) {
-  check_inputs(op, boxes, scores, idxs);
-  const int64_t n = boxes.size(0);
-  if (n == 0) return torch::stable::new_empty(boxes, {0}, ScalarType::Long);
-  check(n <= kMaxBoxes, op, "at most ", kMaxBoxes, " boxes are supported on CUDA, got ", n);
-  return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    return run<S>(boxes, scores, idxs, iou_threshold);
-  });
-}
-
-Tensor nms_cuda(Tensor boxes, Tensor scores, double iou_threshold) {
-  return dispatch("detops.nms", boxes, scores, nullptr, iou_threshold);
-}
-
-Tensor batched_nms_cuda(Tensor boxes, Tensor scores, Tensor idxs, double iou_threshold) {
-  return dispatch("detops.batched_nms", boxes, scores, &idxs, iou_threshold);
-}
+struct CudaKernel {
+  static constexpr int64_t kMaxBoxes = int64_t(65535) * kTile;  // grid.y limit on row tiles
+  template <typename S>
+  static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr) {
+    return run_bitmask<S>(boxes, scores, idxs, thr);
+  }
+};
 
 }  // namespace
 }  // namespace detops::nms::cuda
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CUDA, m) {
-  m.impl("nms", TORCH_BOX(&detops::nms::cuda::nms_cuda));
-  m.impl("batched_nms", TORCH_BOX(&detops::nms::cuda::batched_nms_cuda));
+  using Entry = detops::nms::Entry<detops::nms::cuda::CudaKernel>;
+  m.impl("nms", TORCH_BOX(&Entry::nms));
+  m.impl("batched_nms", TORCH_BOX(&Entry::batched_nms));
 }
