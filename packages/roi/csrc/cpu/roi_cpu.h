@@ -1,0 +1,82 @@
+// CPU plumbing shared by the RoI kernels: strided views, per-image RoI buckets, the
+// batch-index check and the parallel loop. The math lives in roi_geometry.h.
+//
+// Threading: forward passes split (channel, RoI) pairs over threads; backward passes split
+// the gradient planes (image, channel) so that every element of grad_input has exactly one
+// writer, which visits its RoIs in index order: no atomics, bitwise repeatable results.
+#pragma once
+
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "roi_checks.h"
+
+namespace detops::roi::cpu {
+
+using torch::stable::Tensor;
+
+// Element (n, c, y, x) of a 4-D tensor with arbitrary strides (channels_last included).
+struct Strides4 {
+  int64_t n, c, y, x;
+  explicit Strides4(const Tensor& t)
+      : n(t.stride(0)), c(t.stride(1)), y(t.stride(2)), x(t.stride(3)) {}
+  int64_t plane(int64_t b, int64_t ch) const { return b * n + ch * c; }
+};
+
+// RoIs as (batch, x1, y1, x2, y2) in the compute type T, after the batch-index check.
+template <typename T>
+struct Rois {
+  std::vector<int64_t> batch;
+  std::vector<T> box;  // 4 per RoI
+  int64_t size() const { return static_cast<int64_t>(batch.size()); }
+};
+
+template <typename S, typename T>
+Rois<T> read_rois(const char* op, const Tensor& rois_in, int64_t batch_size) {
+  const Tensor rois = torch::stable::contiguous(rois_in);
+  const int64_t k = rois.size(0);
+  const S* data = rois.const_data_ptr<S>();
+  check_batch_indices(op, data, k, batch_size);
+  Rois<T> r;
+  r.batch.resize(k);
+  r.box.resize(4 * k);
+  for (int64_t i = 0; i < k; ++i) {
+    r.batch[i] = static_cast<int64_t>(static_cast<double>(data[5 * i]));
+    for (int j = 0; j < 4; ++j) r.box[4 * i + j] = static_cast<T>(data[5 * i + 1 + j]);
+  }
+  return r;
+}
+
+// RoI indices grouped by key (image, or level * batch + image), each group in index order.
+inline std::vector<std::vector<int64_t>> bucket(const std::vector<int64_t>& key,
+                                                int64_t groups) {
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(groups));
+  for (size_t i = 0; i < key.size(); ++i) out[static_cast<size_t>(key[i])].push_back(i);
+  return out;
+}
+
+// Runs body(begin, end) over [0, n) on torch's intra-op pool. `work_per_item` is a rough
+// cost in multiply-adds: small problems stay on the calling thread.
+template <typename F>
+void parallel(int64_t n, double work_per_item, const F& body) {
+  if (n <= 0) return;
+  constexpr double kMinWorkPerTask = 32768.0;
+  const double per = work_per_item < 1.0 ? 1.0 : work_per_item;
+  int64_t grain = static_cast<int64_t>(kMinWorkPerTask / per) + 1;
+  if (grain >= n) {
+    body(0, n);
+    return;
+  }
+  torch::stable::parallel_for(0, n, grain, body);
+}
+
+template <typename S>
+constexpr bool is_narrow() {
+  return sizeof(S) < sizeof(float);
+}
+
+}  // namespace detops::roi::cpu

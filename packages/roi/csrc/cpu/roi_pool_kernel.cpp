@@ -1,0 +1,163 @@
+// CPU kernels of detops::roi_pool and detops::_roi_pool_backward.
+//
+// Forward: the maximum of each bin and its position (first maximum in row-major order,
+// compared with `>` as torchvision does, so NaN never wins and an all -inf / NaN bin keeps
+// the initial -FLT_MAX with argmax -1). Backward: each gradient plane's single writer adds
+// grad to the argmax positions of its RoIs, in RoI order.
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <vector>
+
+#include "cpu/pool_bins.h"
+#include "cpu/roi_cpu.h"
+#include "roi_checks.h"
+#include <detops/dispatch.h>
+
+namespace detops::roi::cpu {
+namespace {
+
+constexpr const char* kOp = "detops.roi_pool";
+
+template <typename S>
+std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois_in, double scale,
+                                   int64_t pooled_h, int64_t pooled_w) {
+  using T = acc_t<S>;
+  const int64_t n = input.size(0), c = input.size(1), height = input.size(2),
+                width = input.size(3);
+  const Rois<T> rois = read_rois<S, T>(kOp, rois_in, n);
+  const int64_t k = rois.size();
+  Tensor out = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w});
+  Tensor argmax = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w}, ScalarType::Int);
+  if (k == 0 || c == 0) return {out, argmax};
+  const auto bins = pool_bins(rois, static_cast<T>(scale), true, pooled_h, pooled_w, height, width);
+  const S* in = input.const_data_ptr<S>();
+  const Strides4 st(input);
+  S* out_data = out.mutable_data_ptr<S>();
+  int32_t* arg_data = argmax.mutable_data_ptr<int32_t>();
+  const int64_t nbins = pooled_h * pooled_w;
+
+  parallel(c * k, pool_work(bins, pooled_h, pooled_w) / k, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t ch = i / k, r = i % k;
+      const PoolBins& b = bins[r];
+      const S* plane = in + st.plane(rois.batch[r], ch);
+      S* o = out_data + (r * c + ch) * nbins;
+      int32_t* a = arg_data + (r * c + ch) * nbins;
+      for (int64_t ph = 0; ph < pooled_h; ++ph) {
+        for (int64_t pw = 0; pw < pooled_w; ++pw) {
+          T best = b.empty(ph, pw) ? T(0) : static_cast<T>(-FLT_MAX);
+          int64_t where = -1;
+          for (int64_t y = b.h_lo[ph]; y < b.h_hi[ph]; ++y) {
+            const S* row = plane + y * st.y;
+            for (int64_t x = b.w_lo[pw]; x < b.w_hi[pw]; ++x) {
+              const T v = static_cast<T>(row[x * st.x]);
+              if (v > best) {
+                best = v;
+                where = y * width + x;
+              }
+            }
+          }
+          o[ph * pooled_w + pw] = static_cast<S>(best);
+          a[ph * pooled_w + pw] = static_cast<int32_t>(where);
+        }
+      }
+    }
+  });
+  return {out, argmax};
+}
+
+template <typename S>
+Tensor backward(const Tensor& grad, const Tensor& rois_in, const Tensor& argmax_in, int64_t n,
+                int64_t c, int64_t height, int64_t width) {
+  using T = acc_t<S>;
+  const char* op = "detops._roi_pool_backward";
+  const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
+  const int64_t k = rois.size();
+  Tensor grad_input = torch::stable::new_empty(grad, {n, c, height, width});
+  const Tensor argmax = torch::stable::contiguous(argmax_in);
+  const int32_t* arg = argmax.const_data_ptr<int32_t>();
+  const S* g = grad.const_data_ptr<S>();
+  const Strides4 gs(grad);
+  S* gi = grad_input.mutable_data_ptr<S>();
+  const int64_t pooled_h = grad.size(2), pooled_w = grad.size(3), nbins = pooled_h * pooled_w;
+  const int64_t area = height * width;
+  const auto groups = bucket(rois.batch, n);
+
+  parallel(c * n, static_cast<double>(area + (k * nbins) / std::max<int64_t>(n, 1)),
+           [&](int64_t begin, int64_t end) {
+             std::vector<T> scratch(is_narrow<S>() ? static_cast<size_t>(area) : 0);
+             for (int64_t i = begin; i < end; ++i) {
+               const int64_t ch = i / n, b = i % n;
+               S* dst = gi + (b * c + ch) * area;
+               T* acc;
+               if constexpr (is_narrow<S>()) {
+                 acc = scratch.data();
+               } else {
+                 acc = dst;
+               }
+               std::fill(acc, acc + area, T(0));
+               for (int64_t r : groups[b]) {
+                 const int32_t* a = arg + (r * c + ch) * nbins;
+                 const S* gr = g + r * gs.n + ch * gs.c;
+                 for (int64_t ph = 0; ph < pooled_h; ++ph) {
+                   for (int64_t pw = 0; pw < pooled_w; ++pw) {
+                     const int64_t where = a[ph * pooled_w + pw];
+                     if (where >= 0 && where < area) {
+                       acc[where] += static_cast<T>(gr[ph * gs.y + pw * gs.x]);
+                     }
+                   }
+                 }
+               }
+               if constexpr (is_narrow<S>()) {
+                 for (int64_t j = 0; j < area; ++j) dst[j] = static_cast<S>(acc[j]);
+               }
+             }
+           });
+  return grad_input;
+}
+
+std::tuple<Tensor, Tensor> roi_pool_cpu(Tensor input, Tensor rois, double spatial_scale,
+                                        int64_t pooled_h, int64_t pooled_w) {
+  check_input(kOp, input);
+  check_rois(kOp, input, rois);
+  check_output_size(kOp, pooled_h, pooled_w);
+  check(input.size(2) * input.size(3) < (int64_t(1) << 31), kOp,
+        "input planes must have fewer than 2^31 elements (argmax is int32), got ",
+        shape_str(input));
+  return dispatch_floating(input.scalar_type(), kOp, "input", [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    return forward<S>(input, rois, spatial_scale, pooled_h, pooled_w);
+  });
+}
+
+Tensor roi_pool_backward_cpu(Tensor grad, Tensor rois, Tensor argmax, double, int64_t pooled_h,
+                             int64_t pooled_w, int64_t batch_size, int64_t channels,
+                             int64_t height, int64_t width) {
+  const char* op = "detops._roi_pool_backward";
+  check_output_size(op, pooled_h, pooled_w);
+  check_input_shape(op, batch_size, channels, height, width);
+  check_rois(op, grad, rois);
+  check_grad(op, grad, rois, channels, pooled_h, pooled_w);
+  check_defined(op, "argmax", argmax);
+  check(argmax.scalar_type() == ScalarType::Int && argmax.dim() == 4 &&
+            argmax.size(0) == grad.size(0) && argmax.size(1) == channels &&
+            argmax.size(2) == pooled_h && argmax.size(3) == pooled_w,
+        op, "argmax must be an int32 tensor shaped like grad ", shape_str(grad), ", got ",
+        dtype_name(argmax.scalar_type()), " ", shape_str(argmax));
+  check_same_device(op, "grad", grad, "argmax", argmax);
+  return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    return backward<S>(grad, rois, argmax, batch_size, channels, height, width);
+  });
+}
+
+}  // namespace
+}  // namespace detops::roi::cpu
+
+STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
+  m.impl("roi_pool", TORCH_BOX(&detops::roi::cpu::roi_pool_cpu));
+  m.impl("_roi_pool_backward", TORCH_BOX(&detops::roi::cpu::roi_pool_backward_cpu));
+}

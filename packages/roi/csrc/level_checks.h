@@ -1,0 +1,45 @@
+// Argument checks of multi_level_roi_align, shared by its CPU and CUDA entry points.
+#pragma once
+
+#include <vector>
+
+#include "roi_checks.h"
+
+namespace detops::roi {
+
+inline void check_levels(const char* op, const std::vector<Tensor>& features,
+                         const std::vector<double>& scales, const Tensor& rois,
+                         const Tensor& levels) {
+  check(!features.empty(), op, "features must hold at least one feature map");
+  check(scales.size() == features.size(), op, "spatial_scales must have one entry per feature ",
+        "map: ", features.size(), " maps but ", scales.size(), " scales");
+  for (size_t l = 0; l < features.size(); ++l) {
+    check_input(op, features[l]);
+    check(features[l].size(0) == features[0].size(0) && features[l].size(1) == features[0].size(1),
+          op, "features[", l, "] must have the batch size and channels of features[0] ",
+          shape_str(features[0]), ", got ", shape_str(features[l]));
+    check_same_dtype(op, "features[0]", features[0], "features[l]", features[l]);
+    check_same_device(op, "features[0]", features[0], "features[l]", features[l]);
+  }
+  check_rois(op, features[0], rois);
+  check_defined(op, "levels", levels);
+  check(levels.dim() == 1 && levels.size(0) == rois.size(0), op,
+        "levels must be a 1-D tensor with one level per RoI (", rois.size(0), "), got shape ",
+        shape_str(levels));
+  check(levels.scalar_type() == ScalarType::Long, op, "levels must be an int64 tensor, got ",
+        dtype_name(levels.scalar_type()));
+  check_same_device(op, "rois", rois, "levels", levels);
+}
+
+// Level values (contiguous, on the host) must index the feature list.
+inline std::vector<int64_t> read_levels(const char* op, const int64_t* data, int64_t k,
+                                        int64_t num_levels) {
+  std::vector<int64_t> out(data, data + k);
+  for (int64_t i = 0; i < k; ++i) {
+    check(out[i] >= 0 && out[i] < num_levels, op, "levels[", i, "] must be in [0, ",
+          num_levels - 1, "], got ", out[i]);
+  }
+  return out;
+}
+
+}  // namespace detops::roi

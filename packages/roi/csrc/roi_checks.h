@@ -1,0 +1,81 @@
+// Argument checks shared by the CPU and CUDA entry points of the RoI ops. Every message
+// names the op and the argument and surfaces in Python as a RuntimeError.
+#pragma once
+
+#include <detops/checks.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace detops::roi {
+
+// Positive sampling ratios above this are rejected: a bin would hold over a million samples.
+constexpr int64_t kMaxSamplingRatio = 1024;
+
+inline void check_input(const char* op, const Tensor& input) {
+  check_defined(op, "input", input);
+  check(input.dim() == 4, op, "input must be a 4-D tensor of shape [N, C, H, W], got shape ",
+        shape_str(input));
+  check_floating(op, "input", input);
+}
+
+inline void check_rois(const char* op, const Tensor& input, const Tensor& rois) {
+  check_defined(op, "rois", rois);
+  check(rois.dim() == 2 && rois.size(1) == 5, op,
+        "rois must be a 2-D tensor of shape [K, 5] holding (batch index, x1, y1, x2, y2), "
+        "got shape ",
+        shape_str(rois));
+  check_same_dtype(op, "input", input, "rois", rois);
+  check_same_device(op, "input", input, "rois", rois);
+}
+
+inline void check_output_size(const char* op, int64_t pooled_h, int64_t pooled_w) {
+  check(pooled_h >= 1 && pooled_w >= 1, op,
+        "output_size (pooled_height, pooled_width) must be at least 1, got (", pooled_h, ", ",
+        pooled_w, ")");
+}
+
+inline void check_sampling_ratio(const char* op, int64_t sampling_ratio) {
+  check(sampling_ratio <= kMaxSamplingRatio, op,
+        "sampling_ratio must be <= 0 (adaptive) or between 1 and ", kMaxSamplingRatio,
+        ", got ", sampling_ratio);
+}
+
+inline void check_ps_channels(const char* op, int64_t channels, int64_t pooled_h,
+                              int64_t pooled_w) {
+  check(channels % (pooled_h * pooled_w) == 0, op, "input channels (", channels,
+        ") must be divisible by output_size[0] * output_size[1] (", pooled_h * pooled_w, ")");
+}
+
+// Batch indices (column 0 of contiguous rois) must be integers in [0, batch_size).
+template <typename S>
+void check_batch_indices(const char* op, const S* rois, int64_t num_rois, int64_t batch_size) {
+  for (int64_t k = 0; k < num_rois; ++k) {
+    const double v = static_cast<double>(rois[5 * k]);
+    if (!(v >= 0.0 && v < static_cast<double>(batch_size) && v == std::floor(v))) {
+      fail(op, "rois[", k, ", 0] is the batch index of RoI ", k,
+           " and must be an integer in [0, ", batch_size - 1, "] (input has ", batch_size,
+           " images), got ", v);
+    }
+  }
+}
+
+// Backward ops: grad must be [K, C_out, pooled_h, pooled_w] for K rois.
+inline void check_grad(const char* op, const Tensor& grad, const Tensor& rois, int64_t channels,
+                       int64_t pooled_h, int64_t pooled_w) {
+  check_defined(op, "grad", grad);
+  check(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
+            grad.size(2) == pooled_h && grad.size(3) == pooled_w,
+        op, "grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_h, ", ",
+        pooled_w, "], got ", shape_str(grad));
+  check_floating(op, "grad", grad);
+}
+
+inline void check_input_shape(const char* op, int64_t batch, int64_t channels, int64_t height,
+                              int64_t width) {
+  check(batch >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
+        "input sizes must be non-negative, got [", batch, ", ", channels, ", ", height, ", ",
+        width, "]");
+}
+
+}  // namespace detops::roi

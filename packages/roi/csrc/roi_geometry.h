@@ -1,0 +1,215 @@
+// Sampling geometry of the four RoI ops, written once for the CPU and CUDA kernels.
+//
+// roi_align / ps_roi_align: a box maps to a grid of bins, each bin to grid_h x grid_w
+// sample points, and each sample to a bilinear interpolation of the feature map. The
+// interpolation is separable: a sample at (y, x) reads rows {lo, hi} of y with weights
+// {w_lo, w_hi} and columns {lo, hi} of x likewise, and it contributes only when both y and
+// x lie in [-1, size]. The same weights give the gradient (each tap receives weight * grad).
+// roi_pool / ps_roi_pool: a box maps to integer bins [lo, hi) per axis.
+//
+// Operation order follows torchvision 0.29.1's CPU kernels (positions computed in the same
+// sequence of roundings), so borders and degenerate boxes select the same taps. Unlike
+// torchvision, every path is safe for NaN/infinite coordinates and huge boxes: a sample at
+// a non-finite position lies outside the map, a non-finite pooling box is empty, and
+// sample grids are capped and visited only where they can touch the map.
+#pragma once
+
+#include <detops/macros.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace detops::roi {
+
+// Samples per bin per axis never exceed this (adaptive grids of absurdly large boxes).
+constexpr int64_t kMaxGrid = int64_t(1) << 30;
+// Pooling box coordinates are clamped to +-2^40 before integer arithmetic.
+constexpr double kMaxPoolCoord = 1099511627776.0;
+
+// ---------------------------------------------------------------------------------------
+// roi_align and ps_roi_align
+
+template <typename T>
+struct AlignBox {
+  T start_h, start_w;      // top-left corner in feature-map coordinates
+  T bin_h, bin_w;          // bin size
+  int64_t grid_h, grid_w;  // samples per bin along each axis (0: the bin has none)
+  T count;                 // the divisor of a bin's sum: grid_h * grid_w, at least 1
+};
+
+// Samples per bin along one axis: `sampling_ratio` when positive, else ceil(extent / bins)
+// (adaptive). Empty, negative or NaN extents give 0; huge ones are capped.
+template <typename T>
+DETOPS_INLINE int64_t grid_size(T extent, int64_t bins, int64_t sampling_ratio) {
+  if (sampling_ratio > 0) return sampling_ratio;
+  const T g = ceil(extent / static_cast<T>(bins));
+  if (!(g >= T(1))) return 0;
+  if (!(g < static_cast<T>(kMaxGrid))) return kMaxGrid;
+  return static_cast<int64_t>(g);
+}
+
+// roi_align: offset is 0.5 when aligned, and legacy (unaligned) boxes are at least 1x1.
+// ps_roi_align: offset 0.5, no minimum size.
+template <typename T>
+DETOPS_INLINE AlignBox<T> align_box(T x1, T y1, T x2, T y2, T scale, T offset, bool at_least_one,
+                                    int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio) {
+  AlignBox<T> b;
+  b.start_w = x1 * scale - offset;
+  b.start_h = y1 * scale - offset;
+  T width = (x2 * scale - offset) - b.start_w;
+  T height = (y2 * scale - offset) - b.start_h;
+  if (at_least_one) {
+    width = width < T(1) ? T(1) : width;  // NaN stays NaN
+    height = height < T(1) ? T(1) : height;
+  }
+  b.bin_h = height / static_cast<T>(pooled_h);
+  b.bin_w = width / static_cast<T>(pooled_w);
+  b.grid_h = grid_size(height, pooled_h, sampling_ratio);
+  b.grid_w = grid_size(width, pooled_w, sampling_ratio);
+  const int64_t n = b.grid_h * b.grid_w;
+  b.count = static_cast<T>(n > 0 ? n : 1);
+  return b;
+}
+
+// Position of sample i (of `grid`) in bin p along an axis starting at `start`.
+template <typename T>
+DETOPS_INLINE T sample_pos(T start, T bin, int64_t p, int64_t i, int64_t grid) {
+  return start + static_cast<T>(p) * bin +
+         static_cast<T>(static_cast<float>(i) + 0.5f) * bin / static_cast<T>(grid);
+}
+
+// One axis of a bilinear tap: positions lo/hi (clamped into the map) and their weights.
+template <typename T>
+struct Tap {
+  int64_t lo, hi;
+  T w_lo, w_hi;
+};
+
+// The tap of position v on an axis of `size` pixels; false when the sample lies outside
+// [-1, size] (NaN included) or the axis is empty: it then contributes nothing.
+template <typename T>
+DETOPS_INLINE bool axis_tap(T v, int64_t size, Tap<T>& t) {
+  if (size <= 0 || !(v >= T(-1) && v <= static_cast<T>(size))) return false;
+  if (v <= T(0)) v = T(0);
+  int64_t lo = static_cast<int64_t>(v);
+  int64_t hi = lo + 1;
+  if (lo >= size - 1) {
+    lo = hi = size - 1;
+    v = static_cast<T>(lo);
+  }
+  const T l = v - static_cast<T>(lo);
+  t.lo = lo;
+  t.hi = hi;
+  t.w_hi = l;
+  t.w_lo = T(1) - l;
+  return true;
+}
+
+template <typename T>
+struct Epsilon {
+  static constexpr double value = 1.2e-7;  // float and narrower compute in float
+};
+template <>
+struct Epsilon<double> {
+  static constexpr double value = 2.3e-16;
+};
+
+// Sample indices [first, last) of bin p that may land in [-1, size]: a superset of the
+// valid samples (callers still test each one with axis_tap), so a box far larger than the
+// map costs only the samples that touch it. Small grids are returned whole.
+template <typename T>
+DETOPS_INLINE void sample_range(T start, T bin, int64_t p, int64_t grid, int64_t size,
+                                int64_t& first, int64_t& last) {
+  first = 0;
+  last = grid;
+  if (grid <= 16) return;
+  const double base = static_cast<double>(start) + static_cast<double>(p) * static_cast<double>(bin);
+  const double step = static_cast<double>(bin) / static_cast<double>(grid);
+  if (!(base == base) || !(step == step) || step == 0.0) {
+    // NaN positions are all invalid; with step 0 every sample sits at `base`.
+    const bool inside = step == 0.0 && base >= -1.0 && base <= static_cast<double>(size);
+    last = inside ? grid : 0;
+    return;
+  }
+  const double a = (-1.0 - base) / step - 0.5;
+  const double b = (static_cast<double>(size) - base) / step - 0.5;
+  // Slack for the rounding of positions computed in T rather than exactly.
+  const double mag = fabs(base) + fabs(static_cast<double>(bin)) + static_cast<double>(size) + 2.0;
+  const double slack = 4.0 + 8.0 * Epsilon<T>::value * mag / fabs(step);
+  double lo = floor((a < b ? a : b) - slack);
+  double hi = ceil((a < b ? b : a) + slack) + 1.0;
+  const double g = static_cast<double>(grid);
+  lo = lo < 0.0 ? 0.0 : (lo > g ? g : lo);
+  hi = hi < lo ? lo : (hi > g ? g : hi);
+  if (!(lo == lo) || !(hi == hi)) return;  // infinities cancelled: keep the whole grid
+  first = static_cast<int64_t>(lo);
+  last = static_cast<int64_t>(hi);
+}
+
+// ---------------------------------------------------------------------------------------
+// roi_pool and ps_roi_pool
+
+template <typename T>
+struct PoolBox {
+  int64_t start_h, start_w;  // rounded top-left corner
+  T bin_h, bin_w;            // bin size
+  bool valid;                // false for non-finite coordinates: every bin is empty
+};
+
+template <typename T>
+DETOPS_INLINE int64_t round_coord(T v) {
+  const double r = round(static_cast<double>(v));
+  return static_cast<int64_t>(r < -kMaxPoolCoord ? -kMaxPoolCoord
+                                                 : (r > kMaxPoolCoord ? kMaxPoolCoord : r));
+}
+
+template <typename T>
+DETOPS_INLINE bool finite4(T a, T b, T c, T d) {
+  // x - x is 0 for finite x and NaN for NaN and +-inf (no <cmath> needed on the device).
+  return (a - a) == T(0) && (b - b) == T(0) && (c - c) == T(0) && (d - d) == T(0);
+}
+
+// roi_pool uses inclusive ends (extent = end - start + 1); ps_roi_pool does not.
+template <typename T>
+DETOPS_INLINE PoolBox<T> pool_box(T x1, T y1, T x2, T y2, T scale, bool inclusive,
+                                  int64_t pooled_h, int64_t pooled_w) {
+  PoolBox<T> b;
+  const T sx1 = x1 * scale, sy1 = y1 * scale, sx2 = x2 * scale, sy2 = y2 * scale;
+  b.valid = finite4(sx1, sy1, sx2, sy2);
+  if (!b.valid) {
+    b.start_h = b.start_w = 0;
+    b.bin_h = b.bin_w = T(0);
+    return b;
+  }
+  b.start_w = round_coord(sx1);
+  b.start_h = round_coord(sy1);
+  const int64_t extra = inclusive ? 1 : 0;
+  int64_t width = round_coord(sx2) - b.start_w + extra;
+  int64_t height = round_coord(sy2) - b.start_h + extra;
+  width = width < 1 ? 1 : width;
+  height = height < 1 ? 1 : height;
+  b.bin_h = static_cast<T>(height) / static_cast<T>(pooled_h);
+  b.bin_w = static_cast<T>(width) / static_cast<T>(pooled_w);
+  return b;
+}
+
+// Pixels [lo, hi) of bin p along an axis, clamped into [0, limit]. roi_pool clamps to the
+// map size; ps_roi_pool to size - 1, as torchvision's ps_roi_pool forward does.
+template <typename T>
+DETOPS_INLINE void pool_bin(int64_t start, T bin, int64_t p, int64_t limit, int64_t& lo,
+                            int64_t& hi) {
+  lo = static_cast<int64_t>(floor(static_cast<T>(p) * bin)) + start;
+  hi = static_cast<int64_t>(ceil(static_cast<T>(p + 1) * bin)) + start;
+  lo = lo < 0 ? 0 : lo;  // min(max(v, 0), limit): limit wins when it is -1
+  hi = hi < 0 ? 0 : hi;
+  lo = lo > limit ? limit : lo;
+  hi = hi > limit ? limit : hi;
+}
+
+// ps_* ops: the input channel read by output channel c_out at bin (ph, pw).
+DETOPS_INLINE int64_t ps_channel(int64_t c_out, int64_t ph, int64_t pw, int64_t pooled_h,
+                                 int64_t pooled_w) {
+  return (c_out * pooled_h + ph) * pooled_w + pw;
+}
+
+}  // namespace detops::roi

@@ -1,0 +1,250 @@
+"""detops-roi: RoI pooling with torchvision.ops semantics.
+
+``roi_align``, ``roi_pool``, ``ps_roi_align`` and ``ps_roi_pool`` (and the modules
+``RoIAlign``, ``RoIPool``, ``PSRoIAlign``, ``PSRoIPool``) run native CPU and CUDA kernels
+registered as ``torch.ops.detops.<name>`` with backward ops ``_<name>_backward``. They are
+differentiable with respect to ``input`` (first derivatives), script with TorchScript,
+trace under ``torch.compile(fullgraph=True)`` and ``torch.export``, and compute
+float16/bfloat16 in float32. ``multi_level_roi_align`` pools every RoI from its own FPN
+level in one native call (what MultiScaleRoIAlign needs).
+
+Defined behaviour where torchvision is silent or unsafe:
+
+- the batch index (column 0 of a Tensor[K, 5]) must be an integer in [0, N - 1]; anything
+  else (out of range, fractional, NaN) raises a RuntimeError naming the RoI;
+- K = 0 RoIs gives an empty [0, C, h, w] result (and a zero gradient);
+- an empty feature map (H or W = 0) pools to zeros;
+- roi_align / ps_roi_align: a sample at a NaN or infinite position lies outside the map and
+  contributes nothing, so a box with NaN coordinates pools to 0; adaptive sampling grids
+  are capped at 2^30 samples per axis and only samples that can touch the map are visited,
+  so huge boxes cost no more than the map; a bin with no samples is 0 (torchvision's
+  ps_roi_align divides 0 by 0 there and returns NaN);
+- roi_pool / ps_roi_pool: a box with a non-finite coordinate has only empty bins (0, and
+  argmax -1 for roi_pool); coordinates are clamped to +-2^40 before rounding;
+- ps_roi_pool clamps bins to [0, H - 1] x [0, W - 1] like torchvision's forward; its
+  backward is the exact gradient of that forward (torchvision's backward also spreads
+  gradient onto the last row and column, which its forward never reads);
+- sampling_ratio <= 0 means adaptive (as in torchvision); values above 1024 are rejected;
+- under autocast, float16/bfloat16 inputs are computed and returned in float32.
+"""
+
+from typing import List, Union
+
+import torch
+from torch import Tensor, nn
+from torch.jit.annotations import BroadcastingList2
+from torch.nn.modules.utils import _pair
+
+from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
+from ._boxes import to_rois
+from ._library import build_info
+
+__all__ = [
+    "roi_align",
+    "roi_pool",
+    "ps_roi_align",
+    "ps_roi_pool",
+    "multi_level_roi_align",
+    "RoIAlign",
+    "RoIPool",
+    "PSRoIAlign",
+    "PSRoIPool",
+    "build_info",
+]
+__version__ = "0.1.0"
+
+
+def _check_int(op: str, name: str, value: int) -> None:
+    if not torch.jit.is_scripting():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RuntimeError(op + ": " + name + " must be an int, got " + str(value))
+
+
+def roi_align(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """RoI Align (Mask R-CNN): average of bilinearly interpolated samples per bin.
+
+    Args:
+        input (Tensor[N, C, H, W]): feature maps.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): (batch index, x1, y1, x2, y2) rows, or
+            one (x1, y1, x2, y2) tensor per image.
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
+        sampling_ratio (int): samples per bin and axis; <= 0: ceil(roi size / output size).
+        aligned (bool): shift boxes by -0.5 pixel (Detectron2); False keeps the legacy
+            behaviour (no shift, boxes at least 1x1).
+
+    Returns:
+        Tensor[K, C, output_size[0], output_size[1]]
+    """
+    _check_int("roi_align", "sampling_ratio", sampling_ratio)
+    rois = to_rois("roi_align", boxes, input)
+    size = _pair(output_size)
+    return torch.ops.detops.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
+
+
+def roi_pool(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+) -> Tensor:
+    """RoI Pool (Fast R-CNN): maximum over integer bins of the rounded box.
+
+    Args: as :func:`roi_align` (without ``sampling_ratio`` and ``aligned``).
+
+    Returns:
+        Tensor[K, C, output_size[0], output_size[1]]
+    """
+    rois = to_rois("roi_pool", boxes, input)
+    size = _pair(output_size)
+    out, _ = torch.ops.detops.roi_pool(input, rois, spatial_scale, size[0], size[1])
+    return out
+
+
+def ps_roi_align(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+) -> Tensor:
+    """Position-sensitive RoI Align (R-FCN): bin (i, j) of output channel c averages input
+    channel (c * output_size[0] + i) * output_size[1] + j.
+
+    Returns:
+        Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
+    """
+    _check_int("ps_roi_align", "sampling_ratio", sampling_ratio)
+    rois = to_rois("ps_roi_align", boxes, input)
+    size = _pair(output_size)
+    return torch.ops.detops.ps_roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio)
+
+
+def ps_roi_pool(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+) -> Tensor:
+    """Position-sensitive RoI Pool (R-FCN): average over integer bins, channel per bin as
+    in :func:`ps_roi_align`.
+
+    Returns:
+        Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
+    """
+    rois = to_rois("ps_roi_pool", boxes, input)
+    size = _pair(output_size)
+    return torch.ops.detops.ps_roi_pool(input, rois, spatial_scale, size[0], size[1])
+
+
+def multi_level_roi_align(
+    features: List[Tensor],
+    rois: Tensor,
+    levels: Tensor,
+    output_size: BroadcastingList2[int],
+    spatial_scales: List[float],
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
+    """roi_align of every RoI on its own feature map, in one native call.
+
+    Args:
+        features (List[Tensor[N, C, H_l, W_l]]): the levels (same N, C and dtype).
+        rois (Tensor[K, 5]): (batch index, x1, y1, x2, y2) rows.
+        levels (Tensor[K], integer): the level of each RoI, in [0, len(features) - 1].
+        output_size, sampling_ratio, aligned: as in :func:`roi_align`.
+        spatial_scales (List[float]): one scale per level.
+
+    Returns:
+        Tensor[K, C, output_size[0], output_size[1]]: equal to
+        ``roi_align(features[levels[k]], rois[k:k+1], ..., spatial_scales[levels[k]])``.
+    """
+    _check_int("multi_level_roi_align", "sampling_ratio", sampling_ratio)
+    size = _pair(output_size)
+    if levels.dtype != torch.int64 and not levels.is_floating_point():
+        levels = levels.to(torch.int64)
+    return torch.ops.detops.multi_level_roi_align(
+        features, spatial_scales, rois, levels, size[0], size[1], sampling_ratio, aligned
+    )
+
+
+class RoIAlign(nn.Module):
+    """See :func:`roi_align`."""
+
+    def __init__(
+        self,
+        output_size: BroadcastingList2[int],
+        spatial_scale: float,
+        sampling_ratio: int,
+        aligned: bool = False,
+    ):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned})"
+        )
+
+
+class RoIPool(nn.Module):
+    """See :func:`roi_pool`."""
+
+    def __init__(self, output_size: BroadcastingList2[int], spatial_scale: float):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        return roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale})"
+
+
+class PSRoIAlign(nn.Module):
+    """See :func:`ps_roi_align`."""
+
+    def __init__(self, output_size: BroadcastingList2[int], spatial_scale: float, sampling_ratio: int):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        return ps_roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio})"
+        )
+
+
+class PSRoIPool(nn.Module):
+    """See :func:`ps_roi_pool`."""
+
+    def __init__(self, output_size: BroadcastingList2[int], spatial_scale: float):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
+        return ps_roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale})"

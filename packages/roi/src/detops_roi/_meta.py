@@ -1,0 +1,226 @@
+"""Fake kernels, autograd and autocast for the RoI ops, so they differentiate, trace under
+torch.compile / torch.export and run under autocast.
+
+Gradients flow to ``input`` (``features``) only; box coordinates get none, as in
+torchvision. The backward ops have no derivative of their own: differentiating through
+them (double backward) raises a RuntimeError.
+"""
+
+import torch
+
+from . import _library  # noqa: F401  (the ops must exist before we register against them)
+
+_lib = torch.ops.detops
+
+
+def _check_rois(op, input, rois):
+    torch._check(input.dim() == 4, lambda: f"{op}: input must be a 4-D tensor [N, C, H, W], got shape {list(input.shape)}")
+    torch._check(
+        rois.dim() == 2 and rois.shape[1] == 5,
+        lambda: f"{op}: rois must be a 2-D tensor of shape [K, 5], got shape {list(rois.shape)}",
+    )
+    torch._check(
+        input.dtype == rois.dtype,
+        lambda: f"{op}: input and rois must have the same dtype, got {input.dtype} and {rois.dtype}",
+    )
+
+
+def _check_size(op, ph, pw):
+    torch._check(ph >= 1 and pw >= 1, lambda: f"{op}: output_size must be at least 1, got ({ph}, {pw})")
+
+
+def _ps_channels(op, channels, ph, pw):
+    torch._check(
+        channels % (ph * pw) == 0,
+        lambda: f"{op}: input channels ({channels}) must be divisible by output_size[0] * output_size[1] ({ph * pw})",
+    )
+    return channels // (ph * pw)
+
+
+# ----------------------------------------------------------------------------- fake kernels
+
+
+@torch.library.register_fake("detops::roi_align")
+def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    _check_rois("detops.roi_align", input, rois)
+    _check_size("detops.roi_align", pooled_height, pooled_width)
+    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+
+
+@torch.library.register_fake("detops::roi_pool")
+def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    _check_rois("detops.roi_pool", input, rois)
+    _check_size("detops.roi_pool", pooled_height, pooled_width)
+    shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int32)
+
+
+@torch.library.register_fake("detops::ps_roi_align")
+def _ps_roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio):
+    _check_rois("detops.ps_roi_align", input, rois)
+    _check_size("detops.ps_roi_align", pooled_height, pooled_width)
+    c_out = _ps_channels("detops.ps_roi_align", input.shape[1], pooled_height, pooled_width)
+    return input.new_empty((rois.shape[0], c_out, pooled_height, pooled_width))
+
+
+@torch.library.register_fake("detops::ps_roi_pool")
+def _ps_roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    _check_rois("detops.ps_roi_pool", input, rois)
+    _check_size("detops.ps_roi_pool", pooled_height, pooled_width)
+    c_out = _ps_channels("detops.ps_roi_pool", input.shape[1], pooled_height, pooled_width)
+    return input.new_empty((rois.shape[0], c_out, pooled_height, pooled_width))
+
+
+@torch.library.register_fake("detops::multi_level_roi_align")
+def _multi_level_fake(features, spatial_scales, rois, levels, pooled_height, pooled_width, sampling_ratio, aligned):
+    op = "detops.multi_level_roi_align"
+    torch._check(len(features) > 0, lambda: f"{op}: features must hold at least one feature map")
+    torch._check(
+        len(spatial_scales) == len(features),
+        lambda: f"{op}: spatial_scales must have one entry per feature map",
+    )
+    for f in features:
+        _check_rois(op, f, rois)
+    _check_size(op, pooled_height, pooled_width)
+    torch._check(levels.dim() == 1 and levels.shape[0] == rois.shape[0], lambda: f"{op}: levels must have shape [K]")
+    return features[0].new_empty((rois.shape[0], features[0].shape[1], pooled_height, pooled_width))
+
+
+@torch.library.register_fake("detops::_roi_align_backward")
+def _roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, batch_size, channels, height, width, sr, aligned):
+    return grad.new_empty((batch_size, channels, height, width))
+
+
+@torch.library.register_fake("detops::_roi_pool_backward")
+def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch_size, channels, height, width):
+    return grad.new_empty((batch_size, channels, height, width))
+
+
+@torch.library.register_fake("detops::_ps_roi_align_backward")
+def _ps_roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, sr, batch_size, channels, height, width):
+    return grad.new_empty((batch_size, channels, height, width))
+
+
+@torch.library.register_fake("detops::_ps_roi_pool_backward")
+def _ps_roi_pool_backward_fake(grad, rois, spatial_scale, ph, pw, batch_size, channels, height, width):
+    return grad.new_empty((batch_size, channels, height, width))
+
+
+@torch.library.register_fake("detops::_multi_level_roi_align_backward")
+def _multi_level_backward_fake(grad, rois, levels, scales, heights, widths, batch_size, channels, ph, pw, sr, aligned):
+    return [grad.new_empty((batch_size, channels, h, w)) for h, w in zip(heights, widths)]
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+def _save(ctx, input, rois, params):
+    ctx.save_for_backward(rois)
+    ctx.input_shape = tuple(input.shape)
+    ctx.params = params
+
+
+def _roi_align_setup(ctx, inputs, output):
+    input, rois, *params = inputs
+    _save(ctx, input, rois, params)
+
+
+def _roi_align_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw, sr, aligned = ctx.params
+    n, c, h, w = ctx.input_shape
+    grad_input = _lib._roi_align_backward(grad, rois, scale, ph, pw, n, c, h, w, sr, aligned)
+    return grad_input, None, None, None, None, None, None
+
+
+def _roi_pool_setup(ctx, inputs, output):
+    input, rois, scale, ph, pw = inputs
+    ctx.save_for_backward(rois, output[1])
+    ctx.input_shape = tuple(input.shape)
+    ctx.params = (scale, ph, pw)
+
+
+def _roi_pool_backward(ctx, grad, grad_argmax):
+    rois, argmax = ctx.saved_tensors
+    scale, ph, pw = ctx.params
+    n, c, h, w = ctx.input_shape
+    grad_input = _lib._roi_pool_backward(grad, rois, argmax, scale, ph, pw, n, c, h, w)
+    return grad_input, None, None, None, None
+
+
+def _ps_roi_align_setup(ctx, inputs, output):
+    input, rois, *params = inputs
+    _save(ctx, input, rois, params)
+
+
+def _ps_roi_align_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw, sr = ctx.params
+    n, c, h, w = ctx.input_shape
+    grad_input = _lib._ps_roi_align_backward(grad, rois, scale, ph, pw, sr, n, c, h, w)
+    return grad_input, None, None, None, None, None
+
+
+def _ps_roi_pool_setup(ctx, inputs, output):
+    input, rois, *params = inputs
+    _save(ctx, input, rois, params)
+
+
+def _ps_roi_pool_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw = ctx.params
+    n, c, h, w = ctx.input_shape
+    grad_input = _lib._ps_roi_pool_backward(grad, rois, scale, ph, pw, n, c, h, w)
+    return grad_input, None, None, None, None
+
+
+def _multi_level_setup(ctx, inputs, output):
+    features, scales, rois, levels, ph, pw, sr, aligned = inputs
+    ctx.save_for_backward(rois, levels)
+    ctx.shapes = [(f.shape[2], f.shape[3]) for f in features]
+    ctx.nc = (features[0].shape[0], features[0].shape[1])
+    ctx.params = (list(scales), ph, pw, sr, aligned)
+
+
+def _multi_level_backward(ctx, grad):
+    rois, levels = ctx.saved_tensors
+    scales, ph, pw, sr, aligned = ctx.params
+    n, c = ctx.nc
+    heights = [h for h, _ in ctx.shapes]
+    widths = [w for _, w in ctx.shapes]
+    grads = _lib._multi_level_roi_align_backward(grad, rois, levels, scales, heights, widths, n, c, ph, pw, sr, aligned)
+    return list(grads), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("detops::roi_align", _roi_align_backward, setup_context=_roi_align_setup)
+torch.library.register_autograd("detops::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup)
+torch.library.register_autograd("detops::ps_roi_align", _ps_roi_align_backward, setup_context=_ps_roi_align_setup)
+torch.library.register_autograd("detops::ps_roi_pool", _ps_roi_pool_backward, setup_context=_ps_roi_pool_setup)
+torch.library.register_autograd(
+    "detops::multi_level_roi_align", _multi_level_backward, setup_context=_multi_level_setup
+)
+
+
+def _no_double_backward(name):
+    def setup(ctx, inputs, output):
+        pass
+
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"detops.{name}: double backward is not supported (the gradient of the RoI ops is "
+            "implemented for first derivatives only)"
+        )
+
+    torch.library.register_autograd(f"detops::_{name}_backward", backward, setup_context=setup)
+
+
+for _name in ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_level_roi_align"):
+    _no_double_backward(_name)
+
+# ----------------------------------------------------------------------------- autocast
+
+# Under autocast the RoI ops run in float32: inputs in float16/bfloat16 (and boxes in
+# float32, as detection heads produce them) are cast to float32, so their dtypes agree.
+for _op in ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_level_roi_align"):
+    for _device in ("cpu", "cuda"):
+        torch.library.register_autocast(f"detops::{_op}", _device, torch.float32)
