@@ -1,15 +1,17 @@
-"""detops-fpn: FeaturePyramidNetwork and the fused top-down op, with torchvision.ops
-semantics and state_dict layout."""
+"""detops-fpn: FeaturePyramidNetwork (fused top-down op) and MultiScaleRoIAlign (fused
+multi-level RoIAlign), with torchvision.ops semantics and state_dict layout."""
 
 from ._library import build_info
 from .feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 from .ops import fpn_upsample_add
+from .poolers import MultiScaleRoIAlign
 
 __all__ = [
     "ExtraFPNBlock",
     "FeaturePyramidNetwork",
     "LastLevelMaxPool",
     "LastLevelP6P7",
+    "MultiScaleRoIAlign",
     "build_info",
     "fpn_upsample_add",
 ]
