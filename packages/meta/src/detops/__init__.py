@@ -1,0 +1,50 @@
+"""detops: the detection operators of torchvision.ops, under their torchvision.ops names.
+
+    import detops as ops
+    keep = ops.nms(boxes, scores, 0.7)
+    pooled = ops.roi_align(features, rois, (7, 7), 1 / 16, 2, aligned=True)
+
+Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
+``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
+``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``).
+:func:`use_detops` runs an existing torchvision detection model on detops.
+"""
+
+from . import boxes, deform_conv, feature_pyramid_network, poolers, ps_roi_align, ps_roi_pool, roi_align, roi_pool
+from ._torchvision import use_detops
+from .boxes import batched_nms, box_area, box_convert, box_iou, clip_boxes_to_image, nms, remove_small_boxes
+from .deform_conv import DeformConv2d, deform_conv2d
+from .feature_pyramid_network import FeaturePyramidNetwork
+from .poolers import MultiScaleRoIAlign
+from .ps_roi_align import PSRoIAlign, ps_roi_align
+from .ps_roi_pool import PSRoIPool, ps_roi_pool
+from .roi_align import RoIAlign, roi_align
+from .roi_pool import RoIPool, roi_pool
+
+__all__ = [
+    "DeformConv2d",
+    "FeaturePyramidNetwork",
+    "MultiScaleRoIAlign",
+    "PSRoIAlign",
+    "PSRoIPool",
+    "RoIAlign",
+    "RoIPool",
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "boxes",
+    "clip_boxes_to_image",
+    "deform_conv",
+    "deform_conv2d",
+    "feature_pyramid_network",
+    "nms",
+    "poolers",
+    "ps_roi_align",
+    "ps_roi_pool",
+    "remove_small_boxes",
+    "roi_align",
+    "roi_pool",
+    "use_detops",
+]
+__version__ = "0.1.0"

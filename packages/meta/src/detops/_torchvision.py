@@ -1,0 +1,147 @@
+"""Run an existing torchvision detection model on detops ops, in one call.
+
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    with detops.use_detops(model):
+        detections = model(images)
+
+Inside the block:
+
+- the model's FeaturePyramidNetwork, MultiScaleRoIAlign, RoIAlign, RoIPool, PSRoIAlign,
+  PSRoIPool and DeformConv2d submodules are replaced by their detops twins. The twins
+  reuse the original parameter tensors (no copy: an optimizer keeps working) and keep
+  the pooler's inferred scales;
+- the functions torchvision's detection code calls at run time (``nms``, ``batched_nms``,
+  ``box_iou``, ``clip_boxes_to_image``, ``remove_small_boxes`` in
+  ``torchvision.ops.boxes``, and ``roi_align`` in ``torchvision.models.detection.roi_heads``)
+  are detops'.
+
+Leaving the block puts every original module and function back. The function swap is
+process-wide (module attributes), so do not run torchvision-only code on another thread
+meanwhile. torchvision is imported only when this is called.
+"""
+
+import contextlib
+from typing import Iterator, List, Optional, Tuple
+
+from torch import nn
+
+import detops_deform
+import detops_fpn
+import detops_nms
+import detops_roi
+
+
+def _function_patches() -> List[Tuple[object, str, object]]:
+    import torchvision.models.detection.roi_heads as roi_heads
+    import torchvision.ops.boxes as tv_boxes
+
+    return [
+        (tv_boxes, "nms", detops_nms.nms),
+        (tv_boxes, "batched_nms", detops_nms.batched_nms),
+        (tv_boxes, "box_iou", detops_nms.box_iou),
+        (tv_boxes, "clip_boxes_to_image", detops_nms.clip_boxes_to_image),
+        (tv_boxes, "remove_small_boxes", detops_nms.remove_small_boxes),
+        (roi_heads, "roi_align", detops_roi.roi_align),
+    ]
+
+
+def _twin_fpn(old: nn.Module) -> Optional[nn.Module]:
+    import torchvision.ops.feature_pyramid_network as tv_fpn
+
+    extra = old.extra_blocks
+    if extra is None:
+        new_extra = None
+    elif type(extra) is tv_fpn.LastLevelMaxPool:
+        new_extra = detops_fpn.LastLevelMaxPool()
+    elif type(extra) is tv_fpn.LastLevelP6P7:
+        new_extra = detops_fpn.LastLevelP6P7(1, 1)
+        new_extra.p6, new_extra.p7, new_extra.use_P5 = extra.p6, extra.p7, extra.use_P5
+    else:
+        return None  # a custom extra block: keep torchvision's FPN
+    new = detops_fpn.FeaturePyramidNetwork([1], 1, extra_blocks=new_extra)
+    new.inner_blocks, new.layer_blocks = old.inner_blocks, old.layer_blocks
+    new.train(old.training)
+    return new
+
+
+def _twin(module: nn.Module) -> Optional[nn.Module]:
+    import torchvision.ops as tv
+
+    kind = type(module)
+    if kind is tv.FeaturePyramidNetwork:
+        return _twin_fpn(module)
+    if kind is tv.MultiScaleRoIAlign:
+        new = detops_fpn.MultiScaleRoIAlign(
+            module.featmap_names,
+            module.output_size,
+            module.sampling_ratio,
+            canonical_scale=module.canonical_scale,
+            canonical_level=module.canonical_level,
+        )
+        if module.scales is not None and module.map_levels is not None:
+            m = module.map_levels
+            new.scales = list(module.scales)
+            new.map_levels = detops_fpn.poolers.LevelMapper(m.k_min, m.k_max, m.s0, m.lvl0, m.eps)
+        return new
+    if kind is tv.RoIAlign:
+        return detops_roi.RoIAlign(module.output_size, module.spatial_scale, module.sampling_ratio, module.aligned)
+    if kind is tv.RoIPool:
+        return detops_roi.RoIPool(module.output_size, module.spatial_scale)
+    if kind is tv.PSRoIAlign:
+        return detops_roi.PSRoIAlign(module.output_size, module.spatial_scale, module.sampling_ratio)
+    if kind is tv.PSRoIPool:
+        return detops_roi.PSRoIPool(module.output_size, module.spatial_scale)
+    if kind is tv.DeformConv2d:
+        new = detops_deform.DeformConv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            bias=module.bias is not None,
+        )
+        new.weight, new.bias = module.weight, module.bias
+        return new
+    return None
+
+
+def _swap_modules(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]:
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            twin = _twin(child)
+            if twin is not None:
+                setattr(parent, name, twin)
+                swapped.append((parent, name, child))
+    return swapped
+
+
+@contextlib.contextmanager
+def use_detops(model: Optional[nn.Module] = None) -> Iterator[Optional[nn.Module]]:
+    """Within the block, ``model`` (a torchvision detection model, or any module holding
+    torchvision.ops modules) and torchvision's detection code run on detops ops."""
+    functions = _function_patches()
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in functions]
+    swapped = _swap_modules(model) if model is not None else []
+    try:
+        for owner, name, replacement in functions:
+            setattr(owner, name, replacement)
+        yield model
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+        for parent, name, original in reversed(swapped):
+            twin = getattr(parent, name)
+            if isinstance(twin, detops_fpn.MultiScaleRoIAlign) and twin.scales is not None:
+                # keep what the twin inferred, as the original would have
+                original.scales = list(twin.scales)
+                original.map_levels = _tv_level_mapper(twin.map_levels)
+            setattr(parent, name, original)
+
+
+def _tv_level_mapper(m):
+    from torchvision.ops.poolers import LevelMapper
+
+    return LevelMapper(m.k_min, m.k_max, m.s0, m.lvl0, m.eps)

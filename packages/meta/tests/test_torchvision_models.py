@@ -1,0 +1,93 @@
+"""A torchvision Mask R-CNN (random weights, nothing downloaded) gives the same detections,
+losses and gradients with detops swapped in (detops.use_detops)."""
+
+import pytest
+import torch
+
+import detops
+
+torchvision = pytest.importorskip("torchvision", reason="the model comes from torchvision; compat has none")
+from torchvision.models.detection import maskrcnn_resnet50_fpn  # noqa: E402
+
+
+def _model():
+    torch.manual_seed(0)
+    # Small images keep ResNet-50 quick on 2 cores; score threshold 0 so random weights
+    # still produce detections (and masks) to compare.
+    return maskrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        min_size=224,
+        max_size=320,
+        box_score_thresh=0.0,
+        box_detections_per_img=40,
+        rpn_pre_nms_top_n_test=400,
+        rpn_post_nms_top_n_test=200,
+    )
+
+
+def _images():
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(3, 200, 260, generator=g), torch.rand(3, 240, 220, generator=g)]
+
+
+def _targets():
+    g = torch.Generator().manual_seed(2)
+    targets = []
+    for h, w in ((200, 260), (240, 220)):
+        corner = torch.rand(3, 2, generator=g) * torch.tensor([w / 2, h / 2])
+        size = 20 + torch.rand(3, 2, generator=g) * 80
+        boxes = torch.cat((corner, corner + size), dim=1)
+        masks = torch.zeros(3, h, w, dtype=torch.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.round().long().tolist()):
+            masks[i, y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, 5, 9]), "masks": masks})
+    return targets
+
+
+def test_swap_replaces_and_restores_modules():
+    model = _model()
+    fpn, pooler = model.backbone.fpn, model.roi_heads.box_roi_pool
+    with detops.use_detops(model):
+        assert isinstance(model.backbone.fpn, detops.FeaturePyramidNetwork)
+        assert isinstance(model.roi_heads.mask_roi_pool, detops.MultiScaleRoIAlign)
+        assert torchvision.ops.boxes.batched_nms is detops.batched_nms
+        # parameters are shared, not copied
+        assert model.backbone.fpn.inner_blocks[0][0].weight is fpn.inner_blocks[0][0].weight
+    assert model.backbone.fpn is fpn and model.roi_heads.box_roi_pool is pooler
+    assert torchvision.ops.boxes.batched_nms is not detops.batched_nms
+
+
+def test_eval_detections_match():
+    model = _model().eval()
+    images = _images()
+    with torch.no_grad():
+        expected = model(images)
+        with detops.use_detops(model):
+            got = model(images)
+    for a, b in zip(got, expected):
+        assert len(b["boxes"]) > 0
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a["masks"], b["masks"], rtol=1e-3, atol=1e-4)
+
+
+def test_train_losses_and_gradients_match():
+    model = _model().train()
+    images, targets = _images(), _targets()
+    torch.manual_seed(3)  # the RPN and box samplers draw random subsets
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    with detops.use_detops(model):
+        torch.manual_seed(3)
+        got = model(images, targets)
+        sum(got.values()).backward()
+    for name in losses:
+        torch.testing.assert_close(got[name], losses[name], rtol=1e-4, atol=1e-5)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-3, atol=1e-4, msg=name)
