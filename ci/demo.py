@@ -1,10 +1,10 @@
-"""The detection demo: detops ops in a detector's post-processing, timed against
-torchvision's own ops on the same inputs, plus a picture of what was kept.
+"""The detection demo: torchvision's Mask R-CNN (random weights, nothing downloaded) run
+on torchvision's own ops and on detops (``detops.use_detops``), with per-op timings on the
+inputs the model really produced, and a picture of the detections.
 
-    python ci/demo.py [--out demo-output]
+    python ci/demo.py [--out demo-output] [--size 512]
 
-Proposals come from ``detops_nms._workloads`` (synthetic RPN-like boxes: nothing is
-downloaded). Prints one line per op and writes ``<out>/detections.png``.
+Writes ``<out>/maskrcnn_detops.png`` (detections and the per-op timing chart).
 """
 
 from __future__ import annotations
@@ -21,83 +21,167 @@ import envs  # noqa: E402
 import packages  # noqa: E402
 
 
-def _best_of(fn, repeats=5):
+def _median_time(fn, repeats):
     fn()
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
-def run_inside(out: str) -> None:
+def _scene(size):
+    """A synthetic street-like image: sky, ground, a few coloured blocks."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    h, w = size, int(size * 1.5)
+    img = torch.zeros(3, h, w)
+    img[:, : h // 2] = torch.tensor([0.55, 0.7, 0.9])[:, None, None]
+    img[:, h // 2 :] = torch.tensor([0.35, 0.33, 0.3])[:, None, None]
+    for _ in range(7):
+        x, y = int(torch.randint(0, w - 80, (1,), generator=g)), int(torch.randint(h // 4, h - 80, (1,), generator=g))
+        bw, bh = int(torch.randint(30, 160, (1,), generator=g)), int(torch.randint(30, 140, (1,), generator=g))
+        img[:, y : y + bh, x : x + bw] = torch.rand(3, 1, 1, generator=g)
+    return (img + 0.03 * torch.randn(img.shape, generator=g)).clamp(0, 1)
+
+
+class _Recorder:
+    """Keeps the first inputs each op sees while the model runs."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def wrap(self, key, fn):
+        def recorded(*args, **kwargs):
+            self.calls.setdefault(key, (args, kwargs))
+            return fn(*args, **kwargs)
+
+        return recorded
+
+
+def run_inside(out: str, size: int) -> None:
     import torch
     import torchvision
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-    import detops_nms
-    from detops_nms._workloads import detections, rpn_proposals
+    import detops
 
     torch.set_num_threads(2)
     print(f"detops demo: torch {torch.__version__}, torchvision {torchvision.__version__}, 2 threads")
-    rows = []
-    proposals, objectness = rpn_proposals(4000, seed=7)
-    keep = detops_nms.nms(proposals, objectness, 0.7)
-    assert torch.equal(keep, torchvision.ops.nms(proposals, objectness, 0.7))
-    rows.append(
-        (
-            "nms (4000 RPN proposals, IoU 0.7)",
-            _best_of(lambda: detops_nms.nms(proposals, objectness, 0.7)),
-            _best_of(lambda: torchvision.ops.nms(proposals, objectness, 0.7)),
-            f"kept {len(keep)}, identical",
-        )
-    )
-    boxes, scores, labels = detections(8000, classes=80, seed=7)
-    kept = detops_nms.batched_nms(boxes, scores, labels, 0.5)
-    theirs = torchvision.ops.batched_nms(boxes, scores, labels, 0.5)
-    assert set(kept.tolist()) == set(theirs.tolist())
-    rows.append(
-        (
-            "batched_nms (8000 boxes, 80 classes)",
-            _best_of(lambda: detops_nms.batched_nms(boxes, scores, labels, 0.5)),
-            _best_of(lambda: torchvision.ops.batched_nms(boxes, scores, labels, 0.5)),
-            f"kept {len(kept)}, same set",
-        )
-    )
-    print(f"{'op':40s} {'detops':>10s} {'torchvision':>12s} {'speed-up':>9s}")
-    for name, ours, theirs_t, note in rows:
-        print(f"{name:40s} {ours * 1e3:8.2f}ms {theirs_t * 1e3:10.2f}ms {theirs_t / ours:8.1f}x  {note}")
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=size, max_size=int(size * 1.5), box_score_thresh=0.0
+    ).eval()
+    image = _scene(size)
 
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "detections.png")
+    # Record what each op receives inside the real pipeline (torchvision's ops).
+    rec = _Recorder()
+    tv_boxes = torchvision.ops.boxes
+    original_bnms = tv_boxes.batched_nms
+    fpn, box_pool, mask_pool = model.backbone.fpn, model.roi_heads.box_roi_pool, model.roi_heads.mask_roi_pool
+    fpn_forward, box_forward, mask_forward = fpn.forward, box_pool.forward, mask_pool.forward
+    tv_boxes.batched_nms = rec.wrap("batched_nms", original_bnms)
+    fpn.forward = rec.wrap("fpn", fpn_forward)
+    box_pool.forward = rec.wrap("box_pool", box_forward)
+    mask_pool.forward = rec.wrap("mask_pool", mask_forward)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        expected = model([image])[0]
+        tv_total = time.perf_counter() - t0
+    tv_boxes.batched_nms = original_bnms
+    del fpn.forward, box_pool.forward, mask_pool.forward
+
+    with torch.no_grad(), detops.use_detops(model):
+        t0 = time.perf_counter()
+        got = model([image])[0]
+        detops_total = time.perf_counter() - t0
+        ours = {
+            "fpn": model.backbone.fpn,
+            "box_pool": model.roi_heads.box_roi_pool,
+            "mask_pool": model.roi_heads.mask_roi_pool,
+        }
+    same = torch.equal(got["labels"], expected["labels"]) and torch.allclose(got["boxes"], expected["boxes"], atol=1e-3)
+    print(
+        f"Mask R-CNN (ResNet-50 FPN, random weights), {image.shape[1]}x{image.shape[2]} image: "
+        f"{len(got['boxes'])} detections, {'identical to' if same else 'DIFFERENT FROM'} torchvision's ops"
+    )
+
+    rows = []
+    with torch.no_grad():
+        args, _ = rec.calls["fpn"]
+        twin_fpn = ours["fpn"]
+        rows.append(("FeaturePyramidNetwork", lambda: twin_fpn(*args), lambda: fpn(*args)))
+        for key, label in (
+            ("box_pool", "MultiScaleRoIAlign 7x7 (box head)"),
+            ("mask_pool", "MultiScaleRoIAlign 14x14 (mask head)"),
+        ):
+            a, _ = rec.calls[key]
+            twin, orig = ours[key], {"box_pool": box_pool, "mask_pool": mask_pool}[key]
+            rows.append(
+                (f"{label}, {len(torch.cat(a[1]))} boxes", lambda t=twin, a=a: t(*a), lambda o=orig, a=a: o(*a))
+            )
+        a, _ = rec.calls["batched_nms"]
+        rows.append(
+            (f"batched_nms (RPN, {len(a[0])} boxes)", lambda a=a: detops.batched_nms(*a), lambda a=a: original_bnms(*a))
+        )
+    results = []
+    print(f"{'op (inputs from the pipeline)':52s} {'detops':>10s} {'torchvision':>12s} {'speed-up':>9s}")
+    for label, ours_fn, theirs_fn in rows:
+        with torch.no_grad():
+            a = _median_time(ours_fn, 7)
+            b = _median_time(theirs_fn, 7)
+        results.append((label, a, b))
+        print(f"{label:52s} {a * 1e3:8.2f}ms {b * 1e3:10.2f}ms {b / a:8.2f}x")
+    print(f"{'whole model, first run (incl. backbone)':52s} {detops_total * 1e3:8.0f}ms {tv_total * 1e3:10.0f}ms")
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True)
-    for ax, (title, shown) in zip(
-        axes, (("before NMS: 4000 proposals", proposals), ("after detops.nms", proposals[keep[:300]]))
-    ):
-        for x1, y1, x2, y2 in shown[:1500].tolist():
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=0.4, alpha=0.5, color="tab:blue"))
-        ax.set_xlim(0, 1216)
-        ax.set_ylim(800, 0)
-        ax.set_title(title)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "maskrcnn_detops.png")
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [1.3, 1]})
+    ax_img.imshow(image.permute(1, 2, 0).numpy())
+    top = got["scores"].argsort(descending=True)[:15]
+    overlay = torch.zeros(image.shape[1], image.shape[2])
+    for i in top.tolist():
+        x1, y1, x2, y2 = got["boxes"][i].tolist()
+        ax_img.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, color="yellow"))
+        overlay = torch.maximum(overlay, got["masks"][i, 0])
+    ax_img.imshow(overlay.numpy(), alpha=0.35, cmap="magma")
+    ax_img.set_title("Mask R-CNN (random weights) on detops: top-15 detections")
+    ax_img.axis("off")
+    labels = [
+        r[0].split(",")[0].split(" (")[0] + ("\n" + r[0].split("(")[1].rstrip(")") if "(" in r[0] else "")
+        for r in results
+    ]
+    ys = range(len(results))
+    ax_bar.barh([y + 0.2 for y in ys], [r[2] * 1e3 for r in results], height=0.4, label="torchvision 0.29.1")
+    ax_bar.barh([y - 0.2 for y in ys], [r[1] * 1e3 for r in results], height=0.4, label="detops")
+    ax_bar.set_yticks(list(ys), labels, fontsize=8)
+    ax_bar.set_xlabel("ms (median, 2 threads)")
+    ax_bar.set_title("per-op time on the pipeline's own inputs")
+    ax_bar.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     print(f"picture: {path}")
+    if not same:
+        raise SystemExit("detections differ between torchvision's ops and detops")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.path.join(packages.ROOT, "demo-output"))
+    parser.add_argument("--size", type=int, default=512, help="shorter image side")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
-        run_inside(args.out)
+        run_inside(args.out, args.size)
     else:
         python = envs.ensure("dev")
-        cmd = [python, os.path.abspath(__file__), "--inside", "--out", args.out]
+        cmd = [python, os.path.abspath(__file__), "--inside", "--out", args.out, "--size", str(args.size)]
         sys.exit(subprocess.run(cmd).returncode)
