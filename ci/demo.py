@@ -155,10 +155,7 @@ def run_inside(out: str, size: int) -> None:
     ax_img.imshow(overlay.numpy(), alpha=0.35, cmap="magma")
     ax_img.set_title("Mask R-CNN (random weights) on detops: top-15 detections")
     ax_img.axis("off")
-    labels = [
-        r[0].split(",")[0].split(" (")[0] + ("\n" + r[0].split("(")[1].rstrip(")") if "(" in r[0] else "")
-        for r in results
-    ]
+    labels = [r[0].replace(", ", "\n") for r in results]
     ys = range(len(results))
     ax_bar.barh([y + 0.2 for y in ys], [r[2] * 1e3 for r in results], height=0.4, label="torchvision 0.29.1")
     ax_bar.barh([y - 0.2 for y in ys], [r[1] * 1e3 for r in results], height=0.4, label="detops")
