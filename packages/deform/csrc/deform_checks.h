@@ -31,12 +31,12 @@ struct Geometry {
 };
 
 inline void check_params(const char* op, const Params& p) {
-  check(p.stride_h > 0 && p.stride_w > 0, op, "stride must be positive, got (", p.stride_h,
-        ", ", p.stride_w, ")");
+  check(p.stride_h > 0 && p.stride_w > 0, op, "stride must be positive, got (", p.stride_h, ", ",
+        p.stride_w, ")");
   check(p.pad_h >= 0 && p.pad_w >= 0, op, "padding must be non-negative, got (", p.pad_h, ", ",
         p.pad_w, ")");
-  check(p.dilation_h > 0 && p.dilation_w > 0, op, "dilation must be positive, got (",
-        p.dilation_h, ", ", p.dilation_w, ")");
+  check(p.dilation_h > 0 && p.dilation_w > 0, op, "dilation must be positive, got (", p.dilation_h,
+        ", ", p.dilation_w, ")");
 }
 
 inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& offset,
@@ -46,8 +46,7 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
   check_dim(op, "input", input, 4, "[batch, in_channels, height, width]");
   check_dim(op, "offset", offset, 4,
             "[batch, 2 * offset_groups * kernel_h * kernel_w, out_height, out_width]");
-  check_dim(op, "weight", weight, 4,
-            "[out_channels, in_channels / groups, kernel_h, kernel_w]");
+  check_dim(op, "weight", weight, 4, "[out_channels, in_channels / groups, kernel_h, kernel_w]");
   check_floating(op, "input", input);
   check_same_dtype(op, "input", input, "offset", offset);
   check_same_dtype(op, "input", input, "weight", weight);
@@ -65,8 +64,8 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
   g.kernel_w = weight.size(3);
   check(g.kernel_h > 0 && g.kernel_w > 0, op, "weight must have a non-empty kernel, got shape ",
         shape_str(weight));
-  check(weight.size(1) > 0, op, "weight.shape[1] (in_channels / groups) must be positive, got shape ",
-        shape_str(weight));
+  check(weight.size(1) > 0, op,
+        "weight.shape[1] (in_channels / groups) must be positive, got shape ", shape_str(weight));
   check(g.in_channels % weight.size(1) == 0, op, "input has ", g.in_channels,
         " channels, which is not a multiple of weight.shape[1] = ", weight.size(1),
         " (in_channels must be divisible by groups = in_channels / weight.shape[1])");
@@ -77,8 +76,8 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
   const int64_t taps = g.kernel_h * g.kernel_w;
   check(offset.size(1) > 0 && offset.size(1) % (2 * taps) == 0, op,
         "offset must have 2 * offset_groups * kernel_h * kernel_w channels, a positive multiple "
-        "of 2 * ", g.kernel_h, " * ", g.kernel_w, " = ", 2 * taps, ", got offset.shape[1] = ",
-        offset.size(1));
+        "of 2 * ",
+        g.kernel_h, " * ", g.kernel_w, " = ", 2 * taps, ", got offset.shape[1] = ", offset.size(1));
   g.offset_groups = offset.size(1) / (2 * taps);
   check(g.in_channels % g.offset_groups == 0, op, "input has ", g.in_channels,
         " channels, which is not divisible by offset_groups = ", g.offset_groups,
@@ -103,7 +102,8 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
   g.use_mask = mask.has_value();
   if (g.use_mask) {
     const Tensor& m = *mask;
-    check_dim(op, "mask", m, 4, "[batch, offset_groups * kernel_h * kernel_w, out_height, out_width]");
+    check_dim(op, "mask", m, 4,
+              "[batch, offset_groups * kernel_h * kernel_w, out_height, out_width]");
     check_same_dtype(op, "input", input, "mask", m);
     check_same_device(op, "input", input, "mask", m);
     check(m.size(1) == g.offset_groups * taps, op,
@@ -119,8 +119,8 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
   if (bias.has_value()) {
     const Tensor& b = *bias;
     check(b.dim() == 1 && b.size(0) == g.out_channels, op,
-          "bias must be a 1-D tensor of shape [out_channels] = [", g.out_channels,
-          "], got shape ", shape_str(b));
+          "bias must be a 1-D tensor of shape [out_channels] = [", g.out_channels, "], got shape ",
+          shape_str(b));
     check_same_dtype(op, "input", input, "bias", b);
     check_same_device(op, "input", input, "bias", b);
   }
@@ -128,11 +128,12 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
 }
 
 inline void check_grad_output(const Geometry& g, const Tensor& input, const Tensor& grad_out) {
-  check_dim(kBackwardOp, "grad_output", grad_out, 4, "[batch, out_channels, out_height, out_width]");
+  check_dim(kBackwardOp, "grad_output", grad_out, 4,
+            "[batch, out_channels, out_height, out_width]");
   check(grad_out.size(0) == g.batch && grad_out.size(1) == g.out_channels &&
             grad_out.size(2) == g.out_h && grad_out.size(3) == g.out_w,
-        kBackwardOp, "grad_output must have the output's shape [", g.batch, ", ",
-        g.out_channels, ", ", g.out_h, ", ", g.out_w, "], got ", shape_str(grad_out));
+        kBackwardOp, "grad_output must have the output's shape [", g.batch, ", ", g.out_channels,
+        ", ", g.out_h, ", ", g.out_w, "], got ", shape_str(grad_out));
   check_same_dtype(kBackwardOp, "input", input, "grad_output", grad_out);
   check_same_device(kBackwardOp, "input", input, "grad_output", grad_out);
 }

@@ -1,25 +1,27 @@
-// The device-independent half of deform_conv2d: argument checks, batch chunking and the
-// matrix products (through torch's matmul). The device-specific half is a Backend:
+// The device-independent half of deform_conv2d: argument checks, chunking and the matrix
+// products (through torch's matmul). The device-specific half is a Backend:
 //
 //   template <typename S, typename T> class Backend::Sampler {
-//     Sampler(const Geometry&, int64_t b0, int64_t nb, const Tensor& input /* contiguous */,
+//     Sampler(const Geometry&, const Chunk&, const Tensor& input /* contiguous */,
 //             const S* offset, const S* mask /* or nullptr */);
-//     void im2col(T* col);                            // col: [C * K, nb, P]
-//     void col2im(const T* grad_col, S* grad_input);  // grad_input: whole [B, C, H, W]
+//     void im2col(T* col);                             // col: [C * K, nb, np]
+//     void col2im(const T* grad_col, T* grad_input);   // adds into the whole [B, C, H, W]
 //     void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask /* or nullptr */);
 //   };
 //   template <typename S, typename T> static void Backend::finish_output(
-//       const Geometry&, int64_t b0, int64_t nb, const T* prod /* [Oc, nb, P] */,
-//       const S* bias /* or nullptr */, S* out /* whole [B, Oc, oh, ow] */);
+//       const Geometry&, const Chunk&, const T* prod /* [Oc, nb, np] */,
+//       const S* bias /* or nullptr */, S* out /* whole [B, Oc, out_h, out_w] */);
 //
 // S is the tensor dtype, T the accumulation type (float32 for float16/bfloat16). With
-// C = in_channels, K = kernel_h * kernel_w, P = out_h * out_w and G = groups, the column
-// buffer of a chunk of nb images is [C * K, nb * P] = [G, C * K / G, nb * P], so
-// out = weight[G, Oc / G, C * K / G] @ col is one batched product per chunk. Chunks are
-// as many whole images as fit the column budget (at least one), so memory stays bounded
-// for any batch size.
+// C = in_channels, K = kernel_h * kernel_w, P = out_h * out_w and G = groups, a chunk is
+// nb whole images, or one image's output positions [p0, p0 + np) when a single image does
+// not fit the column budget. Its column buffer is [C * K, nb * np] = [G, C * K / G, nb * np],
+// so out = weight[G, Oc / G, C * K / G] @ col is one batched product per chunk. Every
+// buffer of a chunk stays within the budget, so memory is bounded for any batch and image
+// size, and buffers stay small enough for the allocator to reuse them without page faults.
 #pragma once
 
+#include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
@@ -30,31 +32,46 @@
 #include <tuple>
 #include <vector>
 
-#include <detops/dispatch.h>
-
 #include "deform_checks.h"
 
 namespace detops::deform {
 
 using torch::stable::Tensor;
 
-// Bytes one column buffer may take (the backward holds two). Override with the
-// environment variable DETOPS_DEFORM_COLUMN_BYTES (read once).
-inline int64_t column_budget_bytes() {
-  static const int64_t budget = [] {
+// Bytes one column-sized buffer of a chunk may take: the backend's default (see
+// Backend::kColumnBytes), or the environment variable DETOPS_DEFORM_COLUMN_BYTES (read once).
+inline int64_t column_budget_bytes(int64_t backend_default) {
+  static const int64_t from_env = [] {
     const char* env = std::getenv("DETOPS_DEFORM_COLUMN_BYTES");
-    if (env != nullptr) {
-      const long long v = std::atoll(env);
-      if (v > 0) return static_cast<int64_t>(v);
-    }
-    return int64_t(64) << 20;
+    const long long v = env != nullptr ? std::atoll(env) : 0;
+    return v > 0 ? static_cast<int64_t>(v) : int64_t(0);
   }();
-  return budget;
+  return from_env > 0 ? from_env : backend_default;
 }
 
-inline int64_t images_per_chunk(const Geometry& g, int64_t element_bytes) {
-  const int64_t per_image = g.in_channels * g.taps() * g.positions() * element_bytes;
-  return std::max<int64_t>(1, std::min<int64_t>(g.batch, column_budget_bytes() / per_image));
+// A piece of the work: images [b0, b0 + nb), output positions [p0, p0 + np) of each.
+struct Chunk {
+  int64_t b0, nb, p0, np;
+};
+
+// The chunks, in a fixed order: whole images while they fit, else slices of one image.
+inline std::vector<Chunk> make_chunks(const Geometry& g, int64_t element_bytes, int64_t budget) {
+  const int64_t P = g.positions();
+  const int64_t per_position = g.in_channels * g.taps() * element_bytes;
+  std::vector<Chunk> chunks;
+  if (per_position * P <= budget) {
+    const int64_t nb = std::max<int64_t>(1, budget / (per_position * P));
+    for (int64_t b0 = 0; b0 < g.batch; b0 += nb) {
+      chunks.push_back({b0, std::min(nb, g.batch - b0), 0, P});
+    }
+  } else {
+    const int64_t pieces = (per_position * P + budget - 1) / budget;
+    const int64_t np = (P + pieces - 1) / pieces;  // balanced slices
+    for (int64_t b = 0; b < g.batch; ++b) {
+      for (int64_t p0 = 0; p0 < P; p0 += np) chunks.push_back({b, 1, p0, std::min(np, P - p0)});
+    }
+  }
+  return chunks;
 }
 
 template <typename T>
@@ -68,20 +85,33 @@ inline Tensor as_contiguous(const Tensor& t, ScalarType dtype) {
   return torch::stable::contiguous(c);
 }
 
-// Gradients of one chunk's images, in the chunk's [Oc, nb * P] layout and dtype T.
-inline Tensor grad_output_columns(const Geometry& g, const Tensor& grad_out, int64_t b0,
-                                  int64_t nb, ScalarType acc) {
-  Tensor chunk = grad_out;  // narrow() takes a non-const handle
-  chunk = torch::stable::narrow(chunk, 0, b0, nb);
-  chunk = torch::stable::view(chunk, {nb, g.out_channels, g.positions()});
-  chunk = as_contiguous(torch::stable::transpose(chunk, 0, 1), acc);
-  return torch::stable::view(chunk, {g.groups, g.out_channels / g.groups, nb * g.positions()});
-}
-
 // Dimension list for torch::stable::sum (the list must outlive the call: pass a temporary).
 inline std::optional<torch::headeronly::IntHeaderOnlyArrayRef> dims(
     std::initializer_list<int64_t> d) {
   return torch::headeronly::IntHeaderOnlyArrayRef(d.begin(), d.size());
+}
+
+// grad_out of one chunk in the column layout [G, Oc / G, nb * np], dtype `acc`.
+inline Tensor grad_output_columns(const Geometry& g, const Tensor& grad_out, const Chunk& ch,
+                                  ScalarType acc) {
+  Tensor t = torch::stable::view(grad_out, {g.batch, g.out_channels, g.positions()});
+  t = torch::stable::narrow(t, 0, ch.b0, ch.nb);
+  t = torch::stable::narrow(t, 2, ch.p0, ch.np);
+  t = as_contiguous(torch::stable::transpose(t, 0, 1), acc);  // [Oc, nb, np]
+  return torch::stable::view(t, {g.groups, g.out_channels / g.groups, ch.nb * ch.np});
+}
+
+// A [G, C * K / G, nb * np] view of the first elements of `storage`.
+inline Tensor column_view(const Geometry& g, Tensor& storage, const Chunk& ch) {
+  const int64_t ck = g.in_channels * g.taps();
+  Tensor flat = torch::stable::narrow(storage, 0, 0, ck * ch.nb * ch.np);
+  return torch::stable::view(flat, {g.groups, ck / g.groups, ch.nb * ch.np});
+}
+
+inline int64_t largest_chunk(const std::vector<Chunk>& chunks) {
+  int64_t n = 0;
+  for (const Chunk& c : chunks) n = std::max(n, c.nb * c.np);
+  return n;
 }
 
 template <typename S>
@@ -108,22 +138,19 @@ Tensor forward(const Tensor& input_in, const Tensor& offset_in, const Tensor& we
     using T = acc_t<S>;
     constexpr ScalarType acc = scalar_type_of<T>();
     const int64_t ck = g.in_channels * g.taps();
-    const int64_t P = g.positions();
     const Tensor w = torch::stable::view(as_contiguous(weight_in, acc),
                                          {g.groups, g.out_channels / g.groups, ck / g.groups});
-    const int64_t chunk = images_per_chunk(g, sizeof(T));
-    Tensor col_storage = torch::stable::new_empty(input, {ck * chunk * P}, acc);
-    for (int64_t b0 = 0; b0 < g.batch; b0 += chunk) {
-      const int64_t nb = std::min(chunk, g.batch - b0);
-      Tensor col = torch::stable::view(torch::stable::narrow(col_storage, 0, 0, ck * nb * P),
-                                       {g.groups, ck / g.groups, nb * P});
-      typename Backend::template Sampler<S, T> sampler(g, b0, nb, input,
-                                                       offset.const_data_ptr<S>(),
+    const std::vector<Chunk> chunks =
+        make_chunks(g, sizeof(T), column_budget_bytes(Backend::kColumnBytes));
+    Tensor col_storage = torch::stable::new_empty(input, {ck * largest_chunk(chunks)}, acc);
+    for (const Chunk& ch : chunks) {
+      Tensor col = column_view(g, col_storage, ch);
+      typename Backend::template Sampler<S, T> sampler(g, ch, input, offset.const_data_ptr<S>(),
                                                        optional_ptr<S>(mask));
       sampler.im2col(col.mutable_data_ptr<T>());
-      const Tensor prod = torch::stable::matmul(w, col);  // [G, Oc / G, nb * P]
-      Backend::template finish_output<S, T>(g, b0, nb, prod.const_data_ptr<T>(),
-                                            optional_ptr<S>(bias), out.mutable_data_ptr<S>());
+      const Tensor prod = torch::stable::matmul(w, col);  // [G, Oc / G, nb * np]
+      Backend::template finish_output<S, T>(g, ch, prod.const_data_ptr<T>(), optional_ptr<S>(bias),
+                                            out.mutable_data_ptr<S>());
     }
   });
   return out;
@@ -159,37 +186,34 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     using T = acc_t<S>;
     constexpr ScalarType acc = scalar_type_of<T>();
     const int64_t ck = g.in_channels * g.taps();
-    const int64_t ckg = ck / g.groups;
     const int64_t ocg = g.out_channels / g.groups;
-    const int64_t P = g.positions();
-    const Tensor w = torch::stable::view(as_contiguous(weight_in, acc), {g.groups, ocg, ckg});
+    const Tensor w =
+        torch::stable::view(as_contiguous(weight_in, acc), {g.groups, ocg, ck / g.groups});
     const Tensor w_t = torch::stable::transpose(w, 1, 2);  // [G, CK / G, Oc / G]
-    const int64_t chunk = images_per_chunk(g, sizeof(T));
-    const int64_t chunks = (g.batch + chunk - 1) / chunk;
-    Tensor col_storage = torch::stable::new_empty(input, {ck * chunk * P}, acc);
-    // One weight-gradient slice per chunk, summed at the end in a fixed order.
-    Tensor gw_parts = torch::stable::new_empty(input, {chunks, g.groups, ocg, ckg}, acc);
-    for (int64_t b0 = 0, c = 0; b0 < g.batch; b0 += chunk, ++c) {
-      const int64_t nb = std::min(chunk, g.batch - b0);
-      Tensor col = torch::stable::view(torch::stable::narrow(col_storage, 0, 0, ck * nb * P),
-                                       {g.groups, ckg, nb * P});
-      typename Backend::template Sampler<S, T> sampler(g, b0, nb, input,
-                                                       offset.const_data_ptr<S>(),
+    // The input gradient accumulates over chunks in T (float32 for narrow types).
+    const bool narrow_type = input.scalar_type() != acc;
+    Tensor grad_input_acc =
+        narrow_type ? torch::stable::new_zeros(input, grad_input.sizes(), acc) : grad_input;
+    const std::vector<Chunk> chunks =
+        make_chunks(g, sizeof(T), column_budget_bytes(Backend::kColumnBytes));
+    Tensor col_storage = torch::stable::new_empty(input, {ck * largest_chunk(chunks)}, acc);
+    Tensor gw;  // [G, Oc / G, CK / G], summed over chunks in order
+    for (const Chunk& ch : chunks) {
+      Tensor col = column_view(g, col_storage, ch);
+      typename Backend::template Sampler<S, T> sampler(g, ch, input, offset.const_data_ptr<S>(),
                                                        optional_ptr<S>(mask));
-      const Tensor go = grad_output_columns(g, grad_out, b0, nb, acc);  // [G, Oc / G, nb * P]
-      const Tensor grad_col = torch::stable::matmul(w_t, go);            // [G, CK / G, nb * P]
-      sampler.col2im(grad_col.const_data_ptr<T>(), grad_input.mutable_data_ptr<S>());
+      const Tensor go = grad_output_columns(g, grad_out, ch, acc);  // [G, Oc / G, nb * np]
+      const Tensor grad_col = torch::stable::matmul(w_t, go);       // [G, CK / G, nb * np]
+      sampler.col2im(grad_col.const_data_ptr<T>(), grad_input_acc.mutable_data_ptr<T>());
       sampler.coord_grad(grad_col.const_data_ptr<T>(), grad_offset.mutable_data_ptr<S>(),
                          mask.has_value() ? grad_mask.mutable_data_ptr<S>() : nullptr);
       sampler.im2col(col.mutable_data_ptr<T>());
-      Tensor part = torch::stable::select(gw_parts, 0, c);
-      torch::stable::copy_(part, torch::stable::matmul(go, torch::stable::transpose(col, 1, 2)));
+      const Tensor part = torch::stable::matmul(go, torch::stable::transpose(col, 1, 2));
+      gw = gw.defined() ? torch::stable::subtract(gw, part, -1.0) : part;  // gw + part
     }
-    Tensor gw = chunks == 1 ? torch::stable::select(gw_parts, 0, 0)
-                            : torch::stable::sum(gw_parts, dims({0}));
+    if (narrow_type) torch::stable::copy_(grad_input, grad_input_acc);
     torch::stable::copy_(grad_weight, torch::stable::view(gw, weight_in.sizes()));
-    torch::stable::copy_(grad_bias,
-                         torch::stable::sum(grad_out, dims({0, 2, 3}), false, acc));
+    torch::stable::copy_(grad_bias, torch::stable::sum(grad_out, dims({0, 2, 3}), false, acc));
   });
   return {grad_input, grad_offset, grad_weight, grad_mask, grad_bias};
 }

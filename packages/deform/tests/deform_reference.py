@@ -37,7 +37,7 @@ def reference_deform_conv2d(
 ) -> Tensor:
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     B, C, H, W = input.shape
-    O, Cg, kh, kw = weight.shape
+    out_channels, Cg, kh, kw = weight.shape
     K = kh * kw
     groups = C // Cg
     og = offset.shape[1] // (2 * K)
@@ -81,8 +81,8 @@ def reference_deform_conv2d(
     if mask is not None:
         col = col * mask.reshape(B, og, K * P).repeat_interleave(cpg, dim=1)
     col = col.reshape(B, groups, Cg * K, P)
-    out = torch.einsum("gok,bgkp->bgop", weight.reshape(groups, O // groups, Cg * K), col)
-    out = out.reshape(B, O, oh, ow)
+    out = torch.einsum("gok,bgkp->bgop", weight.reshape(groups, out_channels // groups, Cg * K), col)
+    out = out.reshape(B, out_channels, oh, ow)
     if bias is not None:
         out = out + bias[None, :, None, None]
     return out

@@ -160,7 +160,9 @@ def test_narrow_dtypes_accumulate_in_float32(dtype):
 
 
 def test_cpu_backward_is_bitwise_repeatable():
-    args = make_case(dtype=torch.float32, batch=3, in_channels=8, out_channels=8, size=(12, 11), offset_groups=2, seed=7)
+    args = make_case(
+        dtype=torch.float32, batch=3, in_channels=8, out_channels=8, size=(12, 11), offset_groups=2, seed=7
+    )
     first = _grads(detops_deform.deform_conv2d, args)
     threads = torch.get_num_threads()
     try:
@@ -196,14 +198,17 @@ torch.save([out.detach()] + [args[k].grad for k in ("input", "offset", "weight",
 """
 
 
-def test_batch_chunking_matches_single_chunk(tmp_path):
-    """A column budget of a few images splits batch 70 into many chunks: same results."""
+def test_chunking_matches_single_chunk(tmp_path):
+    """Column budgets that split batch 70 into chunks of whole images, into slices of one
+    image, or into single positions give the results of one chunk holding everything."""
     here = os.path.dirname(os.path.abspath(__file__))
     results = []
-    for budget in ("1", str(1 << 30)):  # one image per chunk, then everything at once
+    per_image = 4 * 9 * 30 * 8  # in_channels * taps * positions * sizeof(float64)
+    for budget in (str(1 << 30), str(3 * per_image), str(per_image // 2), "1"):
         path = tmp_path / f"r{budget}.pt"
         env = dict(os.environ, DETOPS_DEFORM_COLUMN_BYTES=budget)
         subprocess.run([sys.executable, "-c", _CHUNKED, here, str(path)], check=True, env=env)
         results.append(torch.load(path))
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

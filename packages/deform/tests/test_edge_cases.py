@@ -36,8 +36,21 @@ def _point_rules(plane, y, x):
 # Sampling positions on and around every edge of a 3 x 4 plane, including the exact
 # boundaries -1 and H - 1 / W - 1 where value and gradient windows differ.
 _POSITIONS = [
-    (-1.0, 0.5), (0.5, -1.0), (-1.0, -1.0), (-0.5, 1.25), (1.5, -0.25), (2.0, 3.0), (2.5, 1.0),
-    (1.25, 3.5), (3.0, 1.0), (1.0, 4.0), (-1.5, 1.0), (0.0, 0.0), (2.0, 1.5), (1.0, 2.0), (2.999, 3.999),
+    (-1.0, 0.5),
+    (0.5, -1.0),
+    (-1.0, -1.0),
+    (-0.5, 1.25),
+    (1.5, -0.25),
+    (2.0, 3.0),
+    (2.5, 1.0),
+    (1.25, 3.5),
+    (3.0, 1.0),
+    (1.0, 4.0),
+    (-1.5, 1.0),
+    (0.0, 0.0),
+    (2.0, 1.5),
+    (1.0, 2.0),
+    (2.999, 3.999),
 ]
 
 
@@ -68,7 +81,18 @@ def test_boundary_rules_of_single_taps(use_mask):
         m = 0.75 if use_mask else 1.0
         for j, (y, x) in enumerate(chunk):
             value, gy, gx = _point_rules(plane, y, x)
-            rows.append((y, x, out[0, 0, 0, j].item(), m * value, g_off[0, 0, 0, j].item(), m * gy, g_off[0, 1, 0, j].item(), m * gx))
+            rows.append(
+                (
+                    y,
+                    x,
+                    out[0, 0, 0, j].item(),
+                    m * value,
+                    g_off[0, 0, 0, j].item(),
+                    m * gy,
+                    g_off[0, 1, 0, j].item(),
+                    m * gx,
+                )
+            )
         if HAVE_TORCHVISION:
             from torchvision.ops import deform_conv2d as tv
 
@@ -88,7 +112,9 @@ _BAD_VALUES = [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3e9, -3e9
 
 @settings(max_examples=20, deadline=None)
 @given(
-    where=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 35), st.integers(0, 6), st.integers(0, 5)), min_size=1, max_size=8),
+    where=st.lists(
+        st.tuples(st.integers(0, 1), st.integers(0, 35), st.integers(0, 6), st.integers(0, 5)), min_size=1, max_size=8
+    ),
     values=st.lists(st.sampled_from(_BAD_VALUES), min_size=8, max_size=8),
     use_mask=st.booleans(),
     dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
@@ -129,6 +155,7 @@ def test_non_finite_mask_propagates_without_crashing():
 
 
 # ---------------------------------------------------------------- malformed arguments
+
 
 def _valid(**kw):
     return make_case(batch=2, in_channels=4, out_channels=4, size=(6, 6), padding=(1, 1), **kw)

@@ -13,7 +13,19 @@ from detops_deform import DeformConv2d, deform_conv2d
 
 def _op_args(args):
     s, p, d = args["stride"], args["padding"], args["dilation"]
-    return (args["input"], args["offset"], args["weight"], args["bias"], args["mask"], s[0], s[1], p[0], p[1], d[0], d[1])
+    return (
+        args["input"],
+        args["offset"],
+        args["weight"],
+        args["bias"],
+        args["mask"],
+        s[0],
+        s[1],
+        p[0],
+        p[1],
+        d[0],
+        d[1],
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,7 +69,14 @@ def test_torchscript_function():
         args = make_case(use_mask=use_mask, stride=(2, 1), padding=(1, 0), size=(9, 8))
         expected = deform_conv2d(**args)
         got = scripted(
-            args["input"], args["offset"], args["weight"], args["bias"], args["stride"], args["padding"], args["dilation"], args["mask"]
+            args["input"],
+            args["offset"],
+            args["weight"],
+            args["bias"],
+            args["stride"],
+            args["padding"],
+            args["dilation"],
+            args["mask"],
         )
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
@@ -67,7 +86,9 @@ def test_torchscript_module_and_caller():
     module = DeformConv2d(4, 6, 3, padding=1)
     scripted = _script(module)
     args = make_case(dtype=torch.float32, out_channels=6)
-    torch.testing.assert_close(scripted(args["input"], args["offset"], args["mask"]), module(args["input"], args["offset"], args["mask"]))
+    torch.testing.assert_close(
+        scripted(args["input"], args["offset"], args["mask"]), module(args["input"], args["offset"], args["mask"])
+    )
     torch.testing.assert_close(scripted(args["input"], args["offset"]), module(args["input"], args["offset"]))
 
     class Caller(torch.nn.Module):
@@ -174,9 +195,19 @@ def test_module_matches_torchvision_construction(ctor):
 
 def test_module_repr_and_forward():
     m = DeformConv2d(4, 8, 3, stride=2, padding=1, dilation=2, groups=2, bias=False)
-    assert repr(m) == "DeformConv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2), groups=2, bias=False)"
+    expected = "DeformConv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2), groups=2"
+    assert repr(m) == expected + ", bias=False)"
     assert repr(DeformConv2d(3, 5, 3)) == "DeformConv2d(3, 5, kernel_size=(3, 3), stride=(1, 1))"
-    args = make_case(dtype=torch.float32, in_channels=4, out_channels=8, groups=2, stride=(2, 2), padding=(1, 1), dilation=(2, 2), size=(9, 9))
+    args = make_case(
+        dtype=torch.float32,
+        in_channels=4,
+        out_channels=8,
+        groups=2,
+        stride=(2, 2),
+        padding=(1, 1),
+        dilation=(2, 2),
+        size=(9, 9),
+    )
     expected = ORACLES["reference"](args["input"], args["offset"], m.weight, None, (2, 2), (1, 1), (2, 2), args["mask"])
     torch.testing.assert_close(m(args["input"], args["offset"], args["mask"]), expected, rtol=1e-4, atol=1e-4)
 

@@ -30,38 +30,45 @@ inline int64_t grain_for(int64_t work) {
 template <typename S, typename T>
 class Sampler {
  public:
-  Sampler(const Geometry& g, int64_t b0, int64_t nb, const Tensor& input, const S* offset,
-          const S* mask)
-      : g_(g), b0_(b0), nb_(nb), input_(input.const_data_ptr<S>()), mask_ptr_(mask),
-        rows_(nb * g.offset_groups * g.taps()),
-        taps_(rows_ * g.positions()),
-        mask_(mask != nullptr ? rows_ * g.positions() : 0) {
+  Sampler(const Geometry& g, const Chunk& ch, const Tensor& input, const S* offset, const S* mask)
+      : g_(g),
+        ch_(ch),
+        input_(input.const_data_ptr<S>()),
+        mask_ptr_(mask),
+        rows_(ch.nb * g.offset_groups * g.taps()),
+        taps_(rows_ * ch.np),
+        mask_(mask != nullptr ? rows_ * ch.np : 0) {
     const int64_t P = g.positions();
     const int64_t K = g.taps();
-    torch::stable::parallel_for(0, rows_, grain_for(P * 8), [&](int64_t begin, int64_t end) {
+    const int64_t np = ch.np;
+    torch::stable::parallel_for(0, rows_, grain_for(np * 8), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / (g.offset_groups * K);
         const int64_t grp = (r / K) % g.offset_groups;
         const int64_t k = r % K;
         const int64_t i = k / g.kernel_w;
         const int64_t j = k % g.kernel_w;
-        const int64_t image = b0 + b;
-        const S* off_y = offset + ((image * g.offset_groups + grp) * 2 * K + 2 * k) * P;
+        const int64_t image = ch.b0 + b;
+        const S* off_y = offset + ((image * g.offset_groups + grp) * 2 * K + 2 * k) * P + ch.p0;
         const S* off_x = off_y + P;
-        Taps<T>* out = taps_.data() + r * P;
-        for (int64_t oy = 0, p = 0; oy < g.out_h; ++oy) {
-          for (int64_t ox = 0; ox < g.out_w; ++ox, ++p) {
-            const T y = sample_coordinate(oy, g.p.stride_h, g.p.pad_h, i, g.p.dilation_h,
-                                          static_cast<T>(off_y[p]));
-            const T x = sample_coordinate(ox, g.p.stride_w, g.p.pad_w, j, g.p.dilation_w,
-                                          static_cast<T>(off_x[p]));
-            out[p] = make_taps(y, x, g.height, g.width);
+        Taps<T>* out = taps_.data() + r * np;
+        int64_t oy = ch.p0 / g.out_w;
+        int64_t ox = ch.p0 % g.out_w;
+        for (int64_t p = 0; p < np; ++p) {
+          const T y = sample_coordinate(oy, g.p.stride_h, g.p.pad_h, i, g.p.dilation_h,
+                                        static_cast<T>(off_y[p]));
+          const T x = sample_coordinate(ox, g.p.stride_w, g.p.pad_w, j, g.p.dilation_w,
+                                        static_cast<T>(off_x[p]));
+          out[p] = make_taps(y, x, g.height, g.width);
+          if (++ox == g.out_w) {
+            ox = 0;
+            ++oy;
           }
         }
         if (mask != nullptr) {
-          const S* m = mask + ((image * g.offset_groups + grp) * K + k) * P;
-          T* dst = mask_.data() + r * P;
-          for (int64_t p = 0; p < P; ++p) dst[p] = static_cast<T>(m[p]);
+          const S* m = mask + ((image * g.offset_groups + grp) * K + k) * P + ch.p0;
+          T* dst = mask_.data() + r * np;
+          for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<T>(m[p]);
         }
       }
     });
@@ -69,51 +76,50 @@ class Sampler {
 
   // col[(c * K + k), b, p] = mask * bilinear(input[b0 + b, c], taps of (b, group(c), k, p)).
   void im2col(T* col) const {
-    const int64_t P = g_.positions();
+    const int64_t np = ch_.np;
     const int64_t K = g_.taps();
     const int64_t C = g_.in_channels;
-    torch::stable::parallel_for(0, nb_ * C, grain_for(K * P * 8), [&](int64_t begin, int64_t end) {
+    const int64_t nb = ch_.nb;
+    torch::stable::parallel_for(0, nb * C, grain_for(K * np * 8), [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / C;
         const int64_t c = task % C;
         const S* plane = input_plane(b, c);
         for (int64_t k = 0; k < K; ++k) {
           const int64_t r = row(b, c, k);
-          const Taps<T>* t = taps_.data() + r * P;
-          T* dst = col + ((c * K + k) * nb_ + b) * P;
-          for (int64_t p = 0; p < P; ++p) {
+          const Taps<T>* t = taps_.data() + r * np;
+          T* dst = col + ((c * K + k) * nb + b) * np;
+          for (int64_t p = 0; p < np; ++p) {
             dst[p] = interpolate(t[p], load_quad<T>(plane, g_.width, t[p]));
           }
           if (mask_ptr_ != nullptr) {
-            const T* m = mask_.data() + r * P;
-            for (int64_t p = 0; p < P; ++p) dst[p] *= m[p];
+            const T* m = mask_.data() + r * np;
+            for (int64_t p = 0; p < np; ++p) dst[p] *= m[p];
           }
         }
       }
     });
   }
 
-  // grad_input[b0 + b, c] = sum over (k, p) of the bilinear weights times
-  // mask * grad_col[(c * K + k), b, p], scattered onto the four neighbours.
-  void col2im(const T* grad_col, S* grad_input) const {
-    const int64_t P = g_.positions();
+  // Adds to grad_input[b0 + b, c] the bilinear weights times mask * grad_col[(c * K + k), b, p]
+  // of every (k, p), scattered onto the four neighbours. One task per plane.
+  void col2im(const T* grad_col, T* grad_input) const {
+    const int64_t np = ch_.np;
     const int64_t K = g_.taps();
     const int64_t C = g_.in_channels;
-    const int64_t HW = g_.height * g_.width;
+    const int64_t nb = ch_.nb;
     const int64_t W = g_.width;
-    torch::stable::parallel_for(0, nb_ * C, grain_for(K * P * 8), [&](int64_t begin, int64_t end) {
-      std::vector<T> acc(HW);
+    torch::stable::parallel_for(0, nb * C, grain_for(K * np * 8), [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / C;
         const int64_t c = task % C;
-        std::fill(acc.begin(), acc.end(), T(0));
-        T* a = acc.data();
+        T* a = grad_input + ((ch_.b0 + b) * C + c) * g_.height * W;
         for (int64_t k = 0; k < K; ++k) {
           const int64_t r = row(b, c, k);
-          const Taps<T>* t = taps_.data() + r * P;
-          const T* m = mask_ptr_ != nullptr ? mask_.data() + r * P : nullptr;
-          const T* gc = grad_col + ((c * K + k) * nb_ + b) * P;
-          for (int64_t p = 0; p < P; ++p) {
+          const Taps<T>* t = taps_.data() + r * np;
+          const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np : nullptr;
+          const T* gc = grad_col + ((c * K + k) * nb + b) * np;
+          for (int64_t p = 0; p < np; ++p) {
             const Taps<T>& tp = t[p];
             if (!(tp.flags & kInside)) continue;
             const T gv = m != nullptr ? gc[p] * m[p] : gc[p];
@@ -125,18 +131,18 @@ class Sampler {
             if (tp.flags & kTap11) q[W + 1] += w.v11 * gv;
           }
         }
-        S* dst = grad_input + ((b0_ + b) * C + c) * HW;
-        for (int64_t e = 0; e < HW; ++e) dst[e] = static_cast<S>(a[e]);
       }
     });
   }
 
-  // Gradients with respect to the offsets (and the mask) of the chunk's images.
+  // Gradients with respect to the offsets (and the mask) of the chunk's taps.
   void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask) const {
+    const int64_t np = ch_.np;
     const int64_t P = g_.positions();
     const int64_t K = g_.taps();
+    const int64_t nb = ch_.nb;
     const int64_t cpg = g_.channels_per_offset_group();
-    const int64_t blocks = (P + kPositionBlock - 1) / kPositionBlock;
+    const int64_t blocks = (np + kPositionBlock - 1) / kPositionBlock;
     const bool want_mask = grad_mask != nullptr;
     torch::stable::parallel_for(
         0, rows_ * blocks, grain_for(cpg * kPositionBlock * 16), [&](int64_t begin, int64_t end) {
@@ -144,7 +150,7 @@ class Sampler {
           for (int64_t task = begin; task < end; ++task) {
             const int64_t r = task / blocks;
             const int64_t p0 = (task % blocks) * kPositionBlock;
-            const int64_t n = std::min(kPositionBlock, P - p0);
+            const int64_t n = std::min(kPositionBlock, np - p0);
             const int64_t b = r / (g_.offset_groups * K);
             const int64_t grp = (r / K) % g_.offset_groups;
             const int64_t k = r % K;
@@ -152,10 +158,10 @@ class Sampler {
             T* ax = ay + kPositionBlock;
             T* am = ax + kPositionBlock;
             std::fill(acc.begin(), acc.end(), T(0));
-            const Taps<T>* t = taps_.data() + r * P + p0;
+            const Taps<T>* t = taps_.data() + r * np + p0;
             for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
               const S* plane = input_plane(b, c);
-              const T* gc = grad_col + ((c * K + k) * nb_ + b) * P + p0;
+              const T* gc = grad_col + ((c * K + k) * nb + b) * np + p0;
               for (int64_t p = 0; p < n; ++p) {
                 if (!(t[p].flags & kAllTaps)) continue;
                 const Quad<T> v = load_quad<T>(plane, g_.width, t[p]);
@@ -164,16 +170,17 @@ class Sampler {
                 if (want_mask) am[p] += gc[p] * interpolate(t[p], v);
               }
             }
-            const int64_t image = b0_ + b;
-            S* gy = grad_offset + ((image * g_.offset_groups + grp) * 2 * K + 2 * k) * P + p0;
+            const int64_t image = ch_.b0 + b;
+            const int64_t first = ch_.p0 + p0;  // position in the image
+            S* gy = grad_offset + ((image * g_.offset_groups + grp) * 2 * K + 2 * k) * P + first;
             S* gx = gy + P;
-            const T* m = mask_ptr_ != nullptr ? mask_.data() + r * P + p0 : nullptr;
+            const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np + p0 : nullptr;
             for (int64_t p = 0; p < n; ++p) {
               gy[p] = static_cast<S>(m != nullptr ? m[p] * ay[p] : ay[p]);
               gx[p] = static_cast<S>(m != nullptr ? m[p] * ax[p] : ax[p]);
             }
             if (want_mask) {
-              S* gm = grad_mask + ((image * g_.offset_groups + grp) * K + k) * P + p0;
+              S* gm = grad_mask + ((image * g_.offset_groups + grp) * K + k) * P + first;
               for (int64_t p = 0; p < n; ++p) gm[p] = static_cast<S>(am[p]);
             }
           }
@@ -182,7 +189,7 @@ class Sampler {
 
  private:
   const S* input_plane(int64_t b, int64_t c) const {
-    return input_ + ((b0_ + b) * g_.in_channels + c) * g_.height * g_.width;
+    return input_ + ((ch_.b0 + b) * g_.in_channels + c) * g_.height * g_.width;
   }
   // Row of the tap tables for image b of the chunk, channel c, kernel tap k.
   int64_t row(int64_t b, int64_t c, int64_t k) const {
@@ -191,35 +198,39 @@ class Sampler {
   }
 
   const Geometry& g_;
-  int64_t b0_, nb_;
+  Chunk ch_;
   const S* input_;
   const S* mask_ptr_;
   int64_t rows_;
-  std::vector<Taps<T>> taps_;  // [nb, offset_groups, K, P]
+  std::vector<Taps<T>> taps_;  // [nb, offset_groups, K, np]
   std::vector<T> mask_;        // same layout; empty without a mask
 };
 
 struct Backend {
+  static constexpr int64_t kColumnBytes =
+      int64_t(16)
+      << 20;  // 16 MiB: below glibc's mmap threshold, so buffers are reused without page faults
+
   template <typename S, typename T>
   using Sampler = cpu::Sampler<S, T>;
 
-  // out[b0 + b, o, p] = prod[o, b, p] + bias[o], converted to S.
+  // out[b0 + b, o, p0 + p] = prod[o, b, p] + bias[o], converted to S.
   template <typename S, typename T>
-  static void finish_output(const Geometry& g, int64_t b0, int64_t nb, const T* prod,
-                            const S* bias, S* out) {
-    const int64_t P = g.positions();
+  static void finish_output(const Geometry& g, const Chunk& ch, const T* prod, const S* bias,
+                            S* out) {
     const int64_t O = g.out_channels;
-    torch::stable::parallel_for(0, nb * O, grain_for(P), [&](int64_t begin, int64_t end) {
+    const int64_t np = ch.np;
+    torch::stable::parallel_for(0, ch.nb * O, grain_for(np), [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / O;
         const int64_t o = task % O;
-        const T* src = prod + (o * nb + b) * P;
-        S* dst = out + ((b0 + b) * O + o) * P;
+        const T* src = prod + (o * ch.nb + b) * np;
+        S* dst = out + ((ch.b0 + b) * O + o) * g.positions() + ch.p0;
         if (bias != nullptr) {
           const T bo = static_cast<T>(bias[o]);
-          for (int64_t p = 0; p < P; ++p) dst[p] = static_cast<S>(src[p] + bo);
+          for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<S>(src[p] + bo);
         } else {
-          for (int64_t p = 0; p < P; ++p) dst[p] = static_cast<S>(src[p]);
+          for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<S>(src[p]);
         }
       }
     });

@@ -14,8 +14,6 @@
 
 #include <detops/cuda_launch.cuh>
 
-#include <type_traits>
-
 #include "deform_driver.h"
 #include "deform_math.h"
 
@@ -25,20 +23,36 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kChannelBlock = 16;  // channels sampled per im2col thread
 
-// Sizes the kernels need, by value.
+// Sizes the kernels need, by value. A chunk is images [b0, b0 + nb), positions
+// [p0, p0 + np) of each; np is the extent of the chunk's column rows.
 struct Dims {
-  int64_t b0, nb, C, H, W, K, kernel_w, og, cpg, P, out_w, O;
+  int64_t b0, nb, p0, np, C, H, W, K, kernel_w, og, cpg, P, out_w, O;
   int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
 
-  Dims(const Geometry& g, int64_t first, int64_t count)
-      : b0(first), nb(count), C(g.in_channels), H(g.height), W(g.width), K(g.taps()),
-        kernel_w(g.kernel_w), og(g.offset_groups), cpg(g.channels_per_offset_group()),
-        P(g.positions()), out_w(g.out_w), O(g.out_channels), stride_h(g.p.stride_h),
-        stride_w(g.p.stride_w), pad_h(g.p.pad_h), pad_w(g.p.pad_w),
-        dilation_h(g.p.dilation_h), dilation_w(g.p.dilation_w) {}
+  Dims(const Geometry& g, const Chunk& ch)
+      : b0(ch.b0),
+        nb(ch.nb),
+        p0(ch.p0),
+        np(ch.np),
+        C(g.in_channels),
+        H(g.height),
+        W(g.width),
+        K(g.taps()),
+        kernel_w(g.kernel_w),
+        og(g.offset_groups),
+        cpg(g.channels_per_offset_group()),
+        P(g.positions()),
+        out_w(g.out_w),
+        O(g.out_channels),
+        stride_h(g.p.stride_h),
+        stride_w(g.p.stride_w),
+        pad_h(g.p.pad_h),
+        pad_w(g.p.pad_w),
+        dilation_h(g.p.dilation_h),
+        dilation_w(g.p.dilation_w) {}
 };
 
-// Taps of chunk image b, offset group grp, kernel tap k, output position p.
+// Taps of chunk image b, offset group grp, kernel tap k, output position p (of the image).
 template <typename S, typename T>
 __device__ Taps<T> taps_at(const Dims& d, const S* offset, int64_t b, int64_t grp, int64_t k,
                            int64_t p) {
@@ -51,8 +65,7 @@ __device__ Taps<T> taps_at(const Dims& d, const S* offset, int64_t b, int64_t gr
 }
 
 template <typename S, typename T>
-__device__ T mask_at(const Dims& d, const S* mask, int64_t b, int64_t grp, int64_t k,
-                     int64_t p) {
+__device__ T mask_at(const Dims& d, const S* mask, int64_t b, int64_t grp, int64_t k, int64_t p) {
   return mask == nullptr ? T(1)
                          : static_cast<T>(mask[(((d.b0 + b) * d.og + grp) * d.K + k) * d.P + p]);
 }
@@ -62,45 +75,46 @@ template <typename S, typename T>
 __global__ void im2col_kernel(Dims d, const S* __restrict__ input, const S* __restrict__ offset,
                               const S* __restrict__ mask, T* __restrict__ col) {
   const int64_t blocks = (d.cpg + kChannelBlock - 1) / kChannelBlock;
-  const int64_t n = blocks * d.nb * d.og * d.K * d.P;
+  const int64_t n = blocks * d.nb * d.og * d.K * d.np;
   DETOPS_CUDA_LOOP(e, n) {
-    const int64_t p = e % d.P;
-    const int64_t k = (e / d.P) % d.K;
-    const int64_t grp = (e / (d.P * d.K)) % d.og;
-    const int64_t b = (e / (d.P * d.K * d.og)) % d.nb;
-    const int64_t cb = e / (d.P * d.K * d.og * d.nb);
-    const Taps<T> t = taps_at<S, T>(d, offset, b, grp, k, p);
-    const T m = mask_at<S, T>(d, mask, b, grp, k, p);
+    const int64_t q = e % d.np;
+    const int64_t k = (e / d.np) % d.K;
+    const int64_t grp = (e / (d.np * d.K)) % d.og;
+    const int64_t b = (e / (d.np * d.K * d.og)) % d.nb;
+    const int64_t cb = e / (d.np * d.K * d.og * d.nb);
+    const Taps<T> t = taps_at<S, T>(d, offset, b, grp, k, d.p0 + q);
+    const T m = mask_at<S, T>(d, mask, b, grp, k, d.p0 + q);
     const int64_t c_begin = grp * d.cpg + cb * kChannelBlock;
     const int64_t c_end = min(c_begin + kChannelBlock, (grp + 1) * d.cpg);
     for (int64_t c = c_begin; c < c_end; ++c) {
       const S* plane = input + ((d.b0 + b) * d.C + c) * d.H * d.W;
       const T v = interpolate(t, load_quad<T>(plane, d.W, t));
-      col[((c * d.K + k) * d.nb + b) * d.P + p] = mask == nullptr ? v : v * m;
+      col[((c * d.K + k) * d.nb + b) * d.np + q] = mask == nullptr ? v : v * m;
     }
   }
 }
 
-// One thread per column element (channel, tap, image, position): scatter onto the input.
+// One thread per column element (channel, tap, image, position): scatter onto the input
+// gradient (accumulation type, the whole batch).
 template <typename S, typename T>
 __global__ void col2im_kernel(Dims d, const S* __restrict__ offset, const S* __restrict__ mask,
                               const T* __restrict__ grad_col, T* __restrict__ grad_input) {
-  const int64_t n = d.C * d.K * d.nb * d.P;
+  const int64_t n = d.C * d.K * d.nb * d.np;
   DETOPS_CUDA_LOOP(e, n) {
-    const int64_t p = e % d.P;
-    const int64_t b = (e / d.P) % d.nb;
-    const int64_t k = (e / (d.P * d.nb)) % d.K;
-    const int64_t c = e / (d.P * d.nb * d.K);
+    const int64_t q = e % d.np;
+    const int64_t b = (e / d.np) % d.nb;
+    const int64_t k = (e / (d.np * d.nb)) % d.K;
+    const int64_t c = e / (d.np * d.nb * d.K);
     const int64_t grp = c / d.cpg;
-    const Taps<T> t = taps_at<S, T>(d, offset, b, grp, k, p);
+    const Taps<T> t = taps_at<S, T>(d, offset, b, grp, k, d.p0 + q);
     if (!(t.flags & kInside)) continue;
-    const T gv = grad_col[e] * mask_at<S, T>(d, mask, b, grp, k, p);
+    const T gv = grad_col[e] * mask_at<S, T>(d, mask, b, grp, k, d.p0 + q);
     const Quad<T> w = bilinear_weights(t);
-    T* q = grad_input + (b * d.C + c) * d.H * d.W + t.index;
-    if (t.flags & kTap00) atomicAdd(q, w.v00 * gv);
-    if (t.flags & kTap01) atomicAdd(q + 1, w.v01 * gv);
-    if (t.flags & kTap10) atomicAdd(q + d.W, w.v10 * gv);
-    if (t.flags & kTap11) atomicAdd(q + d.W + 1, w.v11 * gv);
+    T* at = grad_input + ((d.b0 + b) * d.C + c) * d.H * d.W + t.index;
+    if (t.flags & kTap00) atomicAdd(at, w.v00 * gv);
+    if (t.flags & kTap01) atomicAdd(at + 1, w.v01 * gv);
+    if (t.flags & kTap10) atomicAdd(at + d.W, w.v10 * gv);
+    if (t.flags & kTap11) atomicAdd(at + d.W + 1, w.v11 * gv);
   }
 }
 
@@ -109,19 +123,20 @@ template <typename S, typename T>
 __global__ void coord_kernel(Dims d, const S* __restrict__ input, const S* __restrict__ offset,
                              const S* __restrict__ mask, const T* __restrict__ grad_col,
                              S* __restrict__ grad_offset, S* __restrict__ grad_mask) {
-  const int64_t n = d.nb * d.og * d.K * d.P;
+  const int64_t n = d.nb * d.og * d.K * d.np;
   DETOPS_CUDA_LOOP(e, n) {
-    const int64_t p = e % d.P;
-    const int64_t k = (e / d.P) % d.K;
-    const int64_t grp = (e / (d.P * d.K)) % d.og;
-    const int64_t b = e / (d.P * d.K * d.og);
+    const int64_t q = e % d.np;
+    const int64_t k = (e / d.np) % d.K;
+    const int64_t grp = (e / (d.np * d.K)) % d.og;
+    const int64_t b = e / (d.np * d.K * d.og);
+    const int64_t p = d.p0 + q;
     const Taps<T> t = taps_at<S, T>(d, offset, b, grp, k, p);
     T gy = 0, gx = 0, gm = 0;
     if (t.flags & kAllTaps) {
       for (int64_t c = grp * d.cpg; c < (grp + 1) * d.cpg; ++c) {
         const S* plane = input + ((d.b0 + b) * d.C + c) * d.H * d.W;
         const Quad<T> v = load_quad<T>(plane, d.W, t);
-        const T g = grad_col[((c * d.K + k) * d.nb + b) * d.P + p];
+        const T g = grad_col[((c * d.K + k) * d.nb + b) * d.np + q];
         gy += g * grad_y(t, v);
         gx += g * grad_x(t, v);
         if (grad_mask != nullptr) gm += g * interpolate(t, v);
@@ -138,68 +153,56 @@ __global__ void coord_kernel(Dims d, const S* __restrict__ input, const S* __res
   }
 }
 
-template <typename S, typename T>
-__global__ void store_kernel(int64_t n, const T* __restrict__ src, S* __restrict__ dst) {
-  DETOPS_CUDA_LOOP(e, n) { dst[e] = static_cast<S>(src[e]); }
-}
-
-// out[b0 + b, o, p] = prod[o, b, p] + bias[o].
+// out[b0 + b, o, p0 + q] = prod[o, b, q] + bias[o].
 template <typename S, typename T>
 __global__ void finish_kernel(Dims d, const T* __restrict__ prod, const S* __restrict__ bias,
                               S* __restrict__ out) {
-  const int64_t n = d.nb * d.O * d.P;
+  const int64_t n = d.nb * d.O * d.np;
   DETOPS_CUDA_LOOP(e, n) {
-    const int64_t p = e % d.P;
-    const int64_t o = (e / d.P) % d.O;
-    const int64_t b = e / (d.P * d.O);
-    T v = prod[(o * d.nb + b) * d.P + p];
+    const int64_t q = e % d.np;
+    const int64_t o = (e / d.np) % d.O;
+    const int64_t b = e / (d.np * d.O);
+    T v = prod[(o * d.nb + b) * d.np + q];
     if (bias != nullptr) v += static_cast<T>(bias[o]);
-    out[(d.b0 + b) * d.O * d.P + o * d.P + p] = static_cast<S>(v);
+    out[((d.b0 + b) * d.O + o) * d.P + d.p0 + q] = static_cast<S>(v);
   }
 }
 
-cudaStream_t stream_of(const Tensor& t) { return detops::cuda::current_stream(t); }
+// The current stream of the current device (the entry points set the device guard).
+cudaStream_t current_stream() {
+  int device = 0;
+  detops::cuda::check_cuda(cudaGetDevice(&device), "detops.deform_conv2d");
+  auto stream = torch::stable::accelerator::getCurrentStream(device);
+  return static_cast<cudaStream_t>(stream.nativeHandle());
+}
 
 template <typename S, typename T>
 class Sampler {
  public:
-  Sampler(const Geometry& g, int64_t b0, int64_t nb, const Tensor& input, const S* offset,
-          const S* mask)
-      : d_(g, b0, nb), input_t_(input), input_(input.const_data_ptr<S>()), offset_(offset),
-        mask_(mask), stream_(stream_of(input)) {}
+  Sampler(const Geometry& g, const Chunk& ch, const Tensor& input, const S* offset, const S* mask)
+      : d_(g, ch),
+        input_(input.const_data_ptr<S>()),
+        offset_(offset),
+        mask_(mask),
+        stream_(current_stream()) {}
 
   void im2col(T* col) const {
     const int64_t blocks = (d_.cpg + kChannelBlock - 1) / kChannelBlock;
-    const int64_t n = blocks * d_.nb * d_.og * d_.K * d_.P;
+    const int64_t n = blocks * d_.nb * d_.og * d_.K * d_.np;
     im2col_kernel<S, T><<<detops::cuda::grid_for(n, kThreads), kThreads, 0, stream_>>>(
         d_, input_, offset_, mask_, col);
     detops::cuda::check_launch("detops.deform_conv2d im2col_kernel");
   }
 
-  void col2im(const T* grad_col, S* grad_input) const {
-    const int64_t n = d_.C * d_.K * d_.nb * d_.P;
-    const int64_t plane_elems = d_.nb * d_.C * d_.H * d_.W;
-    S* dst = grad_input + d_.b0 * d_.C * d_.H * d_.W;
-    Tensor buffer;
-    T* acc = nullptr;
-    if constexpr (std::is_same_v<S, T>) {
-      acc = dst;  // zero-initialised by the driver
-    } else {
-      buffer = torch::stable::new_zeros(input_t_, {plane_elems}, scalar_type_of<T>());
-      acc = buffer.mutable_data_ptr<T>();
-    }
+  void col2im(const T* grad_col, T* grad_input) const {
+    const int64_t n = d_.C * d_.K * d_.nb * d_.np;
     col2im_kernel<S, T><<<detops::cuda::grid_for(n, kThreads), kThreads, 0, stream_>>>(
-        d_, offset_, mask_, grad_col, acc);
+        d_, offset_, mask_, grad_col, grad_input);
     detops::cuda::check_launch("detops._deform_conv2d_backward col2im_kernel");
-    if constexpr (!std::is_same_v<S, T>) {
-      store_kernel<S, T><<<detops::cuda::grid_for(plane_elems, kThreads), kThreads, 0, stream_>>>(
-          plane_elems, acc, dst);
-      detops::cuda::check_launch("detops._deform_conv2d_backward store_kernel");
-    }
   }
 
   void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask) const {
-    const int64_t n = d_.nb * d_.og * d_.K * d_.P;
+    const int64_t n = d_.nb * d_.og * d_.K * d_.np;
     coord_kernel<S, T><<<detops::cuda::grid_for(n, kThreads), kThreads, 0, stream_>>>(
         d_, input_, offset_, mask_, grad_col, grad_offset, grad_mask);
     detops::cuda::check_launch("detops._deform_conv2d_backward coord_kernel");
@@ -207,7 +210,6 @@ class Sampler {
 
  private:
   Dims d_;
-  const Tensor& input_t_;
   const S* input_;
   const S* offset_;
   const S* mask_;
@@ -215,19 +217,18 @@ class Sampler {
 };
 
 struct Backend {
+  static constexpr int64_t kColumnBytes = int64_t(256) << 20;  // 256 MiB: few, large products
+
   template <typename S, typename T>
   using Sampler = cuda::Sampler<S, T>;
 
   template <typename S, typename T>
-  static void finish_output(const Geometry& g, int64_t b0, int64_t nb, const T* prod,
-                            const S* bias, S* out) {
-    const Dims d(g, b0, nb);
-    const int64_t n = nb * g.out_channels * g.positions();
-    int device = 0;
-    detops::cuda::check_cuda(cudaGetDevice(&device), "detops.deform_conv2d");
-    auto stream = torch::stable::accelerator::getCurrentStream(device);
-    finish_kernel<S, T><<<detops::cuda::grid_for(n, kThreads), kThreads, 0,
-                          static_cast<cudaStream_t>(stream.nativeHandle())>>>(d, prod, bias, out);
+  static void finish_output(const Geometry& g, const Chunk& ch, const T* prod, const S* bias,
+                            S* out) {
+    const Dims d(g, ch);
+    const int64_t n = ch.nb * g.out_channels * ch.np;
+    finish_kernel<S, T><<<detops::cuda::grid_for(n, kThreads), kThreads, 0, current_stream()>>>(
+        d, prod, bias, out);
     detops::cuda::check_launch("detops.deform_conv2d finish_kernel");
   }
 };

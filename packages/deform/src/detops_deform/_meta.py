@@ -12,6 +12,16 @@ def _output_size(size, pad: int, dilation: int, kernel: int, stride: int):
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
+def _check_same_kind(input, name, t):
+    torch._check(
+        t.dtype == input.dtype and t.device == input.device,
+        lambda: (
+            f"{_OP}: input and {name} must have the same dtype and device, "
+            f"got {input.dtype} on {input.device} and {t.dtype} on {t.device}"
+        ),
+    )
+
+
 @torch.library.register_fake("detops::deform_conv2d")
 def _deform_conv2d_fake(input, offset, weight, bias, mask, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     torch._check(input.dim() == 4, lambda: f"{_OP}: input must be a 4-D tensor, got shape {list(input.shape)}")
@@ -19,18 +29,13 @@ def _deform_conv2d_fake(input, offset, weight, bias, mask, stride_h, stride_w, p
     torch._check(weight.dim() == 4, lambda: f"{_OP}: weight must be a 4-D tensor, got shape {list(weight.shape)}")
     for name, t in (("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)):
         if t is not None:
-            torch._check(
-                t.dtype == input.dtype and t.device == input.device,
-                lambda: f"{_OP}: input and {name} must have the same dtype and device, "
-                f"got {input.dtype} on {input.device} and {t.dtype} on {t.device}",
-            )
+            _check_same_kind(input, name, t)
     kh, kw = weight.shape[2], weight.shape[3]
     out_h = _output_size(input.shape[2], pad_h, dilation_h, kh, stride_h)
     out_w = _output_size(input.shape[3], pad_w, dilation_w, kw, stride_w)
     torch._check(
         offset.shape[2] == out_h and offset.shape[3] == out_w,
-        lambda: f"{_OP}: offset must have the output's spatial size ({out_h}, {out_w}), "
-        f"got {tuple(offset.shape[2:])}",
+        lambda: f"{_OP}: offset must have the output's spatial size ({out_h}, {out_w}), got {tuple(offset.shape[2:])}",
     )
     if mask is not None:
         torch._check(
