@@ -1,0 +1,257 @@
+"""gradcheck, opcheck, TorchScript, torch.compile / torch.export, modules, edge cases and
+repeatability of the RoI ops."""
+
+import roi_reference
+import pytest
+import torch
+from test_roi_differential import ORACLES, OPS, call, channels, make_rois, tv_ops
+
+import detops_roi
+
+H, W = 9, 10
+
+
+def _inputs(op, dtype=torch.float64, n=2, size=2, scale=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, channels(op, size), H, W, generator=g, dtype=dtype)
+    rois = make_rois(n, scale, g, dtype)
+    return x, rois
+
+
+def _op_args(op, x, rois, size=2, scale=0.5, sr=2, aligned=True):
+    if op == "roi_align":
+        return (x, rois, scale, size, size, sr, aligned)
+    if op == "ps_roi_align":
+        return (x, rois, scale, size, size, sr)
+    return (x, rois, scale, size, size)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_gradcheck_float64(op):
+    x, rois = _inputs(op, n=2, seed=1)
+    rois = rois[:8]
+    x.requires_grad_()
+
+    def fn(t):
+        return call(op, "detops", t, rois, 2, 0.5, -1, True)
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_opcheck(op):
+    x, rois = _inputs(op, torch.float32)
+    x.requires_grad_()
+    torch.library.opcheck(getattr(torch.ops.detops, op).default, _op_args(op, x, rois))
+
+
+def test_opcheck_multi_level():
+    feats = [torch.randn(2, 3, 12, 10, requires_grad=True), torch.randn(2, 3, 6, 5, requires_grad=True)]
+    rois = make_rois(2, 0.5, torch.Generator().manual_seed(0), torch.float32)
+    levels = torch.arange(rois.shape[0]) % 2
+    torch.library.opcheck(
+        torch.ops.detops.multi_level_roi_align.default, (feats, [0.5, 0.25], rois, levels, 3, 2, 2, True)
+    )
+
+
+def test_double_backward_raises():
+    x, rois = _inputs("roi_align")
+    x.requires_grad_()
+    out = detops_roi.roi_align(x, rois, 2, 0.5, 2, True)
+    # The incoming gradient depends on x, so the backward op is differentiated.
+    (g,) = torch.autograd.grad((out**2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_scripted_function_and_module(op):
+    x, rois = _inputs(op, torch.float32)
+    fn = torch.jit.script(getattr(detops_roi, op))
+    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    order = torch.argsort(rois[:, 0], stable=True)
+    expected = call(op, "detops", x, rois, (2, 2), 0.5, 2, True)
+    module = {
+        "roi_align": lambda: detops_roi.RoIAlign(2, 0.5, 2, True),
+        "roi_pool": lambda: detops_roi.RoIPool((2, 2), 0.5),
+        "ps_roi_align": lambda: detops_roi.PSRoIAlign(2, 0.5, 2),
+        "ps_roi_pool": lambda: detops_roi.PSRoIPool(2, 0.5),
+    }[op]()
+    scripted = torch.jit.script(module)
+    torch.testing.assert_close(scripted(x, rois), expected)
+    torch.testing.assert_close(scripted(x, boxes), expected[order])
+    extra = (2, True) if op == "roi_align" else ((2,) if op == "ps_roi_align" else ())
+    torch.testing.assert_close(fn(x, rois, [2, 2], 0.5, *extra), expected)
+
+
+@pytest.mark.parametrize("oracle", ORACLES)
+def test_module_repr(oracle):
+    modules = [("RoIAlign", (7, 0.25, 2, True)), ("RoIPool", ((3, 4), 1.0)), ("PSRoIAlign", (2, 0.5, -1)), ("PSRoIPool", (3, 1 / 16))]
+    expected = {
+        "reference": [
+            "RoIAlign(output_size=7, spatial_scale=0.25, sampling_ratio=2, aligned=True)",
+            "RoIPool(output_size=(3, 4), spatial_scale=1.0)",
+            "PSRoIAlign(output_size=2, spatial_scale=0.5, sampling_ratio=-1)",
+            "PSRoIPool(output_size=3, spatial_scale=0.0625)",
+        ]
+    }
+    for i, (name, args) in enumerate(modules):
+        ours = repr(getattr(detops_roi, name)(*args))
+        theirs = repr(getattr(tv_ops, name)(*args)) if oracle == "torchvision" else expected["reference"][i]
+        assert ours == theirs
+
+
+def test_compile_fullgraph_forward_backward():
+    x, rois = _inputs("ps_roi_align", torch.float32, size=2)
+
+    def f(t, r):
+        return (
+            detops_roi.roi_align(t, r, 2, 0.5, 2, True).sum()
+            + detops_roi.roi_pool(t, r, 2, 0.5).sum()
+            + detops_roi.ps_roi_align(t, r, 2, 0.5, -1).sum()
+            + detops_roi.ps_roi_pool(t, r, 2, 0.5).sum()
+        )
+
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    c = compiled(x1, rois)
+    e = f(x2, rois)
+    torch.testing.assert_close(c, e)
+    c.backward()
+    e.backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+
+
+def test_compile_inductor_and_export():
+    x, rois = _inputs("roi_align", torch.float32)
+
+    class M(torch.nn.Module):
+        def forward(self, t, r):
+            return detops_roi.roi_align(t, r, 3, 0.5, -1, False) * 2
+
+    m = M()
+    compiled = torch.compile(m, fullgraph=True)
+    torch.testing.assert_close(compiled(x, rois), m(x, rois))
+    exported = torch.export.export(m, (x, rois))
+    torch.testing.assert_close(exported.module()(x, rois), m(x, rois))
+
+
+def test_multi_level_matches_per_level():
+    g = torch.Generator().manual_seed(5)
+    feats = [torch.randn(2, 4, 24 // s, 20 // s, generator=g, dtype=torch.float64) for s in (1, 2, 4)]
+    scales = [1.0, 0.5, 0.25]
+    rois = make_rois(2, 1.0, g)
+    rois = torch.cat([rois, rois])
+    levels = torch.randint(0, 3, (rois.shape[0],), generator=g)
+    fs = [f.clone().requires_grad_() for f in feats]
+    out = detops_roi.multi_level_roi_align(fs, rois, levels, (3, 2), scales, -1, True)
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad(out, fs, grad)
+    fs2 = [f.clone().requires_grad_() for f in feats]
+    expected = torch.zeros_like(out)
+    for lvl in range(3):
+        idx = torch.nonzero(levels == lvl)[:, 0]
+        expected[idx] = detops_roi.roi_align(fs2[lvl], rois[idx], (3, 2), scales[lvl], -1, True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    expected_grads = torch.autograd.grad(expected, fs2, grad)
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: detops_roi.multi_level_roi_align([a, b, c], rois[:6], levels[:6], 2, scales, 2, False),
+        tuple(f[:, :2].clone().requires_grad_() for f in feats),
+    )
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_backward_bitwise_repeatable(op):
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, channels(op, 3) * 4, 40, 44, generator=g)
+    b = torch.rand(300, 4, generator=g) * 40
+    rois = torch.cat([torch.randint(0, 2, (300, 1), generator=g).float(), b[:, :2], b[:, :2] + b[:, 2:]], dim=1)
+    grads = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (threads, 1, threads):
+            torch.set_num_threads(n)
+            xg = x.clone().requires_grad_()
+            out = call(op, "detops", xg, rois, 3, 1.0, -1, True)
+            grads.append(torch.autograd.grad(out, xg, torch.ones_like(out))[0])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_empty_rois_and_empty_maps(op):
+    x, rois = _inputs(op, torch.float32)
+    xg = x.clone().requires_grad_()
+    out = call(op, "detops", xg, rois[:0], 2, 0.5, 2, True)
+    assert out.shape == (0, x.shape[1] // (4 if op.startswith("ps_") else 1), 2, 2)
+    out.sum().backward()
+    assert torch.equal(xg.grad, torch.zeros_like(x))
+    assert call(op, "detops", x, [], 2, 0.5, 2, True).shape[0] == 0
+    for shape in ((2, x.shape[1], 0, W), (2, x.shape[1], H, 0)):
+        e = torch.zeros(shape, requires_grad=True)
+        out = call(op, "detops", e, rois, 2, 0.5, -1, True)
+        assert out.shape[0] == rois.shape[0] and torch.equal(out, torch.zeros_like(out))
+        out.sum().backward()
+        assert e.grad.shape == e.shape
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_non_finite_and_huge_boxes(op):
+    x, _ = _inputs(op, torch.float32)
+    nan, inf = float("nan"), float("inf")
+    rois = torch.tensor(
+        [
+            [0, nan, 1, 5, 5],
+            [1, 1, nan, nan, 5],
+            [0, 1, 1, inf, 5],
+            [1, -inf, -inf, inf, inf],
+            [0, -1e30, -1e30, 1e30, 1e30],
+            [1, -3e9, 2, 3e9, 6],
+            [0, 2, 2, 8, 8],
+        ]
+    )
+    for sr in (-1, 2):
+        xg = x.clone().requires_grad_()
+        out = call(op, "detops", xg, rois, 2, 0.5, sr, True)
+        # Non-finite boxes pool to 0; the finite ones give finite values.
+        assert torch.equal(out[:4], torch.zeros_like(out[:4]))
+        assert torch.isfinite(out).all()
+        out.sum().backward()
+        assert torch.isfinite(xg.grad).all()
+        torch.testing.assert_close(out[6:], call(op, "detops", x, rois[6:], 2, 0.5, sr, True))
+
+
+@pytest.mark.parametrize("oracle", ORACLES)
+@pytest.mark.parametrize("op", ["roi_align", "ps_roi_align"])
+def test_large_adaptive_grid(oracle, op):
+    """Boxes several times the map with adaptive sampling: grids of dozens of samples per
+    axis, where detops visits only the samples that can touch the map."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, channels(op, 1), 6, 7, generator=g, dtype=torch.float64)
+    rois = torch.tensor([[0, -30.0, -20.0, 40.0, 35.0], [0, -50.0, 3.0, 9.0, 4.5], [0, 2.0, -90.0, 6.0, 80.0]], dtype=torch.float64)
+    for aligned in (False, True):
+        ours = call(op, "detops", x, rois, 1, 1.0, -1, aligned)
+        theirs = call(op, oracle, x, rois, 1, 1.0, -1, aligned)
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_autocast_cpu_runs_in_float32():
+    x, rois = _inputs("roi_align", torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = detops_roi.roi_align(x.bfloat16(), rois, 2, 0.5, 2, True)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, detops_roi.roi_align(x.bfloat16().float(), rois, 2, 0.5, 2, True))
+
+
+def test_reference_sanity():
+    """The reference itself against hand-computed values (one box, one bin)."""
+    x = torch.arange(16.0, dtype=torch.float64).reshape(1, 1, 4, 4)
+    rois = torch.tensor([[0, 0.0, 0.0, 2.0, 2.0]], dtype=torch.float64)
+    # aligned=False, 1x1 output, 2x2 samples at (0.5, 0.5), (0.5, 1.5), (1.5, 0.5), (1.5, 1.5)
+    assert roi_reference.roi_align(x, rois, (1, 1), 1.0, 2, False).item() == pytest.approx(5.0 * 1.0)
+    assert roi_reference.roi_pool(x, rois, (1, 1), 1.0).item() == 10.0  # rows/cols 0..2 inclusive
+    assert detops_roi.roi_pool(x, rois, 1, 1.0).item() == 10.0
