@@ -6,7 +6,10 @@
 //             const S* offset, const S* mask /* or nullptr */);
 //     void im2col(T* col);                             // col: [C * K, nb, np]
 //     void col2im(const T* grad_col, T* grad_input);   // adds into the whole [B, C, H, W]
-//     void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask /* or nullptr */);
+//     // Offset and mask gradients; also writes the chunk's columns, as im2col would (the
+//     // weight gradient needs them and this pass reads the same neighbours).
+//     void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask /* or nullptr */,
+//                     T* col);
 //   };
 //   template <typename S, typename T> static void Backend::finish_output(
 //       const Geometry&, const Chunk&, const T* prod /* [Oc, nb, np] */,
@@ -206,8 +209,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
       const Tensor grad_col = torch::stable::matmul(w_t, go);       // [G, CK / G, nb * np]
       sampler.col2im(grad_col.const_data_ptr<T>(), grad_input_acc.mutable_data_ptr<T>());
       sampler.coord_grad(grad_col.const_data_ptr<T>(), grad_offset.mutable_data_ptr<S>(),
-                         mask.has_value() ? grad_mask.mutable_data_ptr<S>() : nullptr);
-      sampler.im2col(col.mutable_data_ptr<T>());
+                         mask.has_value() ? grad_mask.mutable_data_ptr<S>() : nullptr,
+                         col.mutable_data_ptr<T>());
       const Tensor part = torch::stable::matmul(go, torch::stable::transpose(col, 1, 2));
       gw = gw.defined() ? torch::stable::subtract(gw, part, -1.0) : part;  // gw + part
     }

@@ -135,8 +135,9 @@ class Sampler {
     });
   }
 
-  // Gradients with respect to the offsets (and the mask) of the chunk's taps.
-  void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask) const {
+  // Gradients with respect to the offsets (and the mask) of the chunk's taps, summed over
+  // the channels of the offset group in order; writes the chunk's columns on the way.
+  void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask, T* col) const {
     const int64_t np = ch_.np;
     const int64_t P = g_.positions();
     const int64_t K = g_.taps();
@@ -159,22 +160,29 @@ class Sampler {
             T* am = ax + kPositionBlock;
             std::fill(acc.begin(), acc.end(), T(0));
             const Taps<T>* t = taps_.data() + r * np + p0;
+            const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np + p0 : nullptr;
             for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
               const S* plane = input_plane(b, c);
-              const T* gc = grad_col + ((c * K + k) * nb + b) * np + p0;
+              const int64_t at = ((c * K + k) * nb + b) * np + p0;
+              const T* gc = grad_col + at;
+              T* cc = col + at;
               for (int64_t p = 0; p < n; ++p) {
-                if (!(t[p].flags & kAllTaps)) continue;
+                if (!(t[p].flags & kAllTaps)) {
+                  cc[p] = m != nullptr ? T(0) * m[p] : T(0);  // as im2col: sample * mask
+                  continue;
+                }
                 const Quad<T> v = load_quad<T>(plane, g_.width, t[p]);
+                const T sample = interpolate(t[p], v);
+                cc[p] = m != nullptr ? sample * m[p] : sample;
                 ay[p] += gc[p] * grad_y(t[p], v);
                 ax[p] += gc[p] * grad_x(t[p], v);
-                if (want_mask) am[p] += gc[p] * interpolate(t[p], v);
+                if (want_mask) am[p] += gc[p] * sample;
               }
             }
             const int64_t image = ch_.b0 + b;
             const int64_t first = ch_.p0 + p0;  // position in the image
             S* gy = grad_offset + ((image * g_.offset_groups + grp) * 2 * K + 2 * k) * P + first;
             S* gx = gy + P;
-            const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np + p0 : nullptr;
             for (int64_t p = 0; p < n; ++p) {
               gy[p] = static_cast<S>(m != nullptr ? m[p] * ay[p] : ay[p]);
               gx[p] = static_cast<S>(m != nullptr ? m[p] * ax[p] : ax[p]);

@@ -118,11 +118,13 @@ __global__ void col2im_kernel(Dims d, const S* __restrict__ offset, const S* __r
   }
 }
 
-// One thread per (image, group, tap, position): offset (and mask) gradients.
+// One thread per (image, group, tap, position): offset (and mask) gradients, summed over
+// the group's channels; also writes the chunk's columns (as im2col_kernel would).
 template <typename S, typename T>
 __global__ void coord_kernel(Dims d, const S* __restrict__ input, const S* __restrict__ offset,
                              const S* __restrict__ mask, const T* __restrict__ grad_col,
-                             S* __restrict__ grad_offset, S* __restrict__ grad_mask) {
+                             S* __restrict__ grad_offset, S* __restrict__ grad_mask,
+                             T* __restrict__ col) {
   const int64_t n = d.nb * d.og * d.K * d.np;
   DETOPS_CUDA_LOOP(e, n) {
     const int64_t q = e % d.np;
@@ -131,20 +133,24 @@ __global__ void coord_kernel(Dims d, const S* __restrict__ input, const S* __res
     const int64_t b = e / (d.np * d.K * d.og);
     const int64_t p = d.p0 + q;
     const Taps<T> t = taps_at<S, T>(d, offset, b, grp, k, p);
+    const T m = mask_at<S, T>(d, mask, b, grp, k, p);
+    const bool any = (t.flags & kAllTaps) != 0;
     T gy = 0, gx = 0, gm = 0;
-    if (t.flags & kAllTaps) {
-      for (int64_t c = grp * d.cpg; c < (grp + 1) * d.cpg; ++c) {
-        const S* plane = input + ((d.b0 + b) * d.C + c) * d.H * d.W;
-        const Quad<T> v = load_quad<T>(plane, d.W, t);
-        const T g = grad_col[((c * d.K + k) * d.nb + b) * d.np + q];
+    for (int64_t c = grp * d.cpg; c < (grp + 1) * d.cpg; ++c) {
+      const int64_t at = ((c * d.K + k) * d.nb + b) * d.np + q;
+      const S* plane = input + ((d.b0 + b) * d.C + c) * d.H * d.W;
+      const Quad<T> v = load_quad<T>(plane, d.W, t);  // reads nothing when no tap exists
+      const T sample = interpolate(t, v);
+      col[at] = mask == nullptr ? sample : sample * m;
+      if (any) {
+        const T g = grad_col[at];
         gy += g * grad_y(t, v);
         gx += g * grad_x(t, v);
-        if (grad_mask != nullptr) gm += g * interpolate(t, v);
+        if (grad_mask != nullptr) gm += g * sample;
       }
     }
     const int64_t image = d.b0 + b;
     const int64_t off = ((image * d.og + grp) * 2 * d.K + 2 * k) * d.P + p;
-    const T m = mask_at<S, T>(d, mask, b, grp, k, p);
     grad_offset[off] = static_cast<S>(mask == nullptr ? gy : m * gy);
     grad_offset[off + d.P] = static_cast<S>(mask == nullptr ? gx : m * gx);
     if (grad_mask != nullptr) {
@@ -201,10 +207,10 @@ class Sampler {
     detops::cuda::check_launch("detops._deform_conv2d_backward col2im_kernel");
   }
 
-  void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask) const {
+  void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask, T* col) const {
     const int64_t n = d_.nb * d_.og * d_.K * d_.np;
     coord_kernel<S, T><<<detops::cuda::grid_for(n, kThreads), kThreads, 0, stream_>>>(
-        d_, input_, offset_, mask_, grad_col, grad_offset, grad_mask);
+        d_, input_, offset_, mask_, grad_col, grad_offset, grad_mask, col);
     detops::cuda::check_launch("detops._deform_conv2d_backward coord_kernel");
   }
 
