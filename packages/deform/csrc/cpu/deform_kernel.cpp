@@ -76,27 +76,14 @@ class Sampler {
 
   // col[(c * K + k), b, p] = mask * bilinear(input[b0 + b, c], taps of (b, group(c), k, p)).
   void im2col(T* col) const {
-    const int64_t np = ch_.np;
-    const int64_t K = g_.taps();
-    const int64_t C = g_.in_channels;
-    const int64_t nb = ch_.nb;
-    torch::stable::parallel_for(0, nb * C, grain_for(K * np * 8), [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / C;
-        const int64_t c = task % C;
-        const S* plane = input_plane(b, c);
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t r = row(b, c, k);
-          const Taps<T>* t = taps_.data() + r * np;
-          T* dst = col + ((c * K + k) * nb + b) * np;
-          for (int64_t p = 0; p < np; ++p) {
-            dst[p] = interpolate(t[p], load_quad<T>(plane, g_.width, t[p]));
-          }
-          if (mask_ptr_ != nullptr) {
-            const T* m = mask_.data() + r * np;
-            for (int64_t p = 0; p < np; ++p) dst[p] *= m[p];
-          }
-        }
+    for_each_plane([&](int64_t b, int64_t c, const Taps<T>* t, const T* m, int64_t at) {
+      const S* plane = input_plane(b, c);
+      T* dst = col + at;
+      for (int64_t p = 0; p < ch_.np; ++p) {
+        dst[p] = interpolate(t[p], load_quad<T>(plane, g_.width, t[p]));
+      }
+      if (m != nullptr) {
+        for (int64_t p = 0; p < ch_.np; ++p) dst[p] *= m[p];
       }
     });
   }
@@ -104,33 +91,20 @@ class Sampler {
   // Adds to grad_input[b0 + b, c] the bilinear weights times mask * grad_col[(c * K + k), b, p]
   // of every (k, p), scattered onto the four neighbours. One task per plane.
   void col2im(const T* grad_col, T* grad_input) const {
-    const int64_t np = ch_.np;
-    const int64_t K = g_.taps();
-    const int64_t C = g_.in_channels;
-    const int64_t nb = ch_.nb;
     const int64_t W = g_.width;
-    torch::stable::parallel_for(0, nb * C, grain_for(K * np * 8), [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / C;
-        const int64_t c = task % C;
-        T* a = grad_input + ((ch_.b0 + b) * C + c) * g_.height * W;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t r = row(b, c, k);
-          const Taps<T>* t = taps_.data() + r * np;
-          const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np : nullptr;
-          const T* gc = grad_col + ((c * K + k) * nb + b) * np;
-          for (int64_t p = 0; p < np; ++p) {
-            const Taps<T>& tp = t[p];
-            if (!(tp.flags & kInside)) continue;
-            const T gv = m != nullptr ? gc[p] * m[p] : gc[p];
-            const Quad<T> w = bilinear_weights(tp);
-            T* q = a + tp.index;
-            if (tp.flags & kTap00) q[0] += w.v00 * gv;
-            if (tp.flags & kTap01) q[1] += w.v01 * gv;
-            if (tp.flags & kTap10) q[W] += w.v10 * gv;
-            if (tp.flags & kTap11) q[W + 1] += w.v11 * gv;
-          }
-        }
+    for_each_plane([&](int64_t b, int64_t c, const Taps<T>* t, const T* m, int64_t at) {
+      T* a = grad_input + ((ch_.b0 + b) * g_.in_channels + c) * g_.height * W;
+      const T* gc = grad_col + at;
+      for (int64_t p = 0; p < ch_.np; ++p) {
+        const Taps<T>& tp = t[p];
+        if (!(tp.flags & kInside)) continue;
+        const T gv = m != nullptr ? gc[p] * m[p] : gc[p];
+        const Quad<T> w = bilinear_weights(tp);
+        T* q = a + tp.index;
+        if (tp.flags & kTap00) q[0] += w.v00 * gv;
+        if (tp.flags & kTap01) q[1] += w.v01 * gv;
+        if (tp.flags & kTap10) q[W] += w.v10 * gv;
+        if (tp.flags & kTap11) q[W + 1] += w.v11 * gv;
       }
     });
   }
@@ -196,6 +170,28 @@ class Sampler {
   }
 
  private:
+  // One task per (image b, channel c) plane; within it, body(b, c, taps, mask, at) for each
+  // kernel tap k in order, with the taps and mask rows of (b, group(c), k) (mask nullptr
+  // without one) and `at` the column offset of row (c * K + k), image b.
+  template <typename F>
+  void for_each_plane(const F& body) const {
+    const int64_t np = ch_.np;
+    const int64_t K = g_.taps();
+    const int64_t C = g_.in_channels;
+    torch::stable::parallel_for(
+        0, ch_.nb * C, grain_for(K * np * 8), [&](int64_t begin, int64_t end) {
+          for (int64_t task = begin; task < end; ++task) {
+            const int64_t b = task / C;
+            const int64_t c = task % C;
+            for (int64_t k = 0; k < K; ++k) {
+              const int64_t r = row(b, c, k);
+              const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np : nullptr;
+              body(b, c, taps_.data() + r * np, m, ((c * K + k) * ch_.nb + b) * np);
+            }
+          }
+        });
+  }
+
   const S* input_plane(int64_t b, int64_t c) const {
     return input_ + ((ch_.b0 + b) * g_.in_channels + c) * g_.height * g_.width;
   }
