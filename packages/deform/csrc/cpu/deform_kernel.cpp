@@ -211,9 +211,9 @@ class Sampler {
 };
 
 struct Backend {
-  static constexpr int64_t kColumnBytes =
-      int64_t(16)
-      << 20;  // 16 MiB: below glibc's mmap threshold, so buffers are reused without page faults
+  // 24 MiB: below glibc's largest mmap threshold (32 MiB), so the allocator reuses the
+  // buffers instead of mapping and page-faulting them in on every call.
+  static constexpr int64_t kColumnBytes = int64_t(24) << 20;
 
   template <typename S, typename T>
   using Sampler = cpu::Sampler<S, T>;
