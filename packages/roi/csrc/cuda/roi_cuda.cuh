@@ -1,0 +1,108 @@
+// CUDA plumbing shared by the RoI kernels: launch shape, host-side checks of RoI batch
+// indices (one small device-to-host copy), strides passed by value, and float32 (float64
+// for double) gradient buffers that the backward kernels accumulate into with atomics.
+#pragma once
+
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/device.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <detops/cuda_launch.cuh>
+#include <detops/dispatch.h>
+
+#include <cstdint>
+
+#include "roi_checks.h"
+#include "roi_geometry.h"
+
+namespace detops::roi::cuda {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+constexpr int kThreads = 256;
+
+inline Tensor to_host(const Tensor& t) {
+  return torch::stable::contiguous(
+      torch::stable::to(t, torch::stable::Device(torch::headeronly::DeviceType::CPU)));
+}
+
+template <typename S>
+void check_batch_on_host(const char* op, const Tensor& rois, int64_t batch_size) {
+  const Tensor host = to_host(rois);
+  check_batch_indices(op, host.const_data_ptr<S>(), host.size(0), batch_size);
+}
+
+struct Strides {
+  int64_t n, c, y, x;
+};
+
+inline Strides strides_of(const Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// Batch index of a validated RoI row.
+template <typename S>
+DETOPS_INLINE int64_t batch_of(const S* roi) {
+  return static_cast<int64_t>(static_cast<double>(roi[0]));
+}
+
+template <typename S>
+ScalarType acc_scalar_type() {
+  return sizeof(S) == 8 ? ScalarType::Double : ScalarType::Float;
+}
+
+// Zeroed [n, c, h, w] gradient accumulator in acc_t<S>.
+template <typename S>
+Tensor grad_buffer(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return torch::stable::new_zeros(like, {n, c, h, w}, acc_scalar_type<S>());
+}
+
+// The accumulator in the gradient's dtype (a no-op for float32 / float64).
+template <typename S>
+Tensor finish_grad(const Tensor& buffer, ScalarType dtype) {
+  return buffer.scalar_type() == dtype ? buffer : torch::stable::to(buffer, dtype);
+}
+
+// Bilinear value of a plane at taps (ty, tx).
+template <typename S, typename T>
+__device__ __forceinline__ T interpolate(const S* plane, const Strides& st, const Tap<T>& ty,
+                                         const Tap<T>& tx) {
+  const S* lo = plane + ty.lo * st.y;
+  const S* hi = plane + ty.hi * st.y;
+  return ty.w_lo * (tx.w_lo * static_cast<T>(lo[tx.lo * st.x]) +
+                    tx.w_hi * static_cast<T>(lo[tx.hi * st.x])) +
+         ty.w_hi * (tx.w_lo * static_cast<T>(hi[tx.lo * st.x]) +
+                    tx.w_hi * static_cast<T>(hi[tx.hi * st.x]));
+}
+
+// Adds g * (bilinear weights at (ty, tx)) into a contiguous plane of width w.
+template <typename T>
+__device__ __forceinline__ void scatter(T* plane, int64_t w, const Tap<T>& ty, const Tap<T>& tx,
+                                        T g) {
+  atomicAdd(plane + ty.lo * w + tx.lo, g * ty.w_lo * tx.w_lo);
+  atomicAdd(plane + ty.lo * w + tx.hi, g * ty.w_lo * tx.w_hi);
+  atomicAdd(plane + ty.hi * w + tx.lo, g * ty.w_hi * tx.w_lo);
+  atomicAdd(plane + ty.hi * w + tx.hi, g * ty.w_hi * tx.w_hi);
+}
+
+// Calls f(ty, tx) for every sample of bin (ph, pw) that lies on the map.
+template <typename T, typename F>
+__device__ __forceinline__ void for_each_sample(const AlignBox<T>& b, int64_t ph, int64_t pw,
+                                                int64_t h, int64_t w, F&& f) {
+  int64_t y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+  if (b.grid_h > 0) sample_range(b.start_h, b.bin_h, ph, b.grid_h, h, y0, y1);
+  if (b.grid_w > 0) sample_range(b.start_w, b.bin_w, pw, b.grid_w, w, x0, x1);
+  for (int64_t iy = y0; iy < y1; ++iy) {
+    Tap<T> ty;
+    if (!axis_tap(sample_pos(b.start_h, b.bin_h, ph, iy, b.grid_h), h, ty)) continue;
+    for (int64_t ix = x0; ix < x1; ++ix) {
+      Tap<T> tx;
+      if (!axis_tap(sample_pos(b.start_w, b.bin_w, pw, ix, b.grid_w), w, tx)) continue;
+      f(ty, tx);
+    }
+  }
+}
+
+}  // namespace detops::roi::cuda
