@@ -27,6 +27,7 @@ larger than that is processed alone.
 """
 
 import math
+import operator
 from typing import Optional, Tuple
 
 import torch
@@ -43,15 +44,18 @@ __version__ = "0.1.0"
 
 @torch.jit.unused
 def _checked_pair(value, name: str) -> Tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
+    # Anything usable as an index (int, numpy integer, ...) or a pair of such.
+    try:
+        return (operator.index(value), operator.index(value))
+    except TypeError:
+        pass
     try:
         items = tuple(value)
+        if len(items) == 2:
+            return (operator.index(items[0]), operator.index(items[1]))
     except TypeError:
-        items = ()
-    if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-        raise TypeError(f"deform_conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return (items[0], items[1])
+        pass
+    raise TypeError(f"deform_conv2d: {name} must be an int or a pair of ints, got {value!r}")
 
 
 def _pair(value: Tuple[int, int], name: str) -> Tuple[int, int]:
