@@ -50,6 +50,9 @@ def compat(session: nox.Session) -> None:
     """The wheels built against torch 2.14.1, installed and tested under torch 2.13.0 CPU."""
     _run(session, "build.py", "--into", "compat")
     _run(session, "test.py", "--env", "compat", *session.posargs)
+    # Installing only detops-core and detops-nms gives a working detops_nms.
+    _run(session, "build.py", "--into", "nms-only", "nms")
+    _run(session, "test.py", "--env", "nms-only", "nms")
 
 
 @nox.session

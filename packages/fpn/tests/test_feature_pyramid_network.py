@@ -134,10 +134,18 @@ def test_torchscript(extra):
     _assert_same(scripted(feats), fpn(feats))
 
 
+# torch 2.13's inductor (CPU) computes wrong FPN weight gradients even with the plain
+# F.interpolate + add top-down step, no detops op involved (fixed in 2.14); there the
+# gradient check compiles with aot_eager, which still traces our fake kernels and autograd.
+_BACKWARD_BACKEND = "inductor" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 14) else "aot_eager"
+
+
 def test_compile_fullgraph_forward_and_backward():
     torch.manual_seed(2)
     fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=detops_fpn.LastLevelMaxPool())
-    compiled = torch.compile(fpn, fullgraph=True)
+    feats = _features((64, 64), seed=5)
+    _assert_same(torch.compile(fpn, fullgraph=True)(feats), fpn(feats), atol=1e-4)
+    compiled = torch.compile(fpn, fullgraph=True, backend=_BACKWARD_BACKEND)
     feats = _features((64, 64), seed=5)
     eager = fpn(feats)
     got = compiled(feats)
