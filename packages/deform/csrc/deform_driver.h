@@ -6,10 +6,10 @@
 //             const S* offset, const S* mask /* or nullptr */);
 //     void im2col(T* col);                             // col: [C * K, nb, np]
 //     void col2im(const T* grad_col, T* grad_input);   // adds into the whole [B, C, H, W]
-//     // Offset and mask gradients; also writes the chunk's columns, as im2col would (the
-//     // weight gradient needs them and this pass reads the same neighbours).
+//     // Offset and mask gradients; also writes the chunk's columns, as im2col would, unless
+//     // col is nullptr (the weight gradient needs them; this pass reads the same neighbours).
 //     void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask /* or nullptr */,
-//                     T* col);
+//                     T* col /* or nullptr */);
 //   };
 //   template <typename S, typename T> static void Backend::finish_output(
 //       const Geometry&, const Chunk&, const T* prod /* [Oc, nb, np] */,
@@ -159,12 +159,18 @@ Tensor forward(const Tensor& input_in, const Tensor& offset_in, const Tensor& we
   return out;
 }
 
+// Which gradients the caller needs; the others come back as zeros, uncomputed.
+struct Needed {
+  bool input, offset_mask, weight;
+};
+
 // (grad_input, grad_offset, grad_weight, grad_mask, grad_bias). grad_mask is empty ([0])
 // when there is no mask; grad_bias is always computed (the sum of grad_output).
 template <typename Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     const Tensor& grad_out_in, const Tensor& input_in, const Tensor& offset_in,
-    const Tensor& weight_in, const std::optional<Tensor>& mask_in, const Params& params) {
+    const Tensor& weight_in, const std::optional<Tensor>& mask_in, const Params& params,
+    const Needed& need) {
   const Geometry g =
       check_inputs(kBackwardOp, input_in, offset_in, weight_in, mask_in, std::nullopt, params);
   check_grad_output(g, input_in, grad_out_in);
@@ -195,27 +201,38 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     const Tensor w_t = torch::stable::transpose(w, 1, 2);  // [G, CK / G, Oc / G]
     // The input gradient accumulates over chunks in T (float32 for narrow types).
     const bool narrow_type = input.scalar_type() != acc;
-    Tensor grad_input_acc =
-        narrow_type ? torch::stable::new_zeros(input, grad_input.sizes(), acc) : grad_input;
+    Tensor grad_input_acc = narrow_type && need.input
+                                ? torch::stable::new_zeros(input, grad_input.sizes(), acc)
+                                : grad_input;
     const std::vector<Chunk> chunks =
         make_chunks(g, sizeof(T), column_budget_bytes(Backend::kColumnBytes));
     Tensor col_storage = torch::stable::new_empty(input, {ck * largest_chunk(chunks)}, acc);
     Tensor gw;  // [G, Oc / G, CK / G], summed over chunks in order
+    const bool need_grad_col = need.input || need.offset_mask;
     for (const Chunk& ch : chunks) {
+      if (!need_grad_col && !need.weight) break;
       Tensor col = column_view(g, col_storage, ch);
       typename Backend::template Sampler<S, T> sampler(g, ch, input, offset.const_data_ptr<S>(),
                                                        optional_ptr<S>(mask));
       const Tensor go = grad_output_columns(g, grad_out, ch, acc);  // [G, Oc / G, nb * np]
-      const Tensor grad_col = torch::stable::matmul(w_t, go);       // [G, CK / G, nb * np]
-      sampler.col2im(grad_col.const_data_ptr<T>(), grad_input_acc.mutable_data_ptr<T>());
-      sampler.coord_grad(grad_col.const_data_ptr<T>(), grad_offset.mutable_data_ptr<S>(),
-                         mask.has_value() ? grad_mask.mutable_data_ptr<S>() : nullptr,
-                         col.mutable_data_ptr<T>());
+      T* col_ptr = need.weight ? col.mutable_data_ptr<T>() : nullptr;
+      if (need_grad_col) {
+        const Tensor grad_col = torch::stable::matmul(w_t, go);  // [G, CK / G, nb * np]
+        if (need.input) {
+          sampler.col2im(grad_col.const_data_ptr<T>(), grad_input_acc.mutable_data_ptr<T>());
+        }
+        if (need.offset_mask) {
+          sampler.coord_grad(grad_col.const_data_ptr<T>(), grad_offset.mutable_data_ptr<S>(),
+                             mask.has_value() ? grad_mask.mutable_data_ptr<S>() : nullptr, col_ptr);
+        }
+      }
+      if (!need.weight) continue;
+      if (!need.offset_mask) sampler.im2col(col_ptr);
       const Tensor part = torch::stable::matmul(go, torch::stable::transpose(col, 1, 2));
       gw = gw.defined() ? torch::stable::subtract(gw, part, -1.0) : part;  // gw + part
     }
-    if (narrow_type) torch::stable::copy_(grad_input, grad_input_acc);
-    torch::stable::copy_(grad_weight, torch::stable::view(gw, weight_in.sizes()));
+    if (narrow_type && need.input) torch::stable::copy_(grad_input, grad_input_acc);
+    if (need.weight) torch::stable::copy_(grad_weight, torch::stable::view(gw, weight_in.sizes()));
     torch::stable::copy_(grad_bias, torch::stable::sum(grad_out, dims({0, 2, 3}), false, acc));
   });
   return {grad_input, grad_offset, grad_weight, grad_mask, grad_bias};

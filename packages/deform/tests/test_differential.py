@@ -159,6 +159,36 @@ def test_narrow_dtypes_accumulate_in_float32(dtype):
         torch.testing.assert_close(grads[k].double() / scale, ref_grads[k] / scale, **tol)
 
 
+@pytest.mark.parametrize(
+    "wanted",
+    [("input",), ("offset",), ("mask",), ("weight",), ("bias",), ("input", "weight"), ("offset", "mask", "bias")],
+)
+def test_only_requested_gradients(wanted):
+    """With only some arguments requiring grad, the backward skips the others and the
+    requested gradients equal those of the full backward."""
+    args = make_case(offset_groups=2, seed=11)
+    _, full = _grads(detops_deform.deform_conv2d, args)
+    partial = {
+        k: (v.detach().clone().requires_grad_(k in wanted) if torch.is_tensor(v) else v) for k, v in args.items()
+    }
+    out = detops_deform.deform_conv2d(**partial)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads = torch.autograd.grad(out, [partial[k] for k in wanted], grad_out)
+    for k, g in zip(wanted, grads):
+        torch.testing.assert_close(g, full[k], rtol=0, atol=0)
+
+
+def test_backward_op_returns_zeros_for_unrequested_gradients():
+    args = make_case()
+    grad = torch.ones(2, 6, 7, 6, dtype=torch.float64)
+    s, p, d = args["stride"], args["padding"], args["dilation"]
+    fixed = (grad, args["input"], args["offset"], args["weight"], args["mask"], s[0], s[1], p[0], p[1], d[0], d[1])
+    gi, go, gw, gm, gb = torch.ops.detops._deform_conv2d_backward(*fixed, False, False, False)
+    for g, like in ((gi, args["input"]), (go, args["offset"]), (gw, args["weight"]), (gm, args["mask"])):
+        assert g.shape == like.shape and not g.any()
+    torch.testing.assert_close(gb, grad.sum((0, 2, 3)))
+
+
 def test_cpu_backward_is_bitwise_repeatable():
     args = make_case(
         dtype=torch.float32, batch=3, in_channels=8, out_channels=8, size=(12, 11), offset_groups=2, seed=7

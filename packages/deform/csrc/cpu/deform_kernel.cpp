@@ -110,7 +110,8 @@ class Sampler {
   }
 
   // Gradients with respect to the offsets (and the mask) of the chunk's taps, summed over
-  // the channels of the offset group in order; writes the chunk's columns on the way.
+  // the channels of the offset group in order; writes the chunk's columns on the way
+  // unless col is nullptr.
   void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask, T* col) const {
     const int64_t np = ch_.np;
     const int64_t P = g_.positions();
@@ -139,15 +140,16 @@ class Sampler {
               const S* plane = input_plane(b, c);
               const int64_t at = ((c * K + k) * nb + b) * np + p0;
               const T* gc = grad_col + at;
-              T* cc = col + at;
+              T* cc = col != nullptr ? col + at : nullptr;
               for (int64_t p = 0; p < n; ++p) {
                 if (!(t[p].flags & kAllTaps)) {
-                  cc[p] = m != nullptr ? T(0) * m[p] : T(0);  // as im2col: sample * mask
+                  // As im2col: sample (zero here) times mask.
+                  if (cc != nullptr) cc[p] = m != nullptr ? T(0) * m[p] : T(0);
                   continue;
                 }
                 const Quad<T> v = load_quad<T>(plane, g_.width, t[p]);
                 const T sample = interpolate(t[p], v);
-                cc[p] = m != nullptr ? sample * m[p] : sample;
+                if (cc != nullptr) cc[p] = m != nullptr ? sample * m[p] : sample;
                 ay[p] += gc[p] * grad_y(t[p], v);
                 ax[p] += gc[p] * grad_x(t[p], v);
                 if (want_mask) am[p] += gc[p] * sample;
@@ -251,9 +253,10 @@ Tensor deform_conv2d_cpu(Tensor input, Tensor offset, Tensor weight, std::option
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward_cpu(
     Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
     int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-    int64_t dilation_w) {
+    int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight) {
   return backward<Backend>(grad_out, input, offset, weight, mask,
-                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
+                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w},
+                           {need_input, need_offset_mask, need_weight});
 }
 
 }  // namespace

@@ -119,7 +119,8 @@ __global__ void col2im_kernel(Dims d, const S* __restrict__ offset, const S* __r
 }
 
 // One thread per (image, group, tap, position): offset (and mask) gradients, summed over
-// the group's channels; also writes the chunk's columns (as im2col_kernel would).
+// the group's channels; also writes the chunk's columns (as im2col_kernel would) unless
+// col is nullptr.
 template <typename S, typename T>
 __global__ void coord_kernel(Dims d, const S* __restrict__ input, const S* __restrict__ offset,
                              const S* __restrict__ mask, const T* __restrict__ grad_col,
@@ -141,7 +142,7 @@ __global__ void coord_kernel(Dims d, const S* __restrict__ input, const S* __res
       const S* plane = input + ((d.b0 + b) * d.C + c) * d.H * d.W;
       const Quad<T> v = load_quad<T>(plane, d.W, t);  // reads nothing when no tap exists
       const T sample = interpolate(t, v);
-      col[at] = mask == nullptr ? sample : sample * m;
+      if (col != nullptr) col[at] = mask == nullptr ? sample : sample * m;
       if (any) {
         const T g = grad_col[at];
         gy += g * grad_y(t, v);
@@ -250,10 +251,11 @@ Tensor deform_conv2d_cuda(Tensor input, Tensor offset, Tensor weight, std::optio
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward_cuda(
     Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
     int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-    int64_t dilation_w) {
+    int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight) {
   torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
   return backward<Backend>(grad_out, input, offset, weight, mask,
-                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
+                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w},
+                           {need_input, need_offset_mask, need_weight});
 }
 
 }  // namespace

@@ -66,15 +66,16 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     input, offset, weight, mask = ctx.saved_tensors
+    need = ctx.needs_input_grad  # (input, offset, weight, bias, mask, ...)
     grad_input, grad_offset, grad_weight, grad_mask, grad_bias = torch.ops.detops._deform_conv2d_backward(
-        grad, input, offset, weight, mask, *ctx.params
+        grad, input, offset, weight, mask, *ctx.params, need[0], need[1] or need[4], need[2]
     )
     return (
-        grad_input,
-        grad_offset,
-        grad_weight,
-        grad_bias if ctx.has_bias else None,
-        grad_mask if mask is not None else None,
+        grad_input if need[0] else None,
+        grad_offset if need[1] else None,
+        grad_weight if need[2] else None,
+        grad_bias if ctx.has_bias and need[3] else None,
+        grad_mask if mask is not None and need[4] else None,
         None,
         None,
         None,
