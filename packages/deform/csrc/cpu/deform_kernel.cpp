@@ -21,11 +21,17 @@ namespace {
 
 constexpr int64_t kPositionBlock = 512;  // positions per offset-gradient task
 
-// Grain for parallel_for over `tasks` items of roughly `work` element operations each:
-// aim for pieces of at least ~32k operations, so tiny problems stay on one thread.
-inline int64_t grain_for(int64_t work) {
-  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, work));
+// Grain for parallel_for over items of roughly `work` element operations each: pieces of
+// at least `min_work` operations, so small problems stay on one thread.
+inline int64_t grain_for(int64_t work, int64_t min_work = int64_t(1) << 15) {
+  return std::max<int64_t>(1, min_work / std::max<int64_t>(1, work));
 }
+
+// The cheap passes (tap tables, output assembly) cost well under a millisecond at the
+// sizes where this bites: run them on one thread unless they are large, because each
+// parallel region ends in a barrier, and on a loaded machine a barrier waits for a
+// descheduled thread.
+constexpr int64_t kCheapPassWork = int64_t(1) << 20;
 
 template <typename S, typename T>
 class Sampler {
@@ -41,37 +47,38 @@ class Sampler {
     const int64_t P = g.positions();
     const int64_t K = g.taps();
     const int64_t np = ch.np;
-    torch::stable::parallel_for(0, rows_, grain_for(np * 8), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t b = r / (g.offset_groups * K);
-        const int64_t grp = (r / K) % g.offset_groups;
-        const int64_t k = r % K;
-        const int64_t i = k / g.kernel_w;
-        const int64_t j = k % g.kernel_w;
-        const int64_t image = ch.b0 + b;
-        const S* off_y = offset + ((image * g.offset_groups + grp) * 2 * K + 2 * k) * P + ch.p0;
-        const S* off_x = off_y + P;
-        Taps<T>* out = taps_.data() + r * np;
-        int64_t oy = ch.p0 / g.out_w;
-        int64_t ox = ch.p0 % g.out_w;
-        for (int64_t p = 0; p < np; ++p) {
-          const T y = sample_coordinate(oy, g.p.stride_h, g.p.pad_h, i, g.p.dilation_h,
-                                        static_cast<T>(off_y[p]));
-          const T x = sample_coordinate(ox, g.p.stride_w, g.p.pad_w, j, g.p.dilation_w,
-                                        static_cast<T>(off_x[p]));
-          out[p] = make_taps(y, x, g.height, g.width);
-          if (++ox == g.out_w) {
-            ox = 0;
-            ++oy;
+    torch::stable::parallel_for(
+        0, rows_, grain_for(np * 8, kCheapPassWork), [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            const int64_t b = r / (g.offset_groups * K);
+            const int64_t grp = (r / K) % g.offset_groups;
+            const int64_t k = r % K;
+            const int64_t i = k / g.kernel_w;
+            const int64_t j = k % g.kernel_w;
+            const int64_t image = ch.b0 + b;
+            const S* off_y = offset + ((image * g.offset_groups + grp) * 2 * K + 2 * k) * P + ch.p0;
+            const S* off_x = off_y + P;
+            Taps<T>* out = taps_.data() + r * np;
+            int64_t oy = ch.p0 / g.out_w;
+            int64_t ox = ch.p0 % g.out_w;
+            for (int64_t p = 0; p < np; ++p) {
+              const T y = sample_coordinate(oy, g.p.stride_h, g.p.pad_h, i, g.p.dilation_h,
+                                            static_cast<T>(off_y[p]));
+              const T x = sample_coordinate(ox, g.p.stride_w, g.p.pad_w, j, g.p.dilation_w,
+                                            static_cast<T>(off_x[p]));
+              out[p] = make_taps(y, x, g.height, g.width);
+              if (++ox == g.out_w) {
+                ox = 0;
+                ++oy;
+              }
+            }
+            if (mask != nullptr) {
+              const S* m = mask + ((image * g.offset_groups + grp) * K + k) * P + ch.p0;
+              T* dst = mask_.data() + r * np;
+              for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<T>(m[p]);
+            }
           }
-        }
-        if (mask != nullptr) {
-          const S* m = mask + ((image * g.offset_groups + grp) * K + k) * P + ch.p0;
-          T* dst = mask_.data() + r * np;
-          for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<T>(m[p]);
-        }
-      }
-    });
+        });
   }
 
   // col[(c * K + k), b, p] = mask * bilinear(input[b0 + b, c], taps of (b, group(c), k, p)).
@@ -226,20 +233,23 @@ struct Backend {
                             S* out) {
     const int64_t O = g.out_channels;
     const int64_t np = ch.np;
-    torch::stable::parallel_for(0, ch.nb * O, grain_for(np), [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / O;
-        const int64_t o = task % O;
-        const T* src = prod + (o * ch.nb + b) * np;
-        S* dst = out + ((ch.b0 + b) * O + o) * g.positions() + ch.p0;
-        if (bias != nullptr) {
-          const T bo = static_cast<T>(bias[o]);
-          for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<S>(src[p] + bo);
-        } else {
-          for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<S>(src[p]);
-        }
-      }
-    });
+    torch::stable::parallel_for(0, ch.nb * O, grain_for(np, kCheapPassWork),
+                                [&](int64_t begin, int64_t end) {
+                                  for (int64_t task = begin; task < end; ++task) {
+                                    const int64_t b = task / O;
+                                    const int64_t o = task % O;
+                                    const T* src = prod + (o * ch.nb + b) * np;
+                                    S* dst = out + ((ch.b0 + b) * O + o) * g.positions() + ch.p0;
+                                    if (bias != nullptr) {
+                                      const T bo = static_cast<T>(bias[o]);
+                                      for (int64_t p = 0; p < np; ++p)
+                                        dst[p] = static_cast<S>(src[p] + bo);
+                                    } else {
+                                      for (int64_t p = 0; p < np; ++p)
+                                        dst[p] = static_cast<S>(src[p]);
+                                    }
+                                  }
+                                });
   }
 };
 
