@@ -119,7 +119,7 @@ Tensor align_forward(const char* op, const std::vector<Tensor>& inputs,
   const std::vector<int64_t> zeros(level_of == nullptr ? static_cast<size_t>(k) : 0, 0);
   const std::vector<int64_t>& level = level_of == nullptr ? zeros : *level_of;
 
-  Tensor out = torch::stable::new_empty(rois_in, {k, c, p.pooled_h, p.pooled_w},
+  Tensor out = fresh_output(rois_in, {k, c, p.pooled_h, p.pooled_w},
                                         first.scalar_type());
   if (k == 0 || c == 0) return out;
   const std::vector<AlignTables<T>> tables = build_tables(rois, level, levels, p);
@@ -166,7 +166,7 @@ std::vector<Tensor> align_backward(const char* op, const Tensor& grad, const Ten
   std::vector<S*> grad_data;
   int64_t max_plane = 1, max_width = 1;
   for (const LevelShape& lv : levels) {
-    grads.push_back(torch::stable::new_empty(grad, {n, c, lv.height, lv.width}));
+    grads.push_back(fresh_output(grad, {n, c, lv.height, lv.width}));
     grad_data.push_back(grads.back().template mutable_data_ptr<S>());
     max_plane = std::max(max_plane, lv.height * lv.width);
     max_width = std::max(max_width, lv.width);

@@ -39,7 +39,7 @@ Tensor forward(const char* op, const Tensor& input, const Tensor& rois_in, doubl
   const int64_t nbins = p.pooled_h * p.pooled_w, c_out = c / nbins;
   const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
   const int64_t k = rois.size();
-  Tensor out = torch::stable::new_empty(input, {k, c_out, p.pooled_h, p.pooled_w});
+  Tensor out = fresh_output(input, {k, c_out, p.pooled_h, p.pooled_w});
   if (k == 0 || c_out == 0) return out;
   const std::vector<LevelShape> level{{input.size(2), input.size(3), scale}};
   const auto tables = build_tables(rois, std::vector<int64_t>(k, 0), level, p);
@@ -73,7 +73,7 @@ Tensor backward(const char* op, const Tensor& grad, const Tensor& rois_in, doubl
   using T = acc_t<S>;
   const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
   const int64_t k = rois.size();
-  Tensor grad_input = torch::stable::new_empty(grad, {n, c, height, width});
+  Tensor grad_input = fresh_output(grad, {n, c, height, width});
   const std::vector<LevelShape> level{{height, width, scale}};
   const auto tables = build_tables(rois, std::vector<int64_t>(k, 0), level, p);
   const S* g = grad.const_data_ptr<S>();

@@ -26,7 +26,7 @@ Tensor forward(const char* op, const Tensor& input, const Tensor& rois_in, doubl
   const int64_t c_out = c / (pooled_h * pooled_w);
   const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
   const int64_t k = rois.size();
-  Tensor out = torch::stable::new_empty(input, {k, c_out, pooled_h, pooled_w});
+  Tensor out = fresh_output(input, {k, c_out, pooled_h, pooled_w});
   if (k == 0 || c_out == 0) return out;
   const auto bins = pool_bins(rois, static_cast<T>(scale), false, pooled_h, pooled_w, height, width);
   const S* in = input.const_data_ptr<S>();
@@ -67,7 +67,7 @@ Tensor backward(const char* op, const Tensor& grad, const Tensor& rois_in, doubl
   const int64_t pooled_h = grad.size(2), pooled_w = grad.size(3);
   const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
   const int64_t k = rois.size();
-  Tensor grad_input = torch::stable::new_empty(grad, {n, c, height, width});
+  Tensor grad_input = fresh_output(grad, {n, c, height, width});
   const auto bins = pool_bins(rois, static_cast<T>(scale), false, pooled_h, pooled_w, height, width);
   const S* g = grad.const_data_ptr<S>();
   const Strides4 gs(grad);

@@ -10,10 +10,12 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
+#include <optional>
 #include <cstdint>
 #include <vector>
 
 #include "roi_checks.h"
+#include <detops/cpu_memory.h>
 
 namespace detops::roi::cpu {
 
@@ -26,6 +28,15 @@ struct Strides4 {
       : n(t.stride(0)), c(t.stride(1)), y(t.stride(2)), x(t.stride(3)) {}
   int64_t plane(int64_t b, int64_t ch) const { return b * n + ch * c; }
 };
+
+// A new, uninitialised output on like's device, backed by huge pages when it is large
+// (see detops/cpu_memory.h): the kernels write every element of it.
+inline Tensor fresh_output(const Tensor& like, torch::headeronly::IntHeaderOnlyArrayRef size,
+                           std::optional<ScalarType> dtype = std::nullopt) {
+  Tensor t = torch::stable::new_empty(like, size, dtype);
+  advise_huge_pages(t);
+  return t;
+}
 
 // RoIs as (batch, x1, y1, x2, y2) in the compute type T, after the batch-index check.
 template <typename T>

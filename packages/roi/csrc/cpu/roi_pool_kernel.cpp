@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/pool_bins.h"
@@ -35,6 +37,21 @@ void update_columns(const S* __restrict row, int64_t sx, int32_t y, int64_t span
     out_max[j] = gt ? v : m;
     out_row[j] = (y & gt) | (in_row[j] & ~gt);
   }
+}
+
+// take ? a : b through bit masks, so that the compiler cannot turn it into a branch.
+template <typename V>
+inline V pick(bool take, V a, V b) {
+  using Bits = std::conditional_t<sizeof(V) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(V) == sizeof(Bits), "pick: 4- or 8-byte values only");
+  Bits ab, bb;
+  std::memcpy(&ab, &a, sizeof(V));
+  std::memcpy(&bb, &b, sizeof(V));
+  const Bits mask = Bits(0) - static_cast<Bits>(take);
+  const Bits r = (ab & mask) | (bb & ~mask);
+  V out;
+  std::memcpy(&out, &r, sizeof(V));
+  return out;
 }
 
 // One RoI, one channel. Per bin row: the running maximum of every column of the RoI over
@@ -70,13 +87,13 @@ void pool_plane(const PoolBins& b, const S* plane, int64_t sy, int64_t sx, int64
       int32_t best_row = -1;
       int64_t best_col = -1;
       for (int64_t x = b.w_lo[pw]; x < b.w_hi[pw]; ++x) {
+        // Branch-free: which column wins is data-dependent and mispredicts as a branch.
         const T v = col_max[x - x0];
         const int32_t rw = col_row[x - x0];
-        if (v > best || (v == best && rw < best_row)) {
-          best = v;
-          best_row = rw;
-          best_col = x;
-        }
+        const bool take = (v > best) | ((v == best) & (rw < best_row));
+        best = pick(take, v, best);
+        best_row = pick(take, rw, best_row);
+        best_col = pick(take, x, best_col);
       }
       out[bin] = static_cast<S>(best);
       argmax[bin] = best_row < 0 ? -1 : static_cast<int32_t>(best_row * width + best_col);
@@ -92,8 +109,8 @@ std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois_in, d
                 width = input.size(3);
   const Rois<T> rois = read_rois<S, T>(kOp, rois_in, n);
   const int64_t k = rois.size();
-  Tensor out = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w});
-  Tensor argmax = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w}, ScalarType::Int);
+  Tensor out = fresh_output(input, {k, c, pooled_h, pooled_w});
+  Tensor argmax = fresh_output(input, {k, c, pooled_h, pooled_w}, ScalarType::Int);
   if (k == 0 || c == 0) return {out, argmax};
   const auto bins = pool_bins(rois, static_cast<T>(scale), true, pooled_h, pooled_w, height, width);
   const S* in = input.const_data_ptr<S>();
@@ -132,7 +149,7 @@ Tensor backward(const Tensor& grad, const Tensor& rois_in, const Tensor& argmax_
   const char* op = "detops._roi_pool_backward";
   const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
   const int64_t k = rois.size();
-  Tensor grad_input = torch::stable::new_empty(grad, {n, c, height, width});
+  Tensor grad_input = fresh_output(grad, {n, c, height, width});
   const Tensor argmax = torch::stable::contiguous(argmax_in);
   const int32_t* arg = argmax.const_data_ptr<int32_t>();
   const S* g = grad.const_data_ptr<S>();

@@ -1,0 +1,95 @@
+"""The four RoI ops against torchvision on the Mask R-CNN P2 workload (see ci/bench.py):
+feature map 2x256x200x304 (an 800x1216 image at stride 4, scale 1/4), 512 and 2000
+proposal-like boxes, 7x7 and 14x14 bins, sampling_ratio 2 and -1, aligned. The ps_* ops
+need channels divisible by the bin count: they use 245 (7x7) and 196 (14x14) channels."""
+
+import math
+
+import torch
+import torchvision
+
+import detops_roi
+
+IMAGE_H, IMAGE_W, SCALE = 800, 1216, 0.25
+
+
+def proposals(k: int, n_images: int = 2, seed: int = 0) -> torch.Tensor:
+    """Tensor[k, 5]: boxes with log-uniform sides of 16 to 320 pixels, clipped to the image,
+    spread over the images."""
+    g = torch.Generator().manual_seed(seed)
+    sides = torch.exp(torch.empty(k, 2).uniform_(math.log(16.0), math.log(320.0), generator=g))
+    centres = torch.rand(k, 2, generator=g) * torch.tensor([IMAGE_W, IMAGE_H])
+    boxes = torch.cat([centres - sides / 2, centres + sides / 2], dim=1)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, IMAGE_W)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, IMAGE_H)
+    batch = torch.randint(0, n_images, (k, 1), generator=g).float()
+    return torch.cat([batch, boxes], dim=1)
+
+
+def _fwd_bwd(fn, x, grad):
+    def run():
+        out = fn(x)
+        torch.autograd.grad(out, x, grad)
+
+    return run
+
+
+def _pair(name, ours, theirs, x, workload, check_tol):
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+        torch.testing.assert_close(a, torch.nan_to_num(b), rtol=check_tol, atol=check_tol)
+    yield (name, workload, lambda: ours(x), lambda: theirs(x))
+    xg = x.detach().clone().requires_grad_()
+    grad = torch.randn(a.shape, generator=torch.Generator().manual_seed(1))
+    yield (f"{name} fwd+backward", workload, _fwd_bwd(ours, xg, grad), _fwd_bwd(theirs, xg, grad))
+
+
+def cases(quick: bool):
+    counts = (64,) if quick else (512, 2000)
+    sizes = (7,) if quick else (7, 14)
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 64, 200, 304) if quick else (2, 256, 200, 304)
+    features = torch.randn(shape, generator=g)
+    tv = torchvision.ops
+    for k in counts:
+        rois = proposals(k)
+        for size in sizes:
+            for sr in (2, -1):
+                w = f"{k} rois, {size}x{size}, sr {sr}"
+                yield from _pair(
+                    "roi_align",
+                    lambda t, r=rois, s=size, q=sr: detops_roi.roi_align(t, r, s, SCALE, q, True),
+                    lambda t, r=rois, s=size, q=sr: tv.roi_align(t, r, s, SCALE, q, True),
+                    features,
+                    w,
+                    1e-4,
+                )
+            w = f"{k} rois, {size}x{size}"
+            yield from _pair(
+                "roi_pool",
+                lambda t, r=rois, s=size: detops_roi.roi_pool(t, r, s, SCALE),
+                lambda t, r=rois, s=size: tv.roi_pool(t, r, s, SCALE),
+                features,
+                w,
+                0.0,
+            )
+            ps_features = features[:, : (256 // (size * size)) * size * size].contiguous()
+            for sr in (2, -1):
+                w = f"{k} rois, {size}x{size}, sr {sr}, C={ps_features.shape[1]}"
+                yield from _pair(
+                    "ps_roi_align",
+                    lambda t, r=rois, s=size, q=sr: detops_roi.ps_roi_align(t, r, s, SCALE, q),
+                    lambda t, r=rois, s=size, q=sr: tv.ps_roi_align(t, r, s, SCALE, q),
+                    ps_features,
+                    w,
+                    1e-4,
+                )
+            w = f"{k} rois, {size}x{size}, C={ps_features.shape[1]}"
+            yield from _pair(
+                "ps_roi_pool",
+                lambda t, r=rois, s=size: detops_roi.ps_roi_pool(t, r, s, SCALE),
+                lambda t, r=rois, s=size: tv.ps_roi_pool(t, r, s, SCALE),
+                ps_features,
+                w,
+                1e-5,
+            )
