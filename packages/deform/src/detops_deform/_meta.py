@@ -3,6 +3,8 @@ under torch.compile and torch.export, differentiate, and run under autocast."""
 
 import torch
 
+from detops_core.autocast import register_autocast_float32
+
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
 _OP = "detops.deform_conv2d"
@@ -87,7 +89,7 @@ def _backward(ctx, grad):
 
 torch.library.register_autograd("detops::deform_conv2d", _backward, setup_context=_setup_context)
 
-# Under autocast every tensor argument is computed in float32 (the kernels need one dtype
-# for input, offset, weight, mask and bias; autocast regions mix them).
-for _device in ("cpu", "cuda"):
-    torch.library.register_autocast("detops::deform_conv2d", _device, torch.float32)
+# Under autocast every floating tensor argument is computed in float32 (the kernels need
+# one dtype for input, offset, weight, mask and bias; autocast regions mix them) and the
+# result comes back in the input's dtype, as torchvision's autocast kernel returns it.
+register_autocast_float32("detops::deform_conv2d")
