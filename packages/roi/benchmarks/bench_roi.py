@@ -44,52 +44,57 @@ def _pair(name, ours, theirs, x, workload, check_tol):
     yield (f"{name} fwd+backward", workload, _fwd_bwd(ours, xg, grad), _fwd_bwd(theirs, xg, grad))
 
 
+def _ops():
+    """name -> (detops fn, torchvision fn, takes sampling_ratio, position-sensitive);
+    each fn(features, rois, size, sampling_ratio)."""
+    tv = torchvision.ops
+    return {
+        "roi_align": (
+            lambda t, r, s, q: detops_roi.roi_align(t, r, s, SCALE, q, True),
+            lambda t, r, s, q: tv.roi_align(t, r, s, SCALE, q, True),
+            True,
+            False,
+        ),
+        "roi_pool": (
+            lambda t, r, s, q: detops_roi.roi_pool(t, r, s, SCALE),
+            lambda t, r, s, q: tv.roi_pool(t, r, s, SCALE),
+            False,
+            False,
+        ),
+        "ps_roi_align": (
+            lambda t, r, s, q: detops_roi.ps_roi_align(t, r, s, SCALE, q),
+            lambda t, r, s, q: tv.ps_roi_align(t, r, s, SCALE, q),
+            True,
+            True,
+        ),
+        "ps_roi_pool": (
+            lambda t, r, s, q: detops_roi.ps_roi_pool(t, r, s, SCALE),
+            lambda t, r, s, q: tv.ps_roi_pool(t, r, s, SCALE),
+            False,
+            True,
+        ),
+    }
+
+
 def cases(quick: bool):
     counts = (64,) if quick else (512, 2000)
     sizes = (7,) if quick else (7, 14)
     g = torch.Generator().manual_seed(0)
     shape = (2, 64, 200, 304) if quick else (2, 256, 200, 304)
     features = torch.randn(shape, generator=g)
-    tv = torchvision.ops
     for k in counts:
         rois = proposals(k)
         for size in sizes:
-            for sr in (2, -1):
-                w = f"{k} rois, {size}x{size}, sr {sr}"
-                yield from _pair(
-                    "roi_align",
-                    lambda t, r=rois, s=size, q=sr: detops_roi.roi_align(t, r, s, SCALE, q, True),
-                    lambda t, r=rois, s=size, q=sr: tv.roi_align(t, r, s, SCALE, q, True),
-                    features,
-                    w,
-                    1e-4,
-                )
-            w = f"{k} rois, {size}x{size}"
-            yield from _pair(
-                "roi_pool",
-                lambda t, r=rois, s=size: detops_roi.roi_pool(t, r, s, SCALE),
-                lambda t, r=rois, s=size: tv.roi_pool(t, r, s, SCALE),
-                features,
-                w,
-                0.0,
-            )
-            ps_features = features[:, : (256 // (size * size)) * size * size].contiguous()
-            for sr in (2, -1):
-                w = f"{k} rois, {size}x{size}, sr {sr}, C={ps_features.shape[1]}"
-                yield from _pair(
-                    "ps_roi_align",
-                    lambda t, r=rois, s=size, q=sr: detops_roi.ps_roi_align(t, r, s, SCALE, q),
-                    lambda t, r=rois, s=size, q=sr: tv.ps_roi_align(t, r, s, SCALE, q),
-                    ps_features,
-                    w,
-                    1e-4,
-                )
-            w = f"{k} rois, {size}x{size}, C={ps_features.shape[1]}"
-            yield from _pair(
-                "ps_roi_pool",
-                lambda t, r=rois, s=size: detops_roi.ps_roi_pool(t, r, s, SCALE),
-                lambda t, r=rois, s=size: tv.ps_roi_pool(t, r, s, SCALE),
-                ps_features,
-                w,
-                1e-5,
-            )
+            for name, (ours, theirs, sampled, ps) in _ops().items():
+                x = features[:, : (shape[1] // (size * size)) * size * size].contiguous() if ps else features
+                for sr in (2, -1) if sampled else (0,):
+                    workload = f"{k} rois, {size}x{size}" + (f", sr {sr}" if sampled else "")
+                    workload += f", C={x.shape[1]}" if ps else ""
+                    yield from _pair(
+                        name,
+                        lambda t, r=rois, s=size, q=sr, f=ours: f(t, r, s, q),
+                        lambda t, r=rois, s=size, q=sr, f=theirs: f(t, r, s, q),
+                        x,
+                        workload,
+                        0.0 if name == "roi_pool" else 1e-4,
+                    )

@@ -9,8 +9,13 @@ namespace detops::roi {
 
 inline void check_levels(const char* op, const std::vector<Tensor>& features,
                          const std::vector<double>& scales, const Tensor& rois,
-                         const Tensor& levels) {
+                         const Tensor& levels, int64_t pooled_h, int64_t pooled_w,
+                         int64_t sampling_ratio, size_t max_levels) {
   check(!features.empty(), op, "features must hold at least one feature map");
+  check(features.size() <= max_levels, op, "at most ", max_levels,
+        " feature maps are supported here, got ", features.size());
+  check_output_size(op, pooled_h, pooled_w);
+  check_sampling_ratio(op, sampling_ratio);
   check(scales.size() == features.size(), op, "spatial_scales must have one entry per feature ",
         "map: ", features.size(), " maps but ", scales.size(), " scales");
   for (size_t l = 0; l < features.size(); ++l) {
@@ -29,6 +34,27 @@ inline void check_levels(const char* op, const std::vector<Tensor>& features,
   check(levels.scalar_type() == ScalarType::Long, op, "levels must be an int64 tensor, got ",
         dtype_name(levels.scalar_type()));
   check_same_device(op, "rois", rois, "levels", levels);
+}
+
+// multi_level_roi_align's backward: per-level sizes and the shared arguments.
+inline void check_levels_backward(const char* op, const Tensor& grad, const Tensor& rois,
+                                  const Tensor& levels, const std::vector<double>& scales,
+                                  const std::vector<int64_t>& heights,
+                                  const std::vector<int64_t>& widths, int64_t batch,
+                                  int64_t channels, int64_t pooled_h, int64_t pooled_w,
+                                  int64_t sampling_ratio, size_t max_levels) {
+  check(!scales.empty() && scales.size() <= max_levels && heights.size() == scales.size() &&
+            widths.size() == scales.size(),
+        op, "spatial_scales, heights and widths must have one entry per level (1 to ",
+        max_levels, " levels), got ", scales.size(), ", ", heights.size(), " and ",
+        widths.size());
+  for (size_t l = 0; l < scales.size(); ++l) {
+    check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch, channels,
+                   heights[l], widths[l], false);
+  }
+  check(levels.dim() == 1 && levels.size(0) == rois.size(0) &&
+            levels.scalar_type() == ScalarType::Long,
+        op, "levels must be an int64 tensor of shape [", rois.size(0), "]");
 }
 
 // Level values (contiguous, on the host) must index the feature list.

@@ -78,4 +78,47 @@ inline void check_input_shape(const char* op, int64_t batch, int64_t channels, i
         width, "]");
 }
 
+// Everything a forward entry point checks. Pooling ops pass sampling_ratio 0.
+inline void check_forward(const char* op, const Tensor& input, const Tensor& rois,
+                          int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                          bool position_sensitive) {
+  check_input(op, input);
+  check_rois(op, input, rois);
+  check_output_size(op, pooled_h, pooled_w);
+  check_sampling_ratio(op, sampling_ratio);
+  if (position_sensitive) check_ps_channels(op, input.size(1), pooled_h, pooled_w);
+}
+
+// Everything a backward entry point checks; (batch, channels, height, width) is the input's
+// shape. Pooling ops pass sampling_ratio 0.
+inline void check_backward(const char* op, const Tensor& grad, const Tensor& rois,
+                           int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                           int64_t batch, int64_t channels, int64_t height, int64_t width,
+                           bool position_sensitive) {
+  check_output_size(op, pooled_h, pooled_w);
+  check_sampling_ratio(op, sampling_ratio);
+  check_input_shape(op, batch, channels, height, width);
+  if (position_sensitive) check_ps_channels(op, channels, pooled_h, pooled_w);
+  check_rois(op, grad, rois);
+  check_grad(op, grad, rois, position_sensitive ? channels / (pooled_h * pooled_w) : channels,
+             pooled_h, pooled_w);
+}
+
+// roi_pool stores argmax as int32 plane offsets.
+inline void check_plane_fits_int32(const char* op, const Tensor& input) {
+  check(input.size(2) * input.size(3) < (int64_t(1) << 31), op,
+        "input planes must have fewer than 2^31 elements (argmax is int32), got ",
+        shape_str(input));
+}
+
+inline void check_argmax(const char* op, const Tensor& argmax, const Tensor& grad) {
+  check_defined(op, "argmax", argmax);
+  check(argmax.scalar_type() == ScalarType::Int && argmax.dim() == 4 &&
+            argmax.size(0) == grad.size(0) && argmax.size(1) == grad.size(1) &&
+            argmax.size(2) == grad.size(2) && argmax.size(3) == grad.size(3),
+        op, "argmax must be an int32 tensor shaped like grad ", shape_str(grad), ", got ",
+        dtype_name(argmax.scalar_type()), " ", shape_str(argmax));
+  check_same_device(op, "grad", grad, "argmax", argmax);
+}
+
 }  // namespace detops::roi

@@ -188,34 +188,25 @@ std::vector<Tensor> align_backward(const char* op, const Tensor& grad, const Ten
   parallel(planes, work, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(static_cast<size_t>(max_width));
     std::vector<T> g(static_cast<size_t>(bins));
-    std::vector<T> scratch(is_narrow<S>() ? static_cast<size_t>(max_plane) : 0);
+    std::vector<T> scratch;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t ch = i / (num_levels * n);
       const int64_t l = (i / n) % num_levels;
       const int64_t b = i % n;
       const LevelShape& lv = levels[l];
       const int64_t area = lv.height * lv.width;
-      S* dst = grad_data[l] + (b * c + ch) * area;
-      T* acc;
-      if constexpr (is_narrow<S>()) {
-        acc = scratch.data();
-      } else {
-        acc = dst;
-      }
-      std::fill(acc, acc + area, T(0));
-      for (int64_t r : groups[l * n + b]) {
-        const AlignTables<T>& t = tables[r];
-        const S* gr = g_data + r * gs.n + ch * gs.c;
-        for (int64_t ph = 0; ph < p.pooled_h; ++ph) {
-          for (int64_t pw = 0; pw < p.pooled_w; ++pw) {
-            g[ph * p.pooled_w + pw] = static_cast<T>(gr[ph * gs.y + pw * gs.x]) / t.count;
+      accumulate_plane(grad_data[l] + (b * c + ch) * area, area, scratch, [&](T* acc) {
+        for (int64_t r : groups[l * n + b]) {
+          const AlignTables<T>& t = tables[r];
+          const S* gr = g_data + r * gs.n + ch * gs.c;
+          for (int64_t ph = 0; ph < p.pooled_h; ++ph) {
+            for (int64_t pw = 0; pw < p.pooled_w; ++pw) {
+              g[ph * p.pooled_w + pw] = static_cast<T>(gr[ph * gs.y + pw * gs.x]) / t.count;
+            }
           }
+          align_plane_backward(t, g.data(), p.pooled_h, p.pooled_w, lv.width, buf.data(), acc);
         }
-        align_plane_backward(t, g.data(), p.pooled_h, p.pooled_w, lv.width, buf.data(), acc);
-      }
-      if constexpr (is_narrow<S>()) {
-        for (int64_t j = 0; j < area; ++j) dst[j] = static_cast<S>(acc[j]);
-      }
+      });
     }
   });
   return grads;

@@ -4,6 +4,7 @@
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/align_kernel.h"
@@ -21,9 +22,8 @@ Tensor multi_level_cpu(std::vector<Tensor> features, std::vector<double> scales,
                        Tensor levels, int64_t pooled_h, int64_t pooled_w,
                        int64_t sampling_ratio, bool aligned) {
   const char* op = "detops.multi_level_roi_align";
-  check_levels(op, features, scales, rois, levels);
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
+  check_levels(op, features, scales, rois, levels, pooled_h, pooled_w, sampling_ratio,
+               features.size());
   const std::vector<int64_t> level = host_levels(op, levels, static_cast<int64_t>(features.size()));
   const AlignParams p{pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(features[0].scalar_type(), op, "features", [&](auto tag) {
@@ -40,21 +40,10 @@ std::vector<Tensor> multi_level_backward_cpu(Tensor grad, Tensor rois, Tensor le
                                              int64_t pooled_w, int64_t sampling_ratio,
                                              bool aligned) {
   const char* op = "detops._multi_level_roi_align_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check(!scales.empty() && heights.size() == scales.size() && widths.size() == scales.size(), op,
-        "spatial_scales, heights and widths must have one entry per level, got ", scales.size(),
-        ", ", heights.size(), " and ", widths.size());
+  check_levels_backward(op, grad, rois, levels, scales, heights, widths, batch_size, channels,
+                        pooled_h, pooled_w, sampling_ratio, std::max<size_t>(scales.size(), 1));
   std::vector<LevelShape> shapes;
-  for (size_t l = 0; l < scales.size(); ++l) {
-    check_input_shape(op, batch_size, channels, heights[l], widths[l]);
-    shapes.push_back({heights[l], widths[l], scales[l]});
-  }
-  check_rois(op, grad, rois);
-  check_grad(op, grad, rois, channels, pooled_h, pooled_w);
-  check(levels.dim() == 1 && levels.size(0) == rois.size(0) &&
-            levels.scalar_type() == ScalarType::Long,
-        op, "levels must be an int64 tensor of shape [", rois.size(0), "]");
+  for (size_t l = 0; l < scales.size(); ++l) shapes.push_back({heights[l], widths[l], scales[l]});
   const std::vector<int64_t> level = host_levels(op, levels, static_cast<int64_t>(scales.size()));
   const AlignParams p{pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {

@@ -84,34 +84,25 @@ Tensor backward(const char* op, const Tensor& grad, const Tensor& rois_in, doubl
 
   parallel(c * n, static_cast<double>(area) + 16.0 * k / std::max<int64_t>(n, 1),
            [&](int64_t begin, int64_t end) {
-             std::vector<T> scratch(is_narrow<S>() ? static_cast<size_t>(area) : 0);
+             std::vector<T> scratch;
              for (int64_t i = begin; i < end; ++i) {
                const int64_t ch = i / n, b = i % n;
                const int64_t pw = ch % p.pooled_w, ph = (ch / p.pooled_w) % p.pooled_h;
                const int64_t co = ch / (p.pooled_h * p.pooled_w);
-               S* dst = gi + (b * c + ch) * area;
-               T* acc;
-               if constexpr (is_narrow<S>()) {
-                 acc = scratch.data();
-               } else {
-                 acc = dst;
-               }
-               std::fill(acc, acc + area, T(0));
-               for (int64_t r : groups[b]) {
-                 const AlignTables<T>& t = tables[r];
-                 const T gv =
-                     static_cast<T>(g[r * gs.n + co * gs.c + ph * gs.y + pw * gs.x]) / t.count;
-                 for (int32_t ey = t.y.offset[ph]; ey < t.y.offset[ph + 1]; ++ey) {
-                   T* row = acc + t.y.pos[ey] * width;
-                   const T gy = t.y.weight[ey] * gv;
-                   for (int32_t ex = t.x.offset[pw]; ex < t.x.offset[pw + 1]; ++ex) {
-                     row[t.x.pos[ex]] += t.x.weight[ex] * gy;
+               accumulate_plane(gi + (b * c + ch) * area, area, scratch, [&](T* acc) {
+                 for (int64_t r : groups[b]) {
+                   const AlignTables<T>& t = tables[r];
+                   const T gv =
+                       static_cast<T>(g[r * gs.n + co * gs.c + ph * gs.y + pw * gs.x]) / t.count;
+                   for (int32_t ey = t.y.offset[ph]; ey < t.y.offset[ph + 1]; ++ey) {
+                     T* row = acc + t.y.pos[ey] * width;
+                     const T gy = t.y.weight[ey] * gv;
+                     for (int32_t ex = t.x.offset[pw]; ex < t.x.offset[pw + 1]; ++ex) {
+                       row[t.x.pos[ex]] += t.x.weight[ex] * gy;
+                     }
                    }
                  }
-               }
-               if constexpr (is_narrow<S>()) {
-                 for (int64_t j = 0; j < area; ++j) dst[j] = static_cast<S>(acc[j]);
-               }
+               });
              }
            });
   return grad_input;
@@ -120,11 +111,7 @@ Tensor backward(const char* op, const Tensor& grad, const Tensor& rois_in, doubl
 Tensor ps_roi_align_cpu(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                         int64_t pooled_w, int64_t sampling_ratio) {
   const char* op = "detops.ps_roi_align";
-  check_input(op, input);
-  check_rois(op, input, rois);
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check_ps_channels(op, input.size(1), pooled_h, pooled_w);
+  check_forward(op, input, rois, pooled_h, pooled_w, sampling_ratio, true);
   const AlignParams p{pooled_h, pooled_w, sampling_ratio, /*aligned=*/true};
   return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
@@ -137,12 +124,8 @@ Tensor ps_roi_align_backward_cpu(Tensor grad, Tensor rois, double spatial_scale,
                                  int64_t batch_size, int64_t channels, int64_t height,
                                  int64_t width) {
   const char* op = "detops._ps_roi_align_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check_input_shape(op, batch_size, channels, height, width);
-  check_ps_channels(op, channels, pooled_h, pooled_w);
-  check_rois(op, grad, rois);
-  check_grad(op, grad, rois, channels / (pooled_h * pooled_w), pooled_h, pooled_w);
+  check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
+                 width, true);
   const AlignParams p{pooled_h, pooled_w, sampling_ratio, /*aligned=*/true};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;

@@ -78,32 +78,23 @@ Tensor backward(const char* op, const Tensor& grad, const Tensor& rois_in, doubl
                                                       static_cast<double>(std::max<int64_t>(c * n, 1));
 
   parallel(c * n, work, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(is_narrow<S>() ? static_cast<size_t>(area) : 0);
+    std::vector<T> scratch;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t ch = i / n, b = i % n;
       const int64_t pw = ch % pooled_w, ph = (ch / pooled_w) % pooled_h;
       const int64_t co = ch / (pooled_h * pooled_w);
-      S* dst = gi + (b * c + ch) * area;
-      T* acc;
-      if constexpr (is_narrow<S>()) {
-        acc = scratch.data();
-      } else {
-        acc = dst;
-      }
-      std::fill(acc, acc + area, T(0));
-      for (int64_t r : groups[b]) {
-        const PoolBins& bb = bins[r];
-        if (bb.empty(ph, pw)) continue;
-        const T gv = static_cast<T>(g[r * gs.n + co * gs.c + ph * gs.y + pw * gs.x]) /
-                     static_cast<T>(bb.area(ph, pw));
-        for (int64_t y = bb.h_lo[ph]; y < bb.h_hi[ph]; ++y) {
-          T* row = acc + y * width;
-          for (int64_t x = bb.w_lo[pw]; x < bb.w_hi[pw]; ++x) row[x] += gv;
+      accumulate_plane(gi + (b * c + ch) * area, area, scratch, [&](T* acc) {
+        for (int64_t r : groups[b]) {
+          const PoolBins& bb = bins[r];
+          if (bb.empty(ph, pw)) continue;
+          const T gv = static_cast<T>(g[r * gs.n + co * gs.c + ph * gs.y + pw * gs.x]) /
+                       static_cast<T>(bb.area(ph, pw));
+          for (int64_t y = bb.h_lo[ph]; y < bb.h_hi[ph]; ++y) {
+            T* row = acc + y * width;
+            for (int64_t x = bb.w_lo[pw]; x < bb.w_hi[pw]; ++x) row[x] += gv;
+          }
         }
-      }
-      if constexpr (is_narrow<S>()) {
-        for (int64_t j = 0; j < area; ++j) dst[j] = static_cast<S>(acc[j]);
-      }
+      });
     }
   });
   return grad_input;
@@ -112,10 +103,7 @@ Tensor backward(const char* op, const Tensor& grad, const Tensor& rois_in, doubl
 Tensor ps_roi_pool_cpu(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                        int64_t pooled_w) {
   const char* op = "detops.ps_roi_pool";
-  check_input(op, input);
-  check_rois(op, input, rois);
-  check_output_size(op, pooled_h, pooled_w);
-  check_ps_channels(op, input.size(1), pooled_h, pooled_w);
+  check_forward(op, input, rois, pooled_h, pooled_w, 0, true);
   return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
     return forward<S>(op, input, rois, spatial_scale, pooled_h, pooled_w);
@@ -126,11 +114,8 @@ Tensor ps_roi_pool_backward_cpu(Tensor grad, Tensor rois, double spatial_scale, 
                                 int64_t pooled_w, int64_t batch_size, int64_t channels,
                                 int64_t height, int64_t width) {
   const char* op = "detops._ps_roi_pool_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_input_shape(op, batch_size, channels, height, width);
-  check_ps_channels(op, channels, pooled_h, pooled_w);
-  check_rois(op, grad, rois);
-  check_grad(op, grad, rois, channels / (pooled_h * pooled_w), pooled_h, pooled_w);
+  check_backward(op, grad, rois, pooled_h, pooled_w, 0, batch_size, channels, height, width,
+                 true);
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     return backward<S>(op, grad, rois, spatial_scale, batch_size, channels, height, width);

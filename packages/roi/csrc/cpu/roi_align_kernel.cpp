@@ -10,10 +10,7 @@ namespace {
 Tensor roi_align_cpu(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                      int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
   const char* op = "detops.roi_align";
-  check_input(op, input);
-  check_rois(op, input, rois);
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
+  check_forward(op, input, rois, pooled_h, pooled_w, sampling_ratio, false);
   const AlignParams p{pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
@@ -26,11 +23,8 @@ Tensor roi_align_backward_cpu(Tensor grad, Tensor rois, double spatial_scale, in
                               int64_t height, int64_t width, int64_t sampling_ratio,
                               bool aligned) {
   const char* op = "detops._roi_align_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check_input_shape(op, batch_size, channels, height, width);
-  check_rois(op, grad, rois);
-  check_grad(op, grad, rois, channels, pooled_h, pooled_w);
+  check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
+                 width, false);
   const AlignParams p{pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;

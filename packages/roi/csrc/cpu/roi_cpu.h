@@ -90,4 +90,23 @@ constexpr bool is_narrow() {
   return sizeof(S) < sizeof(float);
 }
 
+// Runs body(acc) for one gradient plane of `area` elements stored at dst: acc is dst itself
+// for float32 / float64, and a zeroed float32 scratch plane rounded into dst afterwards for
+// float16 / bfloat16, so sums of many RoIs accumulate in float32.
+template <typename S, typename T, typename F>
+void accumulate_plane(S* dst, int64_t area, std::vector<T>& scratch, const F& body) {
+  T* acc;
+  if constexpr (is_narrow<S>()) {
+    if (scratch.size() < static_cast<size_t>(area)) scratch.resize(static_cast<size_t>(area));
+    acc = scratch.data();
+  } else {
+    acc = dst;
+  }
+  std::fill(acc, acc + area, T(0));
+  body(acc);
+  if constexpr (is_narrow<S>()) {
+    for (int64_t j = 0; j < area; ++j) dst[j] = static_cast<S>(acc[j]);
+  }
+}
+
 }  // namespace detops::roi::cpu

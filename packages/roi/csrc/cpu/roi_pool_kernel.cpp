@@ -161,32 +161,23 @@ Tensor backward(const Tensor& grad, const Tensor& rois_in, const Tensor& argmax_
 
   parallel(c * n, static_cast<double>(area + (k * nbins) / std::max<int64_t>(n, 1)),
            [&](int64_t begin, int64_t end) {
-             std::vector<T> scratch(is_narrow<S>() ? static_cast<size_t>(area) : 0);
+             std::vector<T> scratch;
              for (int64_t i = begin; i < end; ++i) {
                const int64_t ch = i / n, b = i % n;
-               S* dst = gi + (b * c + ch) * area;
-               T* acc;
-               if constexpr (is_narrow<S>()) {
-                 acc = scratch.data();
-               } else {
-                 acc = dst;
-               }
-               std::fill(acc, acc + area, T(0));
-               for (int64_t r : groups[b]) {
-                 const int32_t* a = arg + (r * c + ch) * nbins;
-                 const S* gr = g + r * gs.n + ch * gs.c;
-                 for (int64_t ph = 0; ph < pooled_h; ++ph) {
-                   for (int64_t pw = 0; pw < pooled_w; ++pw) {
-                     const int64_t where = a[ph * pooled_w + pw];
-                     if (where >= 0 && where < area) {
-                       acc[where] += static_cast<T>(gr[ph * gs.y + pw * gs.x]);
+               accumulate_plane(gi + (b * c + ch) * area, area, scratch, [&](T* acc) {
+                 for (int64_t r : groups[b]) {
+                   const int32_t* a = arg + (r * c + ch) * nbins;
+                   const S* gr = g + r * gs.n + ch * gs.c;
+                   for (int64_t ph = 0; ph < pooled_h; ++ph) {
+                     for (int64_t pw = 0; pw < pooled_w; ++pw) {
+                       const int64_t where = a[ph * pooled_w + pw];
+                       if (where >= 0 && where < area) {
+                         acc[where] += static_cast<T>(gr[ph * gs.y + pw * gs.x]);
+                       }
                      }
                    }
                  }
-               }
-               if constexpr (is_narrow<S>()) {
-                 for (int64_t j = 0; j < area; ++j) dst[j] = static_cast<S>(acc[j]);
-               }
+               });
              }
            });
   return grad_input;
@@ -194,12 +185,8 @@ Tensor backward(const Tensor& grad, const Tensor& rois_in, const Tensor& argmax_
 
 std::tuple<Tensor, Tensor> roi_pool_cpu(Tensor input, Tensor rois, double spatial_scale,
                                         int64_t pooled_h, int64_t pooled_w) {
-  check_input(kOp, input);
-  check_rois(kOp, input, rois);
-  check_output_size(kOp, pooled_h, pooled_w);
-  check(input.size(2) * input.size(3) < (int64_t(1) << 31), kOp,
-        "input planes must have fewer than 2^31 elements (argmax is int32), got ",
-        shape_str(input));
+  check_forward(kOp, input, rois, pooled_h, pooled_w, 0, false);
+  check_plane_fits_int32(kOp, input);
   return dispatch_floating(input.scalar_type(), kOp, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
     return forward<S>(input, rois, spatial_scale, pooled_h, pooled_w);
@@ -210,17 +197,8 @@ Tensor roi_pool_backward_cpu(Tensor grad, Tensor rois, Tensor argmax, double, in
                              int64_t pooled_w, int64_t batch_size, int64_t channels,
                              int64_t height, int64_t width) {
   const char* op = "detops._roi_pool_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_input_shape(op, batch_size, channels, height, width);
-  check_rois(op, grad, rois);
-  check_grad(op, grad, rois, channels, pooled_h, pooled_w);
-  check_defined(op, "argmax", argmax);
-  check(argmax.scalar_type() == ScalarType::Int && argmax.dim() == 4 &&
-            argmax.size(0) == grad.size(0) && argmax.size(1) == channels &&
-            argmax.size(2) == pooled_h && argmax.size(3) == pooled_w,
-        op, "argmax must be an int32 tensor shaped like grad ", shape_str(grad), ", got ",
-        dtype_name(argmax.scalar_type()), " ", shape_str(argmax));
-  check_same_device(op, "grad", grad, "argmax", argmax);
+  check_backward(op, grad, rois, pooled_h, pooled_w, 0, batch_size, channels, height, width, false);
+  check_argmax(op, argmax, grad);
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     return backward<S>(grad, rois, argmax, batch_size, channels, height, width);

@@ -23,10 +23,9 @@ template <typename S, typename T>
 __global__ void forward_kernel(const S* __restrict__ input, Strides st, const S* __restrict__ rois,
                                T scale, Params p, S* __restrict__ out) {
   DETOPS_CUDA_LOOP(i, p.rois * p.channels_out * p.pooled_h * p.pooled_w) {
-    const int64_t pw = i % p.pooled_w;
-    const int64_t ph = (i / p.pooled_w) % p.pooled_h;
-    const int64_t co = (i / (p.pooled_w * p.pooled_h)) % p.channels_out;
-    const S* roi = rois + 5 * (i / (p.pooled_w * p.pooled_h * p.channels_out));
+    const BinIndex at = decode_bin(i, p.channels_out, p.pooled_h, p.pooled_w);
+    const int64_t r = at.roi, co = at.channel, ph = at.ph, pw = at.pw;
+    const S* roi = rois + 5 * r;
     const AlignBox<T> box = ps_box(roi, scale, p);
     const S* plane =
         input + batch_of(roi) * st.n + ps_channel(co, ph, pw, p.pooled_h, p.pooled_w) * st.c;
@@ -41,10 +40,8 @@ template <typename S, typename T>
 __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S* __restrict__ rois,
                                 T scale, Params p, int64_t channels, T* __restrict__ grad_input) {
   DETOPS_CUDA_LOOP(i, p.rois * p.channels_out * p.pooled_h * p.pooled_w) {
-    const int64_t pw = i % p.pooled_w;
-    const int64_t ph = (i / p.pooled_w) % p.pooled_h;
-    const int64_t co = (i / (p.pooled_w * p.pooled_h)) % p.channels_out;
-    const int64_t r = i / (p.pooled_w * p.pooled_h * p.channels_out);
+    const BinIndex at = decode_bin(i, p.channels_out, p.pooled_h, p.pooled_w);
+    const int64_t r = at.roi, co = at.channel, ph = at.ph, pw = at.pw;
     const S* roi = rois + 5 * r;
     const AlignBox<T> box = ps_box(roi, scale, p);
     const int64_t c_in = ps_channel(co, ph, pw, p.pooled_h, p.pooled_w);
@@ -58,28 +55,16 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S*
 Tensor ps_roi_align_cuda(Tensor input, Tensor rois_in, double spatial_scale, int64_t pooled_h,
                          int64_t pooled_w, int64_t sampling_ratio) {
   const char* op = "detops.ps_roi_align";
-  check_input(op, input);
-  check_rois(op, input, rois_in);
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check_ps_channels(op, input.size(1), pooled_h, pooled_w);
+  check_forward(op, input, rois_in, pooled_h, pooled_w, sampling_ratio, true);
   const Params p{rois_in.size(0), input.size(1) / (pooled_h * pooled_w), pooled_h, pooled_w,
                  sampling_ratio, input.size(2), input.size(3)};
   return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
-    check_batch_on_host<S>(op, rois_in, input.size(0));
     Tensor out = torch::stable::new_empty(input, {p.rois, p.channels_out, pooled_h, pooled_w});
-    const int64_t total = out.numel();
-    if (total > 0) {
-      torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
-      const Tensor rois = torch::stable::contiguous(rois_in);
-      forward_kernel<S, T><<<detops::cuda::grid_for(total, kThreads), kThreads, 0,
-                             detops::cuda::current_stream(input)>>>(
-          input.const_data_ptr<S>(), strides_of(input), rois.const_data_ptr<S>(),
-          static_cast<T>(spatial_scale), p, out.mutable_data_ptr<S>());
-      detops::cuda::check_launch(op);
-    }
+    run_forward<S>(op, input, rois_in, out, [&](const Tensor& rois, unsigned blocks, cudaStream_t stream) {
+      forward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(input.const_data_ptr<S>(), strides_of(input), rois.const_data_ptr<S>(), static_cast<T>(spatial_scale), p, out.mutable_data_ptr<S>());
+    });
     return out;
   });
 }
@@ -89,30 +74,17 @@ Tensor ps_roi_align_backward_cuda(Tensor grad, Tensor rois_in, double spatial_sc
                                   int64_t batch_size, int64_t channels, int64_t height,
                                   int64_t width) {
   const char* op = "detops._ps_roi_align_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check_input_shape(op, batch_size, channels, height, width);
-  check_ps_channels(op, channels, pooled_h, pooled_w);
-  check_rois(op, grad, rois_in);
-  check_grad(op, grad, rois_in, channels / (pooled_h * pooled_w), pooled_h, pooled_w);
+  check_backward(op, grad, rois_in, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
+                 width, true);
   const Params p{rois_in.size(0), channels / (pooled_h * pooled_w), pooled_h, pooled_w,
                  sampling_ratio, height, width};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
-    check_batch_on_host<S>(op, rois_in, batch_size);
-    Tensor buffer = grad_buffer<S>(grad, batch_size, channels, height, width);
-    const int64_t total = grad.numel();
-    if (total > 0) {
-      torch::stable::accelerator::DeviceGuard guard(grad.get_device_index());
-      const Tensor rois = torch::stable::contiguous(rois_in);
-      backward_kernel<S, T><<<detops::cuda::grid_for(total, kThreads), kThreads, 0,
-                              detops::cuda::current_stream(grad)>>>(
-          grad.const_data_ptr<S>(), strides_of(grad), rois.const_data_ptr<S>(),
-          static_cast<T>(spatial_scale), p, channels, buffer.mutable_data_ptr<T>());
-      detops::cuda::check_launch(op);
-    }
-    return finish_grad<S>(buffer, grad.scalar_type());
+    return run_backward<S>(op, grad, rois_in, batch_size, channels, height, width,
+                           [&](const Tensor& rois, T* buffer, unsigned blocks, cudaStream_t stream) {
+      backward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(grad.const_data_ptr<S>(), strides_of(grad), rois.const_data_ptr<S>(), static_cast<T>(spatial_scale), p, channels, buffer);
+    });
   });
 }
 

@@ -38,10 +38,8 @@ __global__ void forward_kernel(Levels<const S*, T> lv, const S* __restrict__ roi
                                const int64_t* __restrict__ level, Params p, S* __restrict__ out) {
   const int64_t total = p.rois * p.channels * p.pooled_h * p.pooled_w;
   DETOPS_CUDA_LOOP(i, total) {
-    const int64_t pw = i % p.pooled_w;
-    const int64_t ph = (i / p.pooled_w) % p.pooled_h;
-    const int64_t ch = (i / (p.pooled_w * p.pooled_h)) % p.channels;
-    const int64_t r = i / (p.pooled_w * p.pooled_h * p.channels);
+    const BinIndex at = decode_bin(i, p.channels, p.pooled_h, p.pooled_w);
+    const int64_t r = at.roi, ch = at.channel, ph = at.ph, pw = at.pw;
     const S* roi = rois + 5 * r;
     const int l = level != nullptr ? static_cast<int>(level[r]) : 0;
     const AlignBox<T> box = box_of(roi, lv.scale[l], p);
@@ -60,10 +58,8 @@ __global__ void backward_kernel(Levels<T*, T> lv, const S* __restrict__ grad, St
                                 Params p) {
   const int64_t total = p.rois * p.channels * p.pooled_h * p.pooled_w;
   DETOPS_CUDA_LOOP(i, total) {
-    const int64_t pw = i % p.pooled_w;
-    const int64_t ph = (i / p.pooled_w) % p.pooled_h;
-    const int64_t ch = (i / (p.pooled_w * p.pooled_h)) % p.channels;
-    const int64_t r = i / (p.pooled_w * p.pooled_h * p.channels);
+    const BinIndex at = decode_bin(i, p.channels, p.pooled_h, p.pooled_w);
+    const int64_t r = at.roi, ch = at.channel, ph = at.ph, pw = at.pw;
     const S* roi = rois + 5 * r;
     const int l = level != nullptr ? static_cast<int>(level[r]) : 0;
     const AlignBox<T> box = box_of(roi, lv.scale[l], p);
@@ -140,10 +136,7 @@ std::vector<Tensor> backward(const char* op, const Tensor& grad, const Tensor& r
 Tensor roi_align_cuda(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                       int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
   const char* op = "detops.roi_align";
-  check_input(op, input);
-  check_rois(op, input, rois);
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
+  check_forward(op, input, rois, pooled_h, pooled_w, sampling_ratio, false);
   const Params p{rois.size(0), input.size(1), pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
@@ -156,11 +149,8 @@ Tensor roi_align_backward_cuda(Tensor grad, Tensor rois, double spatial_scale, i
                                int64_t height, int64_t width, int64_t sampling_ratio,
                                bool aligned) {
   const char* op = "detops._roi_align_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check_input_shape(op, batch_size, channels, height, width);
-  check_rois(op, grad, rois);
-  check_grad(op, grad, rois, channels, pooled_h, pooled_w);
+  check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
+                 width, false);
   const Params p{rois.size(0), channels, pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
@@ -172,11 +162,7 @@ Tensor multi_level_cuda(std::vector<Tensor> features, std::vector<double> scales
                         Tensor levels, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
                         bool aligned) {
   const char* op = "detops.multi_level_roi_align";
-  check_levels(op, features, scales, rois, levels);
-  check(features.size() <= static_cast<size_t>(kMaxLevels), op, "at most ", kMaxLevels,
-        " feature maps are supported on CUDA, got ", features.size());
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
+  check_levels(op, features, scales, rois, levels, pooled_h, pooled_w, sampling_ratio, kMaxLevels);
   const Tensor host_levels = to_host(levels);
   read_levels(op, host_levels.const_data_ptr<int64_t>(), host_levels.size(0),
               static_cast<int64_t>(features.size()));
@@ -195,20 +181,8 @@ std::vector<Tensor> multi_level_backward_cuda(Tensor grad, Tensor rois, Tensor l
                                               int64_t pooled_w, int64_t sampling_ratio,
                                               bool aligned) {
   const char* op = "detops._multi_level_roi_align_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check(!scales.empty() && scales.size() <= static_cast<size_t>(kMaxLevels) &&
-            heights.size() == scales.size() && widths.size() == scales.size(),
-        op, "spatial_scales, heights and widths must have one entry per level (1 to ", kMaxLevels,
-        " levels)");
-  for (size_t l = 0; l < scales.size(); ++l) {
-    check_input_shape(op, batch_size, channels, heights[l], widths[l]);
-  }
-  check_rois(op, grad, rois);
-  check_grad(op, grad, rois, channels, pooled_h, pooled_w);
-  check(levels.dim() == 1 && levels.size(0) == rois.size(0) &&
-            levels.scalar_type() == ScalarType::Long,
-        op, "levels must be an int64 tensor of shape [", rois.size(0), "]");
+  check_levels_backward(op, grad, rois, levels, scales, heights, widths, batch_size, channels,
+                        pooled_h, pooled_w, sampling_ratio, kMaxLevels);
   const Tensor host_levels = to_host(levels);
   read_levels(op, host_levels.const_data_ptr<int64_t>(), host_levels.size(0),
               static_cast<int64_t>(scales.size()));

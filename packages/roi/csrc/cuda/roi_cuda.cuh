@@ -87,6 +87,54 @@ __device__ __forceinline__ void scatter(T* plane, int64_t w, const Tap<T>& ty, c
   atomicAdd(plane + ty.hi * w + tx.hi, g * ty.w_hi * tx.w_hi);
 }
 
+// Output bin i of a [rois, channels, pooled_h, pooled_w] tensor.
+struct BinIndex {
+  int64_t roi, channel, ph, pw;
+};
+
+DETOPS_INLINE BinIndex decode_bin(int64_t i, int64_t channels, int64_t pooled_h,
+                                  int64_t pooled_w) {
+  BinIndex b;
+  b.pw = i % pooled_w;
+  b.ph = (i / pooled_w) % pooled_h;
+  b.channel = (i / (pooled_w * pooled_h)) % channels;
+  b.roi = i / (pooled_w * pooled_h * channels);
+  return b;
+}
+
+// Forward entry: checks batch indices, then launch(rois, blocks, stream) writes `out`.
+template <typename S, typename Launch>
+Tensor run_forward(const char* op, const Tensor& input, const Tensor& rois_in, Tensor out,
+                   const Launch& launch) {
+  check_batch_on_host<S>(op, rois_in, input.size(0));
+  const int64_t total = out.numel();
+  if (total > 0) {
+    torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
+    const Tensor rois = torch::stable::contiguous(rois_in);
+    launch(rois, detops::cuda::grid_for(total, kThreads), detops::cuda::current_stream(input));
+    detops::cuda::check_launch(op);
+  }
+  return out;
+}
+
+// Backward entry: launch(rois, buffer, blocks, stream) accumulates into a zeroed
+// [n, c, h, w] buffer in acc_t<S>, returned in grad's dtype.
+template <typename S, typename Launch>
+Tensor run_backward(const char* op, const Tensor& grad, const Tensor& rois_in, int64_t n,
+                    int64_t c, int64_t h, int64_t w, const Launch& launch) {
+  check_batch_on_host<S>(op, rois_in, n);
+  Tensor buffer = grad_buffer<S>(grad, n, c, h, w);
+  const int64_t total = grad.numel();
+  if (total > 0) {
+    torch::stable::accelerator::DeviceGuard guard(grad.get_device_index());
+    const Tensor rois = torch::stable::contiguous(rois_in);
+    launch(rois, buffer.mutable_data_ptr<acc_t<S>>(), detops::cuda::grid_for(total, kThreads),
+           detops::cuda::current_stream(grad));
+    detops::cuda::check_launch(op);
+  }
+  return finish_grad<S>(buffer, grad.scalar_type());
+}
+
 // Calls f(ty, tx) for every sample of bin (ph, pw) that lies on the map.
 template <typename T, typename F>
 __device__ __forceinline__ void for_each_sample(const AlignBox<T>& b, int64_t ph, int64_t pw,

@@ -16,10 +16,9 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, int64_t 
                                int64_t channels, int64_t pooled_h, int64_t pooled_w, T scale,
                                S* __restrict__ out, int32_t* __restrict__ argmax) {
   DETOPS_CUDA_LOOP(i, k * channels * pooled_h * pooled_w) {
-    const int64_t pw = i % pooled_w;
-    const int64_t ph = (i / pooled_w) % pooled_h;
-    const int64_t ch = (i / (pooled_w * pooled_h)) % channels;
-    const S* roi = rois + 5 * (i / (pooled_w * pooled_h * channels));
+    const BinIndex at = decode_bin(i, channels, pooled_h, pooled_w);
+    const int64_t r = at.roi, ch = at.channel, ph = at.ph, pw = at.pw;
+    const S* roi = rois + 5 * r;
     const PoolBox<T> box = pool_box(static_cast<T>(roi[1]), static_cast<T>(roi[2]),
                                     static_cast<T>(roi[3]), static_cast<T>(roi[4]), scale, true,
                                     pooled_h, pooled_w);
@@ -54,10 +53,8 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs,
   DETOPS_CUDA_LOOP(i, k * channels * pooled_h * pooled_w) {
     const int64_t where = argmax[i];
     if (where < 0 || where >= area) continue;
-    const int64_t pw = i % pooled_w;
-    const int64_t ph = (i / pooled_w) % pooled_h;
-    const int64_t ch = (i / (pooled_w * pooled_h)) % channels;
-    const int64_t r = i / (pooled_w * pooled_h * channels);
+    const BinIndex at = decode_bin(i, channels, pooled_h, pooled_w);
+    const int64_t r = at.roi, ch = at.channel, ph = at.ph, pw = at.pw;
     const T g = static_cast<T>(grad[r * gs.n + ch * gs.c + ph * gs.y + pw * gs.x]);
     atomicAdd(grad_input + (batch_of(rois + 5 * r) * channels + ch) * area + where, g);
   }
@@ -66,30 +63,20 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs,
 std::tuple<Tensor, Tensor> roi_pool_cuda(Tensor input, Tensor rois_in, double spatial_scale,
                                          int64_t pooled_h, int64_t pooled_w) {
   const char* op = "detops.roi_pool";
-  check_input(op, input);
-  check_rois(op, input, rois_in);
-  check_output_size(op, pooled_h, pooled_w);
-  check(input.size(2) * input.size(3) < (int64_t(1) << 31), op,
-        "input planes must have fewer than 2^31 elements (argmax is int32), got ",
-        shape_str(input));
+  check_forward(op, input, rois_in, pooled_h, pooled_w, 0, false);
+  check_plane_fits_int32(op, input);
   return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
-    check_batch_on_host<S>(op, rois_in, input.size(0));
     const int64_t k = rois_in.size(0), c = input.size(1);
     Tensor out = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w});
     Tensor argmax = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w}, ScalarType::Int);
-    const int64_t total = out.numel();
-    if (total > 0) {
-      torch::stable::accelerator::DeviceGuard guard(input.get_device_index());
-      const Tensor rois = torch::stable::contiguous(rois_in);
-      forward_kernel<S, T><<<detops::cuda::grid_for(total, kThreads), kThreads, 0,
-                             detops::cuda::current_stream(input)>>>(
+    run_forward<S>(op, input, rois_in, out, [&](const Tensor& rois, unsigned blocks, cudaStream_t stream) {
+      forward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(
           input.const_data_ptr<S>(), strides_of(input), input.size(2), input.size(3),
           rois.const_data_ptr<S>(), k, c, pooled_h, pooled_w, static_cast<T>(spatial_scale),
           out.mutable_data_ptr<S>(), argmax.mutable_data_ptr<int32_t>());
-      detops::cuda::check_launch(op);
-    }
+    });
     return std::make_tuple(out, argmax);
   });
 }
@@ -98,33 +85,17 @@ Tensor roi_pool_backward_cuda(Tensor grad, Tensor rois_in, Tensor argmax_in, dou
                               int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
                               int64_t channels, int64_t height, int64_t width) {
   const char* op = "detops._roi_pool_backward";
-  check_output_size(op, pooled_h, pooled_w);
-  check_input_shape(op, batch_size, channels, height, width);
-  check_rois(op, grad, rois_in);
-  check_grad(op, grad, rois_in, channels, pooled_h, pooled_w);
-  check(argmax_in.scalar_type() == ScalarType::Int && argmax_in.dim() == 4 &&
-            argmax_in.size(0) == grad.size(0) && argmax_in.size(1) == channels &&
-            argmax_in.size(2) == pooled_h && argmax_in.size(3) == pooled_w,
-        op, "argmax must be an int32 tensor shaped like grad ", shape_str(grad));
-  check_same_device(op, "grad", grad, "argmax", argmax_in);
+  check_backward(op, grad, rois_in, pooled_h, pooled_w, 0, batch_size, channels, height, width,
+                 false);
+  check_argmax(op, argmax_in, grad);
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
-    check_batch_on_host<S>(op, rois_in, batch_size);
-    Tensor buffer = grad_buffer<S>(grad, batch_size, channels, height, width);
-    const int64_t total = grad.numel();
-    if (total > 0) {
-      torch::stable::accelerator::DeviceGuard guard(grad.get_device_index());
-      const Tensor rois = torch::stable::contiguous(rois_in);
+    return run_backward<S>(op, grad, rois_in, batch_size, channels, height, width,
+                           [&](const Tensor& rois, T* buffer, unsigned blocks, cudaStream_t stream) {
       const Tensor argmax = torch::stable::contiguous(argmax_in);
-      backward_kernel<S, T><<<detops::cuda::grid_for(total, kThreads), kThreads, 0,
-                              detops::cuda::current_stream(grad)>>>(
-          grad.const_data_ptr<S>(), strides_of(grad), argmax.const_data_ptr<int32_t>(),
-          rois.const_data_ptr<S>(), rois.size(0), channels, pooled_h, pooled_w, height * width,
-          buffer.mutable_data_ptr<T>());
-      detops::cuda::check_launch(op);
-    }
-    return finish_grad<S>(buffer, grad.scalar_type());
+      backward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(grad.const_data_ptr<S>(), strides_of(grad), argmax.const_data_ptr<int32_t>(), rois.const_data_ptr<S>(), rois.size(0), channels, pooled_h, pooled_w, height * width, buffer);
+    });
   });
 }
 
