@@ -239,12 +239,14 @@ def test_large_adaptive_grid(oracle, op):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
-def test_autocast_cpu_runs_in_float32():
+def test_autocast_cpu_computes_in_float32():
     x, rois = _inputs("roi_align", torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = detops_roi.roi_align(x.bfloat16(), rois, 2, 0.5, 2, True)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, detops_roi.roi_align(x.bfloat16().float(), rois, 2, 0.5, 2, True))
+        out = detops_roi.roi_align(x.bfloat16(), rois, 2, 0.5, 2, True)  # float32 boxes
+        pooled, _ = torch.ops.detops.roi_pool(x.bfloat16(), rois, 0.5, 2, 2)
+    assert out.dtype == torch.bfloat16 and pooled.dtype == torch.bfloat16
+    expected = detops_roi.roi_align(x.bfloat16().float(), rois, 2, 0.5, 2, True).bfloat16()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 def test_reference_sanity():

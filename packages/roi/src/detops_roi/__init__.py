@@ -25,7 +25,8 @@ Defined behaviour where torchvision is silent or unsafe:
   backward is the exact gradient of that forward (torchvision's backward also spreads
   gradient onto the last row and column, which its forward never reads);
 - sampling_ratio <= 0 means adaptive (as in torchvision); values above 1024 are rejected;
-- under autocast, float16/bfloat16 inputs are computed and returned in float32.
+- under autocast, the ops compute in float32 and return the feature map's dtype (as
+  torchvision does).
 """
 
 from typing import List, Union

@@ -7,6 +7,7 @@ them (double backward) raises a RuntimeError.
 """
 
 import torch
+from detops_core.autocast import register_autocast_float32
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
@@ -219,8 +220,7 @@ for _name in ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_lev
 
 # ----------------------------------------------------------------------------- autocast
 
-# Under autocast the RoI ops run in float32: inputs in float16/bfloat16 (and boxes in
-# float32, as detection heads produce them) are cast to float32, so their dtypes agree.
+# Under autocast the RoI ops compute in float32 (float16/bfloat16 features and float32
+# boxes agree) and return the feature map's dtype, as torchvision's autocast kernels do.
 for _op in ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_level_roi_align"):
-    for _device in ("cpu", "cuda"):
-        torch.library.register_autocast(f"detops::{_op}", _device, torch.float32)
+    register_autocast_float32(f"detops::{_op}")
