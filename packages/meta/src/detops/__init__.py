@@ -10,7 +10,14 @@ Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
 :func:`use_detops` runs an existing torchvision detection model on detops.
 """
 
-from . import boxes, deform_conv, feature_pyramid_network, poolers, ps_roi_align, ps_roi_pool, roi_align, roi_pool
+from . import boxes, deform_conv, feature_pyramid_network, poolers
+
+# As in torchvision.ops, `detops.roi_align` etc. name the functions while the submodules of
+# the same names stay importable (`import detops.roi_align`).
+from . import ps_roi_align as _ps_roi_align_module  # noqa: F401
+from . import ps_roi_pool as _ps_roi_pool_module  # noqa: F401
+from . import roi_align as _roi_align_module  # noqa: F401
+from . import roi_pool as _roi_pool_module  # noqa: F401
 from ._torchvision import use_detops
 from .boxes import batched_nms, box_area, box_convert, box_iou, clip_boxes_to_image, nms, remove_small_boxes
 from .deform_conv import DeformConv2d, deform_conv2d
