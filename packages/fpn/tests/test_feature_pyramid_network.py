@@ -156,3 +156,19 @@ def test_compile_fullgraph_forward_and_backward():
     sum(v.sum() for v in eager.values()).backward()
     for a, p in zip(grads, fpn.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra", ["maxpool", "p6p7"])
+def test_torchvision_checkpoint_loads_unchanged(extra):
+    if tv_ops is None:  # compat: no torchvision checkpoint to load; the definition test covers values
+        theirs_state = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).state_dict()
+    else:
+        torch.manual_seed(7)
+        theirs = tv_ops.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[1]).eval()
+        theirs_state = theirs.state_dict()
+    ours = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).eval()
+    ours.load_state_dict(theirs_state)  # strict: same keys, same shapes
+    feats = _features((96, 64), seed=8)
+    if tv_ops is not None:
+        _assert_same(ours(feats), theirs(feats))
+    _assert_same(ours(feats), _reference_fpn(ours, feats))
