@@ -23,22 +23,6 @@ namespace {
 
 constexpr const char* kOp = "detops.roi_pool";
 
-// out_max[j] = max(in_max[j], row[j]) with `>` (NaN never wins), out_row[j] = y where it
-// grew, in_row[j] elsewhere. Separate input and output arrays keep the compiler from
-// turning the selects into conditional stores, so the loop vectorises.
-template <bool kUnitStride, typename S, typename T>
-void update_columns(const S* __restrict row, int64_t sx, int32_t y, int64_t span,
-                    const T* __restrict in_max, const int32_t* __restrict in_row,
-                    T* __restrict out_max, int32_t* __restrict out_row) {
-  for (int64_t j = 0; j < span; ++j) {
-    const T v = static_cast<T>(kUnitStride ? row[j] : row[j * sx]);
-    const T m = in_max[j];
-    const int32_t gt = -static_cast<int32_t>(v > m);  // all ones where v wins
-    out_max[j] = gt ? v : m;
-    out_row[j] = (y & gt) | (in_row[j] & ~gt);
-  }
-}
-
 // take ? a : b through bit masks, so that the compiler cannot turn it into a branch.
 template <typename V>
 inline V pick(bool take, V a, V b) {
@@ -54,49 +38,51 @@ inline V pick(bool take, V a, V b) {
   return out;
 }
 
-// One RoI, one channel. Per bin row: the running maximum of every column of the RoI over
-// the bin's rows (with the first row reaching it), vectorisable; then per bin the best
-// column, ties going to the smaller row, then the smaller column: the first maximum in
-// row-major order, exactly as a row-major scan with `>` finds it.
-template <bool kUnitStride, typename S, typename T>
-void pool_plane(const PoolBins& b, const S* plane, int64_t sy, int64_t sx, int64_t width,
-                int64_t pooled_h, int64_t pooled_w, T* max_buf, int32_t* row_buf, S* out,
-                int32_t* argmax) {
-  const int64_t x0 = b.w_lo[0], span = b.span_w();
+// One RoI, G channels (planes G apart by sc). Every bin is scanned directly in row-major
+// order with `>`, exactly as torchvision does, so the first maximum wins. The G channels
+// share the bin bookkeeping and give G independent compare/select chains per element,
+// which is what bounds a scan of a few elements per bin (bins here are a few pixels).
+template <int G, typename S, typename T>
+void pool_channels(const PoolBins& b, const S* plane, int64_t sc, int64_t sy, int64_t sx,
+                   int64_t width, int64_t pooled_h, int64_t pooled_w, S* out, int64_t out_c,
+                   int32_t* argmax) {
   for (int64_t ph = 0; ph < pooled_h; ++ph) {
-    T* col_max = max_buf;
-    int32_t* col_row = row_buf;
-    std::fill(col_max, col_max + span, static_cast<T>(-FLT_MAX));
-    std::fill(col_row, col_row + span, int32_t(-1));
-    for (int64_t y = b.h_lo[ph]; y < b.h_hi[ph]; ++y) {
-      T* next_max = col_max == max_buf ? max_buf + span : max_buf;
-      int32_t* next_row = col_row == row_buf ? row_buf + span : row_buf;
-      update_columns<kUnitStride>(plane + y * sy + x0 * sx, sx, static_cast<int32_t>(y), span,
-                                  col_max, col_row, next_max, next_row);
-      col_max = next_max;
-      col_row = next_row;
-    }
+    const int64_t y0 = b.h_lo[ph], y1 = b.h_hi[ph];
     for (int64_t pw = 0; pw < pooled_w; ++pw) {
       const int64_t bin = ph * pooled_w + pw;
-      if (b.empty(ph, pw)) {
-        out[bin] = static_cast<S>(0);
-        argmax[bin] = -1;
+      const int64_t x0 = b.w_lo[pw], x1 = b.w_hi[pw];
+      if (y1 <= y0 || x1 <= x0) {
+        for (int g = 0; g < G; ++g) {
+          out[g * out_c + bin] = static_cast<S>(0);
+          argmax[g * out_c + bin] = -1;
+        }
         continue;
       }
-      T best = static_cast<T>(-FLT_MAX);
-      int32_t best_row = -1;
-      int64_t best_col = -1;
-      for (int64_t x = b.w_lo[pw]; x < b.w_hi[pw]; ++x) {
-        // Branch-free: which column wins is data-dependent and mispredicts as a branch.
-        const T v = col_max[x - x0];
-        const int32_t rw = col_row[x - x0];
-        const bool take = (v > best) | ((v == best) & (rw < best_row));
-        best = pick(take, v, best);
-        best_row = pick(take, rw, best_row);
-        best_col = pick(take, x, best_col);
+      T best[G];
+      int32_t where[G];
+      for (int g = 0; g < G; ++g) {
+        best[g] = static_cast<T>(-FLT_MAX);
+        where[g] = -1;
       }
-      out[bin] = static_cast<S>(best);
-      argmax[bin] = best_row < 0 ? -1 : static_cast<int32_t>(best_row * width + best_col);
+      for (int64_t y = y0; y < y1; ++y) {
+        const S* row = plane + y * sy;
+        const int32_t base = static_cast<int32_t>(y * width);
+        for (int64_t x = x0; x < x1; ++x) {
+          const S* p = row + x * sx;
+          const int32_t here = base + static_cast<int32_t>(x);
+          for (int g = 0; g < G; ++g) {
+            // Branch-free: which element wins is data-dependent and mispredicts as a branch.
+            const T v = static_cast<T>(p[g * sc]);
+            const bool take = v > best[g];
+            where[g] = take ? here : where[g];
+            best[g] = take ? v : best[g];
+          }
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        out[g * out_c + bin] = static_cast<S>(best[g]);
+        argmax[g * out_c + bin] = where[g];
+      }
     }
   }
 }
@@ -119,23 +105,31 @@ std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois_in, d
   int32_t* arg_data = argmax.mutable_data_ptr<int32_t>();
   const int64_t nbins = pooled_h * pooled_w;
 
-  int64_t max_span = 1;
-  for (const PoolBins& b : bins) max_span = std::max(max_span, b.span_w());
-
-  parallel(c * k, pool_work(bins, pooled_h, pooled_w) / k, [&](int64_t begin, int64_t end) {
-    std::vector<T> col_max(2 * static_cast<size_t>(max_span));
-    std::vector<int32_t> col_row(2 * static_cast<size_t>(max_span));
+  // Tasks are (group of kGroup channels, RoI), RoIs in image order within a group so that
+  // consecutive tasks read the same few planes while they are in cache.
+  constexpr int64_t kGroup = 4;
+  const int64_t groups = (c + kGroup - 1) / kGroup;
+  std::vector<int64_t> order;
+  order.reserve(static_cast<size_t>(k));
+  for (const auto& members : bucket(rois.batch, n)) {
+    order.insert(order.end(), members.begin(), members.end());
+  }
+  const double work = pool_work(bins, pooled_h, pooled_w) / static_cast<double>(k);
+  parallel(groups * k, work * kGroup, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t ch = i / k, r = i % k;
+      const int64_t ch = (i / k) * kGroup, r = order[i % k];
       const S* plane = in + st.plane(rois.batch[r], ch);
       S* o = out_data + (r * c + ch) * nbins;
       int32_t* a = arg_data + (r * c + ch) * nbins;
-      if (st.x == 1) {
-        pool_plane<true>(bins[r], plane, st.y, st.x, width, pooled_h, pooled_w, col_max.data(),
-                         col_row.data(), o, a);
+      const PoolBins& b = bins[r];
+      if (ch + kGroup <= c) {
+        pool_channels<kGroup, S, T>(b, plane, st.c, st.y, st.x, width, pooled_h, pooled_w, o,
+                                    nbins, a);
       } else {
-        pool_plane<false>(bins[r], plane, st.y, st.x, width, pooled_h, pooled_w, col_max.data(),
-                          col_row.data(), o, a);
+        for (int64_t j = 0; ch + j < c; ++j) {
+          pool_channels<1, S, T>(b, plane + j * st.c, st.c, st.y, st.x, width, pooled_h,
+                                 pooled_w, o + j * nbins, nbins, a + j * nbins);
+        }
       }
     }
   });
