@@ -136,12 +136,17 @@ def _roi_align_backward(ctx, grad):
 
 def _roi_pool_setup(ctx, inputs, output):
     input, rois, scale, ph, pw = inputs
+    # argmax is an int32 output: without this autograd fills a zero gradient of its size
+    # (as large as the output) before every backward, only for it to be ignored.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(rois, output[1])
     ctx.input_shape = tuple(input.shape)
     ctx.params = (scale, ph, pw)
 
 
 def _roi_pool_backward(ctx, grad, grad_argmax):
+    if grad is None:
+        return None, None, None, None, None
     rois, argmax = ctx.saved_tensors
     scale, ph, pw = ctx.params
     n, c, h, w = ctx.input_shape
