@@ -9,8 +9,6 @@
 
 #include <algorithm>
 #include <cfloat>
-#include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include "cpu/pool_bins.h"
@@ -23,22 +21,7 @@ namespace {
 
 constexpr const char* kOp = "detops.roi_pool";
 
-// take ? a : b through bit masks, so that the compiler cannot turn it into a branch.
-template <typename V>
-inline V pick(bool take, V a, V b) {
-  using Bits = std::conditional_t<sizeof(V) == 8, uint64_t, uint32_t>;
-  static_assert(sizeof(V) == sizeof(Bits), "pick: 4- or 8-byte values only");
-  Bits ab, bb;
-  std::memcpy(&ab, &a, sizeof(V));
-  std::memcpy(&bb, &b, sizeof(V));
-  const Bits mask = Bits(0) - static_cast<Bits>(take);
-  const Bits r = (ab & mask) | (bb & ~mask);
-  V out;
-  std::memcpy(&out, &r, sizeof(V));
-  return out;
-}
-
-// One RoI, G channels (planes G apart by sc). Every bin is scanned directly in row-major
+// One RoI, G consecutive channels (planes sc apart). Every bin is scanned directly in row-major
 // order with `>`, exactly as torchvision does, so the first maximum wins. The G channels
 // share the bin bookkeeping and give G independent compare/select chains per element,
 // which is what bounds a scan of a few elements per bin (bins here are a few pixels).
@@ -71,7 +54,7 @@ void pool_channels(const PoolBins& b, const S* plane, int64_t sc, int64_t sy, in
           const S* p = row + x * sx;
           const int32_t here = base + static_cast<int32_t>(x);
           for (int g = 0; g < G; ++g) {
-            // Branch-free: which element wins is data-dependent and mispredicts as a branch.
+            // Selects, not a branch: which element wins is data-dependent and would mispredict.
             const T v = static_cast<T>(p[g * sc]);
             const bool take = v > best[g];
             where[g] = take ? here : where[g];
