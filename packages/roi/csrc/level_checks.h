@@ -45,12 +45,11 @@ inline void check_levels_backward(const char* op, const Tensor& grad, const Tens
                                   int64_t sampling_ratio, size_t max_levels) {
   check(!scales.empty() && scales.size() <= max_levels && heights.size() == scales.size() &&
             widths.size() == scales.size(),
-        op, "spatial_scales, heights and widths must have one entry per level (1 to ",
-        max_levels, " levels), got ", scales.size(), ", ", heights.size(), " and ",
-        widths.size());
+        op, "spatial_scales, heights and widths must have one entry per level (1 to ", max_levels,
+        " levels), got ", scales.size(), ", ", heights.size(), " and ", widths.size());
   for (size_t l = 0; l < scales.size(); ++l) {
-    check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch, channels,
-                   heights[l], widths[l], false);
+    check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch, channels, heights[l],
+                   widths[l], false);
   }
   check(levels.dim() == 1 && levels.size(0) == rois.size(0) &&
             levels.scalar_type() == ScalarType::Long,
@@ -62,8 +61,8 @@ inline std::vector<int64_t> read_levels(const char* op, const int64_t* data, int
                                         int64_t num_levels) {
   std::vector<int64_t> out(data, data + k);
   for (int64_t i = 0; i < k; ++i) {
-    check(out[i] >= 0 && out[i] < num_levels, op, "levels[", i, "] must be in [0, ",
-          num_levels - 1, "], got ", out[i]);
+    check(out[i] >= 0 && out[i] < num_levels, op, "levels[", i, "] must be in [0, ", num_levels - 1,
+          "], got ", out[i]);
   }
   return out;
 }

@@ -37,8 +37,8 @@ inline void check_output_size(const char* op, int64_t pooled_h, int64_t pooled_w
 
 inline void check_sampling_ratio(const char* op, int64_t sampling_ratio) {
   check(sampling_ratio <= kMaxSamplingRatio, op,
-        "sampling_ratio must be <= 0 (adaptive) or between 1 and ", kMaxSamplingRatio,
-        ", got ", sampling_ratio);
+        "sampling_ratio must be <= 0 (adaptive) or between 1 and ", kMaxSamplingRatio, ", got ",
+        sampling_ratio);
 }
 
 inline void check_ps_channels(const char* op, int64_t channels, int64_t pooled_h,
@@ -53,9 +53,8 @@ void check_batch_indices(const char* op, const S* rois, int64_t num_rois, int64_
   for (int64_t k = 0; k < num_rois; ++k) {
     const double v = static_cast<double>(rois[5 * k]);
     if (!(v >= 0.0 && v < static_cast<double>(batch_size) && v == std::floor(v))) {
-      fail(op, "rois[", k, ", 0] is the batch index of RoI ", k,
-           " and must be an integer in [0, ", batch_size - 1, "] (input has ", batch_size,
-           " images), got ", v);
+      fail(op, "rois[", k, ", 0] is the batch index of RoI ", k, " and must be an integer in [0, ",
+           batch_size - 1, "] (input has ", batch_size, " images), got ", v);
     }
   }
 }
@@ -66,22 +65,21 @@ inline void check_grad(const char* op, const Tensor& grad, const Tensor& rois, i
   check_defined(op, "grad", grad);
   check(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
             grad.size(2) == pooled_h && grad.size(3) == pooled_w,
-        op, "grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_h, ", ",
-        pooled_w, "], got ", shape_str(grad));
+        op, "grad must have shape [", rois.size(0), ", ", channels, ", ", pooled_h, ", ", pooled_w,
+        "], got ", shape_str(grad));
   check_floating(op, "grad", grad);
 }
 
 inline void check_input_shape(const char* op, int64_t batch, int64_t channels, int64_t height,
                               int64_t width) {
   check(batch >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
-        "input sizes must be non-negative, got [", batch, ", ", channels, ", ", height, ", ",
-        width, "]");
+        "input sizes must be non-negative, got [", batch, ", ", channels, ", ", height, ", ", width,
+        "]");
 }
 
 // Everything a forward entry point checks. Pooling ops pass sampling_ratio 0.
-inline void check_forward(const char* op, const Tensor& input, const Tensor& rois,
-                          int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                          bool position_sensitive) {
+inline void check_forward(const char* op, const Tensor& input, const Tensor& rois, int64_t pooled_h,
+                          int64_t pooled_w, int64_t sampling_ratio, bool position_sensitive) {
   check_input(op, input);
   check_rois(op, input, rois);
   check_output_size(op, pooled_h, pooled_w);
@@ -91,9 +89,9 @@ inline void check_forward(const char* op, const Tensor& input, const Tensor& roi
 
 // Everything a backward entry point checks; (batch, channels, height, width) is the input's
 // shape. Pooling ops pass sampling_ratio 0.
-inline void check_backward(const char* op, const Tensor& grad, const Tensor& rois,
-                           int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                           int64_t batch, int64_t channels, int64_t height, int64_t width,
+inline void check_backward(const char* op, const Tensor& grad, const Tensor& rois, int64_t pooled_h,
+                           int64_t pooled_w, int64_t sampling_ratio, int64_t batch,
+                           int64_t channels, int64_t height, int64_t width,
                            bool position_sensitive) {
   check_output_size(op, pooled_h, pooled_w);
   check_sampling_ratio(op, sampling_ratio);

@@ -123,7 +123,8 @@ DETOPS_INLINE void sample_range(T start, T bin, int64_t p, int64_t grid, int64_t
   first = 0;
   last = grid;
   if (grid <= 16) return;
-  const double base = static_cast<double>(start) + static_cast<double>(p) * static_cast<double>(bin);
+  const double base =
+      static_cast<double>(start) + static_cast<double>(p) * static_cast<double>(bin);
   const double step = static_cast<double>(bin) / static_cast<double>(grid);
   if (!(base == base) || !(step == step) || step == 0.0) {
     // NaN positions are all invalid; with step 0 every sample sits at `base`.
@@ -171,8 +172,8 @@ DETOPS_INLINE bool finite4(T a, T b, T c, T d) {
 
 // roi_pool uses inclusive ends (extent = end - start + 1); ps_roi_pool does not.
 template <typename T>
-DETOPS_INLINE PoolBox<T> pool_box(T x1, T y1, T x2, T y2, T scale, bool inclusive,
-                                  int64_t pooled_h, int64_t pooled_w) {
+DETOPS_INLINE PoolBox<T> pool_box(T x1, T y1, T x2, T y2, T scale, bool inclusive, int64_t pooled_h,
+                                  int64_t pooled_w) {
   PoolBox<T> b;
   const T sx1 = x1 * scale, sy1 = y1 * scale, sx2 = x2 * scale, sy2 = y2 * scale;
   b.valid = finite4(sx1, sy1, sx2, sy2);

@@ -35,7 +35,12 @@ def _bilinear(plane, y, x):
         x1 = x0 + 1
     ly, lx = y - y0, x - x0
     hy, hx = 1.0 - ly, 1.0 - lx
-    return hy * hx * plane[:, y0, x0] + hy * lx * plane[:, y0, x1] + ly * hx * plane[:, y1, x0] + ly * lx * plane[:, y1, x1]
+    return (
+        hy * hx * plane[:, y0, x0]
+        + hy * lx * plane[:, y0, x1]
+        + ly * hx * plane[:, y1, x0]
+        + ly * lx * plane[:, y1, x1]
+    )
 
 
 def _align_bins(box, scale, ph, pw, sampling_ratio, offset, at_least_one):
@@ -71,7 +76,9 @@ def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, al
     out = []
     for roi in rois:
         plane = input[int(roi[0])]
-        samples, count = _align_bins(roi[1:].tolist(), spatial_scale, ph, pw, sampling_ratio, 0.5 if aligned else 0.0, not aligned)
+        samples, count = _align_bins(
+            roi[1:].tolist(), spatial_scale, ph, pw, sampling_ratio, 0.5 if aligned else 0.0, not aligned
+        )
         bins = [_average(plane, samples(i, j), count, c) for i in range(ph) for j in range(pw)]
         out.append(torch.stack(bins, dim=1).reshape(c, ph, pw))
     return torch.stack(out) if out else input.new_zeros((0, c, ph, pw))

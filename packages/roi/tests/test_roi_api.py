@@ -1,10 +1,10 @@
 """gradcheck, opcheck, TorchScript, torch.compile / torch.export, modules, edge cases and
 repeatability of the RoI ops."""
 
-import roi_reference
 import pytest
+import roi_reference
 import torch
-from test_roi_differential import ORACLES, OPS, call, channels, make_rois, tv_ops
+from test_roi_differential import OPS, ORACLES, call, channels, make_rois, tv_ops
 
 import detops_roi
 
@@ -86,7 +86,12 @@ def test_scripted_function_and_module(op):
 
 @pytest.mark.parametrize("oracle", ORACLES)
 def test_module_repr(oracle):
-    modules = [("RoIAlign", (7, 0.25, 2, True)), ("RoIPool", ((3, 4), 1.0)), ("PSRoIAlign", (2, 0.5, -1)), ("PSRoIPool", (3, 1 / 16))]
+    modules = [
+        ("RoIAlign", (7, 0.25, 2, True)),
+        ("RoIPool", ((3, 4), 1.0)),
+        ("PSRoIAlign", (2, 0.5, -1)),
+        ("PSRoIPool", (3, 1 / 16)),
+    ]
     expected = {
         "reference": [
             "RoIAlign(output_size=7, spatial_scale=0.25, sampling_ratio=2, aligned=True)",
@@ -232,7 +237,9 @@ def test_large_adaptive_grid(oracle, op):
     axis, where detops visits only the samples that can touch the map."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, channels(op, 1), 6, 7, generator=g, dtype=torch.float64)
-    rois = torch.tensor([[0, -30.0, -20.0, 40.0, 35.0], [0, -50.0, 3.0, 9.0, 4.5], [0, 2.0, -90.0, 6.0, 80.0]], dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, -30.0, -20.0, 40.0, 35.0], [0, -50.0, 3.0, 9.0, 4.5], [0, 2.0, -90.0, 6.0, 80.0]], dtype=torch.float64
+    )
     for aligned in (False, True):
         ours = call(op, "detops", x, rois, 1, 1.0, -1, aligned)
         theirs = call(op, oracle, x, rois, 1, 1.0, -1, aligned)

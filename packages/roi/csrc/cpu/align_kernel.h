@@ -3,6 +3,7 @@
 // passes the FPN levels and each RoI's level.
 #pragma once
 
+#include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
@@ -13,7 +14,6 @@
 #include "cpu/align_tables.h"
 #include "cpu/roi_cpu.h"
 #include "roi_geometry.h"
-#include <detops/dispatch.h>
 
 namespace detops::roi::cpu {
 
@@ -49,8 +49,8 @@ std::vector<AlignTables<T>> build_tables(const Rois<T>& rois, const std::vector<
 
 // One RoI, one channel: out[ph * pooled_w + pw] for every bin. `buf` holds >= span values.
 template <bool kUnitStride, typename S, typename T>
-void align_plane(const AlignTables<T>& t, const S* plane, int64_t sy, int64_t sx,
-                 int64_t pooled_h, int64_t pooled_w, T* buf, T* out) {
+void align_plane(const AlignTables<T>& t, const S* plane, int64_t sy, int64_t sx, int64_t pooled_h,
+                 int64_t pooled_w, T* buf, T* out) {
   const int64_t span = t.x.hi - t.x.lo;
   for (int64_t ph = 0; ph < pooled_h; ++ph) {
     std::fill(buf, buf + span, T(0));
@@ -76,8 +76,8 @@ void align_plane(const AlignTables<T>& t, const S* plane, int64_t sy, int64_t sx
 // Adjoint of align_plane: grad_plane (row stride `width`) += the bins' gradient `g`
 // (already divided by count). `buf` holds >= span values.
 template <typename T>
-void align_plane_backward(const AlignTables<T>& t, const T* g, int64_t pooled_h,
-                          int64_t pooled_w, int64_t width, T* buf, T* grad_plane) {
+void align_plane_backward(const AlignTables<T>& t, const T* g, int64_t pooled_h, int64_t pooled_w,
+                          int64_t width, T* buf, T* grad_plane) {
   const int64_t span = t.x.hi - t.x.lo;
   for (int64_t ph = 0; ph < pooled_h; ++ph) {
     if (t.y.offset[ph] == t.y.offset[ph + 1]) continue;
@@ -119,8 +119,7 @@ Tensor align_forward(const char* op, const std::vector<Tensor>& inputs,
   const std::vector<int64_t> zeros(level_of == nullptr ? static_cast<size_t>(k) : 0, 0);
   const std::vector<int64_t>& level = level_of == nullptr ? zeros : *level_of;
 
-  Tensor out = fresh_output(rois_in, {k, c, p.pooled_h, p.pooled_w},
-                                        first.scalar_type());
+  Tensor out = fresh_output(rois_in, {k, c, p.pooled_h, p.pooled_w}, first.scalar_type());
   if (k == 0 || c == 0) return out;
   const std::vector<AlignTables<T>> tables = build_tables(rois, level, levels, p);
   double work = 0;

@@ -19,8 +19,8 @@ std::vector<int64_t> host_levels(const char* op, const Tensor& levels, int64_t n
 }
 
 Tensor multi_level_cpu(std::vector<Tensor> features, std::vector<double> scales, Tensor rois,
-                       Tensor levels, int64_t pooled_h, int64_t pooled_w,
-                       int64_t sampling_ratio, bool aligned) {
+                       Tensor levels, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                       bool aligned) {
   const char* op = "detops.multi_level_roi_align";
   check_levels(op, features, scales, rois, levels, pooled_h, pooled_w, sampling_ratio,
                features.size());
@@ -36,9 +36,8 @@ std::vector<Tensor> multi_level_backward_cpu(Tensor grad, Tensor rois, Tensor le
                                              std::vector<double> scales,
                                              std::vector<int64_t> heights,
                                              std::vector<int64_t> widths, int64_t batch_size,
-                                             int64_t channels, int64_t pooled_h,
-                                             int64_t pooled_w, int64_t sampling_ratio,
-                                             bool aligned) {
+                                             int64_t channels, int64_t pooled_h, int64_t pooled_w,
+                                             int64_t sampling_ratio, bool aligned) {
   const char* op = "detops._multi_level_roi_align_backward";
   check_levels_backward(op, grad, rois, levels, scales, heights, widths, batch_size, channels,
                         pooled_h, pooled_w, sampling_ratio, std::max<size_t>(scales.size(), 1));
@@ -57,6 +56,5 @@ std::vector<Tensor> multi_level_backward_cpu(Tensor grad, Tensor rois, Tensor le
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
   m.impl("multi_level_roi_align", TORCH_BOX(&detops::roi::cpu::multi_level_cpu));
-  m.impl("_multi_level_roi_align_backward",
-         TORCH_BOX(&detops::roi::cpu::multi_level_backward_cpu));
+  m.impl("_multi_level_roi_align_backward", TORCH_BOX(&detops::roi::cpu::multi_level_backward_cpu));
 }

@@ -13,9 +13,7 @@ namespace detops::roi::cpu {
 struct PoolBins {
   std::vector<int64_t> h_lo, h_hi, w_lo, w_hi;
 
-  bool empty(int64_t ph, int64_t pw) const {
-    return h_hi[ph] <= h_lo[ph] || w_hi[pw] <= w_lo[pw];
-  }
+  bool empty(int64_t ph, int64_t pw) const { return h_hi[ph] <= h_lo[ph] || w_hi[pw] <= w_lo[pw]; }
   // Columns spanned by the bins: [w_lo[0], w_hi[last]) (bins are ordered).
   int64_t span_w() const {
     const int64_t s = w_hi.empty() ? 0 : w_hi.back() - w_lo.front();

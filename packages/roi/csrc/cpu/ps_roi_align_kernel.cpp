@@ -57,9 +57,10 @@ Tensor forward(const char* op, const Tensor& input, const Tensor& rois_in, doubl
                S* o = out_data + (r * c_out + co) * nbins;
                for (int64_t ph = 0; ph < p.pooled_h; ++ph) {
                  for (int64_t pw = 0; pw < p.pooled_w; ++pw) {
-                   const S* plane = in + st.plane(rois.batch[r],
-                                                  ps_channel(co, ph, pw, p.pooled_h, p.pooled_w));
-                   o[ph * p.pooled_w + pw] = static_cast<S>(bin_sum(t, plane, st, ph, pw) / t.count);
+                   const S* plane =
+                       in + st.plane(rois.batch[r], ps_channel(co, ph, pw, p.pooled_h, p.pooled_w));
+                   o[ph * p.pooled_w + pw] =
+                       static_cast<S>(bin_sum(t, plane, st, ph, pw) / t.count);
                  }
                }
              }
@@ -119,10 +120,9 @@ Tensor ps_roi_align_cpu(Tensor input, Tensor rois, double spatial_scale, int64_t
   });
 }
 
-Tensor ps_roi_align_backward_cpu(Tensor grad, Tensor rois, double spatial_scale,
-                                 int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                                 int64_t batch_size, int64_t channels, int64_t height,
-                                 int64_t width) {
+Tensor ps_roi_align_backward_cpu(Tensor grad, Tensor rois, double spatial_scale, int64_t pooled_h,
+                                 int64_t pooled_w, int64_t sampling_ratio, int64_t batch_size,
+                                 int64_t channels, int64_t height, int64_t width) {
   const char* op = "detops._ps_roi_align_backward";
   check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
                  width, true);

@@ -20,16 +20,15 @@ Tensor roi_align_cpu(Tensor input, Tensor rois, double spatial_scale, int64_t po
 
 Tensor roi_align_backward_cpu(Tensor grad, Tensor rois, double spatial_scale, int64_t pooled_h,
                               int64_t pooled_w, int64_t batch_size, int64_t channels,
-                              int64_t height, int64_t width, int64_t sampling_ratio,
-                              bool aligned) {
+                              int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
   const char* op = "detops._roi_align_backward";
   check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
                  width, false);
   const AlignParams p{pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
-    return align_backward<S>(op, grad, rois, nullptr, {{height, width, spatial_scale}},
-                             batch_size, channels, p)[0];
+    return align_backward<S>(op, grad, rois, nullptr, {{height, width, spatial_scale}}, batch_size,
+                             channels, p)[0];
   });
 }
 

@@ -6,16 +6,16 @@
 // writer, which visits its RoIs in index order: no atomics, bitwise repeatable results.
 #pragma once
 
+#include <detops/cpu_memory.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
-#include <optional>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "roi_checks.h"
-#include <detops/cpu_memory.h>
 
 namespace detops::roi::cpu {
 
@@ -63,8 +63,7 @@ Rois<T> read_rois(const char* op, const Tensor& rois_in, int64_t batch_size) {
 }
 
 // RoI indices grouped by key (image, or level * batch + image), each group in index order.
-inline std::vector<std::vector<int64_t>> bucket(const std::vector<int64_t>& key,
-                                                int64_t groups) {
+inline std::vector<std::vector<int64_t>> bucket(const std::vector<int64_t>& key, int64_t groups) {
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(groups));
   for (size_t i = 0; i < key.size(); ++i) out[static_cast<size_t>(key[i])].push_back(i);
   return out;

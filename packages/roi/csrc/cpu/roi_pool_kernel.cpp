@@ -4,6 +4,7 @@
 // compared with `>` as torchvision does, so NaN never wins and an all -inf / NaN bin keeps
 // the initial -FLT_MAX with argmax -1). Backward: each gradient plane's single writer adds
 // grad to the argmax positions of its RoIs, in RoI order.
+#include <detops/dispatch.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
@@ -14,7 +15,6 @@
 #include "cpu/pool_bins.h"
 #include "cpu/roi_cpu.h"
 #include "roi_checks.h"
-#include <detops/dispatch.h>
 
 namespace detops::roi::cpu {
 namespace {
@@ -74,8 +74,7 @@ template <typename S>
 std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois_in, double scale,
                                    int64_t pooled_h, int64_t pooled_w) {
   using T = acc_t<S>;
-  const int64_t n = input.size(0), c = input.size(1), height = input.size(2),
-                width = input.size(3);
+  const int64_t n = input.size(0), c = input.size(1), height = input.size(2), width = input.size(3);
   const Rois<T> rois = read_rois<S, T>(kOp, rois_in, n);
   const int64_t k = rois.size();
   Tensor out = fresh_output(input, {k, c, pooled_h, pooled_w});
@@ -106,12 +105,12 @@ std::tuple<Tensor, Tensor> forward(const Tensor& input, const Tensor& rois_in, d
       int32_t* a = arg_data + (r * c + ch) * nbins;
       const PoolBins& b = bins[r];
       if (ch + kGroup <= c) {
-        pool_channels<kGroup, S, T>(b, plane, st.c, st.y, st.x, width, pooled_h, pooled_w, o,
-                                    nbins, a);
+        pool_channels<kGroup, S, T>(b, plane, st.c, st.y, st.x, width, pooled_h, pooled_w, o, nbins,
+                                    a);
       } else {
         for (int64_t j = 0; ch + j < c; ++j) {
-          pool_channels<1, S, T>(b, plane + j * st.c, st.c, st.y, st.x, width, pooled_h,
-                                 pooled_w, o + j * nbins, nbins, a + j * nbins);
+          pool_channels<1, S, T>(b, plane + j * st.c, st.c, st.y, st.x, width, pooled_h, pooled_w,
+                                 o + j * nbins, nbins, a + j * nbins);
         }
       }
     }
@@ -171,8 +170,8 @@ std::tuple<Tensor, Tensor> roi_pool_cpu(Tensor input, Tensor rois, double spatia
 }
 
 Tensor roi_pool_backward_cpu(Tensor grad, Tensor rois, Tensor argmax, double, int64_t pooled_h,
-                             int64_t pooled_w, int64_t batch_size, int64_t channels,
-                             int64_t height, int64_t width) {
+                             int64_t pooled_w, int64_t batch_size, int64_t channels, int64_t height,
+                             int64_t width) {
   const char* op = "detops._roi_pool_backward";
   check_backward(op, grad, rois, pooled_h, pooled_w, 0, batch_size, channels, height, width, false);
   check_argmax(op, argmax, grad);

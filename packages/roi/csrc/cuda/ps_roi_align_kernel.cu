@@ -30,8 +30,9 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, const S*
     const S* plane =
         input + batch_of(roi) * st.n + ps_channel(co, ph, pw, p.pooled_h, p.pooled_w) * st.c;
     T acc = T(0);
-    for_each_sample(box, ph, pw, p.height, p.width,
-                    [&](const Tap<T>& ty, const Tap<T>& tx) { acc += interpolate(plane, st, ty, tx); });
+    for_each_sample(box, ph, pw, p.height, p.width, [&](const Tap<T>& ty, const Tap<T>& tx) {
+      acc += interpolate(plane, st, ty, tx);
+    });
     out[i] = static_cast<S>(acc / box.count);
   }
 }
@@ -47,8 +48,9 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S*
     const int64_t c_in = ps_channel(co, ph, pw, p.pooled_h, p.pooled_w);
     T* plane = grad_input + (batch_of(roi) * channels + c_in) * p.height * p.width;
     const T g = static_cast<T>(grad[r * gs.n + co * gs.c + ph * gs.y + pw * gs.x]) / box.count;
-    for_each_sample(box, ph, pw, p.height, p.width,
-                    [&](const Tap<T>& ty, const Tap<T>& tx) { scatter(plane, p.width, ty, tx, g); });
+    for_each_sample(box, ph, pw, p.height, p.width, [&](const Tap<T>& ty, const Tap<T>& tx) {
+      scatter(plane, p.width, ty, tx, g);
+    });
   }
 }
 
@@ -56,15 +58,20 @@ Tensor ps_roi_align_cuda(Tensor input, Tensor rois_in, double spatial_scale, int
                          int64_t pooled_w, int64_t sampling_ratio) {
   const char* op = "detops.ps_roi_align";
   check_forward(op, input, rois_in, pooled_h, pooled_w, sampling_ratio, true);
-  const Params p{rois_in.size(0), input.size(1) / (pooled_h * pooled_w), pooled_h, pooled_w,
-                 sampling_ratio, input.size(2), input.size(3)};
+  const Params p{rois_in.size(0), input.size(1) / (pooled_h * pooled_w),
+                 pooled_h,        pooled_w,
+                 sampling_ratio,  input.size(2),
+                 input.size(3)};
   return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
     Tensor out = torch::stable::new_empty(input, {p.rois, p.channels_out, pooled_h, pooled_w});
-    run_forward<S>(op, input, rois_in, out, [&](const Tensor& rois, unsigned blocks, cudaStream_t stream) {
-      forward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(input.const_data_ptr<S>(), strides_of(input), rois.const_data_ptr<S>(), static_cast<T>(spatial_scale), p, out.mutable_data_ptr<S>());
-    });
+    run_forward<S>(op, input, rois_in, out,
+                   [&](const Tensor& rois, unsigned blocks, cudaStream_t stream) {
+                     forward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(
+                         input.const_data_ptr<S>(), strides_of(input), rois.const_data_ptr<S>(),
+                         static_cast<T>(spatial_scale), p, out.mutable_data_ptr<S>());
+                   });
     return out;
   });
 }
@@ -74,17 +81,25 @@ Tensor ps_roi_align_backward_cuda(Tensor grad, Tensor rois_in, double spatial_sc
                                   int64_t batch_size, int64_t channels, int64_t height,
                                   int64_t width) {
   const char* op = "detops._ps_roi_align_backward";
-  check_backward(op, grad, rois_in, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
-                 width, true);
-  const Params p{rois_in.size(0), channels / (pooled_h * pooled_w), pooled_h, pooled_w,
-                 sampling_ratio, height, width};
+  check_backward(op, grad, rois_in, pooled_h, pooled_w, sampling_ratio, batch_size, channels,
+                 height, width, true);
+  const Params p{rois_in.size(0),
+                 channels / (pooled_h * pooled_w),
+                 pooled_h,
+                 pooled_w,
+                 sampling_ratio,
+                 height,
+                 width};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
-    return run_backward<S>(op, grad, rois_in, batch_size, channels, height, width,
-                           [&](const Tensor& rois, T* buffer, unsigned blocks, cudaStream_t stream) {
-      backward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(grad.const_data_ptr<S>(), strides_of(grad), rois.const_data_ptr<S>(), static_cast<T>(spatial_scale), p, channels, buffer);
-    });
+    return run_backward<S>(
+        op, grad, rois_in, batch_size, channels, height, width,
+        [&](const Tensor& rois, T* buffer, unsigned blocks, cudaStream_t stream) {
+          backward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(
+              grad.const_data_ptr<S>(), strides_of(grad), rois.const_data_ptr<S>(),
+              static_cast<T>(spatial_scale), p, channels, buffer);
+        });
   });
 }
 

@@ -29,8 +29,8 @@ struct Params {
 template <typename S, typename T>
 __device__ AlignBox<T> box_of(const S* roi, T scale, const Params& p) {
   return align_box(static_cast<T>(roi[1]), static_cast<T>(roi[2]), static_cast<T>(roi[3]),
-                   static_cast<T>(roi[4]), scale, p.aligned ? T(0.5) : T(0), !p.aligned,
-                   p.pooled_h, p.pooled_w, p.sampling_ratio);
+                   static_cast<T>(roi[4]), scale, p.aligned ? T(0.5) : T(0), !p.aligned, p.pooled_h,
+                   p.pooled_w, p.sampling_ratio);
 }
 
 template <typename S, typename T>
@@ -46,8 +46,9 @@ __global__ void forward_kernel(Levels<const S*, T> lv, const S* __restrict__ roi
     const Strides st = lv.st[l];
     const S* plane = lv.data[l] + batch_of(roi) * st.n + ch * st.c;
     T acc = T(0);
-    for_each_sample(box, ph, pw, lv.height[l], lv.width[l],
-                    [&](const Tap<T>& ty, const Tap<T>& tx) { acc += interpolate(plane, st, ty, tx); });
+    for_each_sample(
+        box, ph, pw, lv.height[l], lv.width[l],
+        [&](const Tap<T>& ty, const Tap<T>& tx) { acc += interpolate(plane, st, ty, tx); });
     out[i] = static_cast<S>(acc / box.count);
   }
 }
@@ -103,8 +104,8 @@ Tensor forward(const char* op, const std::vector<Tensor>& inputs, const std::vec
 template <typename S>
 std::vector<Tensor> backward(const char* op, const Tensor& grad, const Tensor& rois_in,
                              const Tensor* levels, const std::vector<double>& scales,
-                             const std::vector<int64_t>& heights, const std::vector<int64_t>& widths,
-                             int64_t n, const Params& p) {
+                             const std::vector<int64_t>& heights,
+                             const std::vector<int64_t>& widths, int64_t n, const Params& p) {
   using T = acc_t<S>;
   check_batch_on_host<S>(op, rois_in, n);
   std::vector<Tensor> buffers;
@@ -154,7 +155,8 @@ Tensor roi_align_backward_cuda(Tensor grad, Tensor rois, double spatial_scale, i
   const Params p{rois.size(0), channels, pooled_h, pooled_w, sampling_ratio, aligned};
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
-    return backward<S>(op, grad, rois, nullptr, {spatial_scale}, {height}, {width}, batch_size, p)[0];
+    return backward<S>(op, grad, rois, nullptr, {spatial_scale}, {height}, {width}, batch_size,
+                       p)[0];
   });
 }
 
@@ -177,9 +179,8 @@ std::vector<Tensor> multi_level_backward_cuda(Tensor grad, Tensor rois, Tensor l
                                               std::vector<double> scales,
                                               std::vector<int64_t> heights,
                                               std::vector<int64_t> widths, int64_t batch_size,
-                                              int64_t channels, int64_t pooled_h,
-                                              int64_t pooled_w, int64_t sampling_ratio,
-                                              bool aligned) {
+                                              int64_t channels, int64_t pooled_h, int64_t pooled_w,
+                                              int64_t sampling_ratio, bool aligned) {
   const char* op = "detops._multi_level_roi_align_backward";
   check_levels_backward(op, grad, rois, levels, scales, heights, widths, batch_size, channels,
                         pooled_h, pooled_w, sampling_ratio, kMaxLevels);

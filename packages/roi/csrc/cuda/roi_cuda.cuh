@@ -3,15 +3,14 @@
 // for double) gradient buffers that the backward kernels accumulate into with atomics.
 #pragma once
 
+#include <detops/dispatch.h>
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/device.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
-#include <detops/cuda_launch.cuh>
-#include <detops/dispatch.h>
-
 #include <cstdint>
+#include <detops/cuda_launch.cuh>
 
 #include "roi_checks.h"
 #include "roi_geometry.h"
@@ -92,8 +91,7 @@ struct BinIndex {
   int64_t roi, channel, ph, pw;
 };
 
-DETOPS_INLINE BinIndex decode_bin(int64_t i, int64_t channels, int64_t pooled_h,
-                                  int64_t pooled_w) {
+DETOPS_INLINE BinIndex decode_bin(int64_t i, int64_t channels, int64_t pooled_h, int64_t pooled_w) {
   BinIndex b;
   b.pw = i % pooled_w;
   b.ph = (i / pooled_w) % pooled_h;
@@ -120,8 +118,8 @@ Tensor run_forward(const char* op, const Tensor& input, const Tensor& rois_in, T
 // Backward entry: launch(rois, buffer, blocks, stream) accumulates into a zeroed
 // [n, c, h, w] buffer in acc_t<S>, returned in grad's dtype.
 template <typename S, typename Launch>
-Tensor run_backward(const char* op, const Tensor& grad, const Tensor& rois_in, int64_t n,
-                    int64_t c, int64_t h, int64_t w, const Launch& launch) {
+Tensor run_backward(const char* op, const Tensor& grad, const Tensor& rois_in, int64_t n, int64_t c,
+                    int64_t h, int64_t w, const Launch& launch) {
   check_batch_on_host<S>(op, rois_in, n);
   Tensor buffer = grad_buffer<S>(grad, n, c, h, w);
   const int64_t total = grad.numel();

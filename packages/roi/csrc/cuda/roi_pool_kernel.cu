@@ -19,9 +19,9 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, int64_t 
     const BinIndex at = decode_bin(i, channels, pooled_h, pooled_w);
     const int64_t r = at.roi, ch = at.channel, ph = at.ph, pw = at.pw;
     const S* roi = rois + 5 * r;
-    const PoolBox<T> box = pool_box(static_cast<T>(roi[1]), static_cast<T>(roi[2]),
-                                    static_cast<T>(roi[3]), static_cast<T>(roi[4]), scale, true,
-                                    pooled_h, pooled_w);
+    const PoolBox<T> box =
+        pool_box(static_cast<T>(roi[1]), static_cast<T>(roi[2]), static_cast<T>(roi[3]),
+                 static_cast<T>(roi[4]), scale, true, pooled_h, pooled_w);
     int64_t h0 = 0, h1 = 0, w0 = 0, w1 = 0;
     if (box.valid) {
       pool_bin(box.start_h, box.bin_h, ph, height, h0, h1);
@@ -71,12 +71,13 @@ std::tuple<Tensor, Tensor> roi_pool_cuda(Tensor input, Tensor rois_in, double sp
     const int64_t k = rois_in.size(0), c = input.size(1);
     Tensor out = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w});
     Tensor argmax = torch::stable::new_empty(input, {k, c, pooled_h, pooled_w}, ScalarType::Int);
-    run_forward<S>(op, input, rois_in, out, [&](const Tensor& rois, unsigned blocks, cudaStream_t stream) {
-      forward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(
-          input.const_data_ptr<S>(), strides_of(input), input.size(2), input.size(3),
-          rois.const_data_ptr<S>(), k, c, pooled_h, pooled_w, static_cast<T>(spatial_scale),
-          out.mutable_data_ptr<S>(), argmax.mutable_data_ptr<int32_t>());
-    });
+    run_forward<S>(
+        op, input, rois_in, out, [&](const Tensor& rois, unsigned blocks, cudaStream_t stream) {
+          forward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(
+              input.const_data_ptr<S>(), strides_of(input), input.size(2), input.size(3),
+              rois.const_data_ptr<S>(), k, c, pooled_h, pooled_w, static_cast<T>(spatial_scale),
+              out.mutable_data_ptr<S>(), argmax.mutable_data_ptr<int32_t>());
+        });
     return std::make_tuple(out, argmax);
   });
 }
@@ -91,11 +92,15 @@ Tensor roi_pool_backward_cuda(Tensor grad, Tensor rois_in, Tensor argmax_in, dou
   return dispatch_floating(grad.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
-    return run_backward<S>(op, grad, rois_in, batch_size, channels, height, width,
-                           [&](const Tensor& rois, T* buffer, unsigned blocks, cudaStream_t stream) {
-      const Tensor argmax = torch::stable::contiguous(argmax_in);
-      backward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(grad.const_data_ptr<S>(), strides_of(grad), argmax.const_data_ptr<int32_t>(), rois.const_data_ptr<S>(), rois.size(0), channels, pooled_h, pooled_w, height * width, buffer);
-    });
+    return run_backward<S>(
+        op, grad, rois_in, batch_size, channels, height, width,
+        [&](const Tensor& rois, T* buffer, unsigned blocks, cudaStream_t stream) {
+          const Tensor argmax = torch::stable::contiguous(argmax_in);
+          backward_kernel<S, T><<<blocks, kThreads, 0, stream>>>(
+              grad.const_data_ptr<S>(), strides_of(grad), argmax.const_data_ptr<int32_t>(),
+              rois.const_data_ptr<S>(), rois.size(0), channels, pooled_h, pooled_w, height * width,
+              buffer);
+        });
   });
 }
 

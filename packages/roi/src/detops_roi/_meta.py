@@ -7,6 +7,7 @@ them (double backward) raises a RuntimeError.
 """
 
 import torch
+
 from detops_core.autocast import register_autocast_float32
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
@@ -15,7 +16,9 @@ _lib = torch.ops.detops
 
 
 def _check_rois(op, input, rois):
-    torch._check(input.dim() == 4, lambda: f"{op}: input must be a 4-D tensor [N, C, H, W], got shape {list(input.shape)}")
+    torch._check(
+        input.dim() == 4, lambda: f"{op}: input must be a 4-D tensor [N, C, H, W], got shape {list(input.shape)}"
+    )
     torch._check(
         rois.dim() == 2 and rois.shape[1] == 5,
         lambda: f"{op}: rois must be a 2-D tensor of shape [K, 5], got shape {list(rois.shape)}",
