@@ -92,8 +92,13 @@ Tensor upsample_add_backward_cpu(Tensor grad, int64_t top_height, int64_t top_wi
   const char* op = "detops._fpn_upsample_add_backward";
   check_upsample_add_backward(op, grad, top_height, top_width);
   const Tensor g = torch::stable::contiguous(grad);
-  Tensor grad_top = torch::stable::new_zeros(g, {g.size(0), g.size(1), top_height, top_width});
-  if (grad_top.numel() == 0 || g.numel() == 0) return grad_top;
+  // Every top element that some output reads is written below; only an empty `grad` (no
+  // output reads anything) needs an explicit zero fill.
+  if (g.numel() == 0) {
+    return torch::stable::new_zeros(g, {g.size(0), g.size(1), top_height, top_width});
+  }
+  Tensor grad_top = torch::stable::new_empty(g, {g.size(0), g.size(1), top_height, top_width});
+  if (grad_top.numel() == 0) return grad_top;
   dispatch_floating(g.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     backward_planes<S>(g.const_data_ptr<S>(), grad_top.mutable_data_ptr<S>(), g.size(0) * g.size(1),

@@ -75,9 +75,14 @@ Tensor upsample_add_backward_cuda(Tensor grad, int64_t top_height, int64_t top_w
   check_upsample_add_backward(op, grad, top_height, top_width);
   torch::stable::accelerator::DeviceGuard guard(grad.get_device_index());
   const Tensor g = torch::stable::contiguous(grad);
-  Tensor grad_top = torch::stable::new_zeros(g, {g.size(0), g.size(1), top_height, top_width});
+  // Every top element that some output reads is written below; only an empty `grad` (no
+  // output reads anything) needs an explicit zero fill.
+  if (g.numel() == 0) {
+    return torch::stable::new_zeros(g, {g.size(0), g.size(1), top_height, top_width});
+  }
+  Tensor grad_top = torch::stable::new_empty(g, {g.size(0), g.size(1), top_height, top_width});
   const int64_t total = grad_top.numel();
-  if (total == 0 || g.numel() == 0) return grad_top;
+  if (total == 0) return grad_top;
   cudaStream_t stream = detops::cuda::current_stream(g);
   dispatch_floating(g.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
