@@ -10,7 +10,6 @@
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
-#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -57,7 +56,8 @@ int64_t mark_suppressed(T ax1, T ay1, T ax2, T ay2, T a_area, const T* __restric
 }
 
 // Greedy NMS over candidates [begin, end) of c (decreasing score). Sets kept[rank] = 1 for
-// every kept box. Reorders the range in place; `dead` is scratch for the same range.
+// every kept box. Reorders the range in place; `dead` is scratch for the same range and
+// must be zero on entry.
 template <typename T>
 void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T threshold,
             uint8_t* kept) {
@@ -67,7 +67,6 @@ void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T thres
   T* y2 = c.y2.data();
   T* area = c.area.data();
   int64_t* rank = c.rank.data();
-  std::fill(dead + begin, dead + end, Mark<T>(0));
   int64_t live_end = end;
   int64_t pos = begin;
   int64_t dead_after_pos = 0;
@@ -135,21 +134,23 @@ Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor*
 
   // Class runs [group_start[g], group_start[g + 1]) of the candidate list.
   std::vector<int64_t> group_start{0};
-  std::vector<int64_t> candidate_order = order;
+  std::vector<int64_t> by_class;  // batched_nms only: `order` grouped by class
   Tensor idxs;
   if (idxs_in != nullptr) {
     idxs = torch::stable::contiguous(*idxs_in);
     const int64_t* cls = idxs.const_data_ptr<int64_t>();
-    group_by_class(cls, candidate_order);
+    by_class = order;
+    group_by_class(cls, by_class);
     for (int64_t k = 1; k < n; ++k) {
-      if (cls[candidate_order[k]] != cls[candidate_order[k - 1]]) group_start.push_back(k);
+      if (cls[by_class[k]] != cls[by_class[k - 1]]) group_start.push_back(k);
     }
   }
+  const std::vector<int64_t>& candidate_order = idxs_in != nullptr ? by_class : order;
   group_start.push_back(n);
 
   Candidates<T> c(n);
   gather(box_data, candidate_order, rank_of, c);
-  std::vector<Mark<T>> dead(n);
+  std::vector<Mark<T>> dead(n);  // zero: each class range is used by one greedy() call
   std::vector<uint8_t> kept(n, 0);
   const T threshold = threshold_in<T>(iou_threshold);
   const int64_t groups = static_cast<int64_t>(group_start.size()) - 1;
