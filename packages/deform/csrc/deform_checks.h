@@ -39,6 +39,21 @@ inline void check_params(const char* op, const Params& p) {
         ", ", p.dilation_w, ")");
 }
 
+// One spatial axis: the padded input size and the dilated kernel's span, both exact or
+// `fits` false (the arguments are user-given int64 values, e.g. dilation 2^62).
+struct Extent {
+  int64_t padded, span;
+  bool fits;
+};
+
+inline Extent extent(int64_t size, int64_t pad, int64_t dilation, int64_t kernel) {
+  Extent e{};
+  int64_t two_pad = 0, reach = 0;
+  e.fits = mul_fits(pad, 2, two_pad) && add_fits(size, two_pad, e.padded) &&
+           mul_fits(dilation, kernel - 1, reach) && add_fits(reach, 1, e.span);
+  return e;
+}
+
 inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& offset,
                              const Tensor& weight, const std::optional<Tensor>& mask,
                              const std::optional<Tensor>& bias, const Params& p) {
@@ -64,6 +79,8 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
   g.kernel_w = weight.size(3);
   check(g.kernel_h > 0 && g.kernel_w > 0, op, "weight must have a non-empty kernel, got shape ",
         shape_str(weight));
+  check(g.in_channels > 0, op, "input must have at least one channel, got shape ",
+        shape_str(input));
   check(weight.size(1) > 0, op,
         "weight.shape[1] (in_channels / groups) must be positive, got shape ", shape_str(weight));
   check(g.in_channels % weight.size(1) == 0, op, "input has ", g.in_channels,
@@ -83,13 +100,17 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
         " channels, which is not divisible by offset_groups = ", g.offset_groups,
         " (offset.shape[1] / (2 * kernel_h * kernel_w))");
 
-  const int64_t span_h = p.dilation_h * (g.kernel_h - 1) + 1;
-  const int64_t span_w = p.dilation_w * (g.kernel_w - 1) + 1;
-  g.out_h = (g.height + 2 * p.pad_h - span_h) / p.stride_h + 1;
-  g.out_w = (g.width + 2 * p.pad_w - span_w) / p.stride_w + 1;
-  check(g.height + 2 * p.pad_h >= span_h && g.width + 2 * p.pad_w >= span_w, op,
-        "input of spatial size (", g.height, ", ", g.width, ") with padding (", p.pad_h, ", ",
-        p.pad_w, ") is smaller than the dilated kernel (", span_h, ", ", span_w, ")");
+  const Extent eh = extent(g.height, p.pad_h, p.dilation_h, g.kernel_h);
+  const Extent ew = extent(g.width, p.pad_w, p.dilation_w, g.kernel_w);
+  check(eh.fits && ew.fits, op, "padding (", p.pad_h, ", ", p.pad_w, ") and dilation (",
+        p.dilation_h, ", ", p.dilation_w, ") with input size (", g.height, ", ", g.width,
+        ") and kernel (", g.kernel_h, ", ", g.kernel_w,
+        ") give a padded input or dilated kernel larger than 2^63 - 1");
+  check(eh.padded >= eh.span && ew.padded >= ew.span, op, "input of spatial size (", g.height, ", ",
+        g.width, ") with padding (", p.pad_h, ", ", p.pad_w,
+        ") is smaller than the dilated kernel (", eh.span, ", ", ew.span, ")");
+  g.out_h = (eh.padded - eh.span) / p.stride_h + 1;
+  g.out_w = (ew.padded - ew.span) / p.stride_w + 1;
   check(offset.size(0) == g.batch, op, "offset must have the batch size of input (", g.batch,
         "), got offset.shape[0] = ", offset.size(0));
   check(offset.size(2) == g.out_h && offset.size(3) == g.out_w, op,

@@ -5,6 +5,7 @@
 #include <torch/csrc/stable/tensor.h>
 #include <torch/headeronly/core/ScalarType.h>
 
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -35,11 +36,6 @@ inline bool is_floating(ScalarType t) {
          t == ScalarType::BFloat16;
 }
 
-inline bool is_integral(ScalarType t) {
-  return t == ScalarType::Long || t == ScalarType::Int || t == ScalarType::Short ||
-         t == ScalarType::Char || t == ScalarType::Byte;
-}
-
 inline std::string shape_str(const Tensor& t) {
   std::ostringstream ss;
   ss << '[';
@@ -53,6 +49,16 @@ inline std::string device_str(const Tensor& t) {
   ss << (t.is_cuda() ? "cuda:" : (t.is_cpu() ? "cpu" : "device:"));
   if (!t.is_cpu()) ss << static_cast<int>(t.get_device_index());
   return ss.str();
+}
+
+// Size arithmetic on user-given int64 values (output sizes, paddings, dilations): false
+// when the exact result does not fit in int64, so a check can report the real arguments
+// instead of wrapped numbers (signed overflow is undefined behaviour).
+inline bool mul_fits(int64_t a, int64_t b, int64_t& out) {
+  return !__builtin_mul_overflow(a, b, &out);
+}
+inline bool add_fits(int64_t a, int64_t b, int64_t& out) {
+  return !__builtin_add_overflow(a, b, &out);
 }
 
 template <typename... Parts>
