@@ -33,6 +33,9 @@ inline void check_output_size(const char* op, int64_t pooled_h, int64_t pooled_w
   check(pooled_h >= 1 && pooled_w >= 1, op,
         "output_size (pooled_height, pooled_width) must be at least 1, got (", pooled_h, ", ",
         pooled_w, ")");
+  int64_t bins = 0;
+  check(mul_fits(pooled_h, pooled_w, bins), op, "output_size (", pooled_h, ", ", pooled_w,
+        ") has more than 2^63 - 1 bins");
 }
 
 inline void check_sampling_ratio(const char* op, int64_t sampling_ratio) {

@@ -117,19 +117,28 @@ struct Epsilon<double> {
 // Sample indices [first, last) of bin p that may land in [-1, size]: a superset of the
 // valid samples (callers still test each one with axis_tap), so a box far larger than the
 // map costs only the samples that touch it. Small grids are returned whole.
+//
+// A non-finite start or bin (an infinite box, or a width that overflows T) puts every
+// sample at NaN or +-inf: p * bin is NaN for p = 0 and infinite otherwise, and
+// (i + 0.5) * bin / grid is infinite. No sample is valid then, so the range is empty and the
+// cost is zero whatever the grid. Finite inputs give finite bounds below, because the
+// adaptive grid is ceil(extent / bins): step = bin / grid stays near 1 for large grids.
 template <typename T>
 DETOPS_INLINE void sample_range(T start, T bin, int64_t p, int64_t grid, int64_t size,
                                 int64_t& first, int64_t& last) {
   first = 0;
   last = grid;
   if (grid <= 16) return;
+  if (!((start - start) == T(0) && (bin - bin) == T(0))) {
+    last = 0;
+    return;
+  }
   const double base =
       static_cast<double>(start) + static_cast<double>(p) * static_cast<double>(bin);
   const double step = static_cast<double>(bin) / static_cast<double>(grid);
-  if (!(base == base) || !(step == step) || step == 0.0) {
-    // NaN positions are all invalid; with step 0 every sample sits at `base`.
-    const bool inside = step == 0.0 && base >= -1.0 && base <= static_cast<double>(size);
-    last = inside ? grid : 0;
+  if (step == 0.0) {
+    // Every sample sits at `base`.
+    last = base >= -1.0 && base <= static_cast<double>(size) ? grid : 0;
     return;
   }
   const double a = (-1.0 - base) / step - 0.5;
@@ -140,9 +149,10 @@ DETOPS_INLINE void sample_range(T start, T bin, int64_t p, int64_t grid, int64_t
   double lo = floor((a < b ? a : b) - slack);
   double hi = ceil((a < b ? b : a) + slack) + 1.0;
   const double g = static_cast<double>(grid);
-  lo = lo < 0.0 ? 0.0 : (lo > g ? g : lo);
-  hi = hi < lo ? lo : (hi > g ? g : hi);
-  if (!(lo == lo) || !(hi == hi)) return;  // infinities cancelled: keep the whole grid
+  // Comparisons written so that a NaN bound (not reachable for finite inputs, see above)
+  // clamps to an empty range instead of reaching the integer casts.
+  lo = lo >= 0.0 ? (lo <= g ? lo : g) : 0.0;
+  hi = hi >= lo ? (hi <= g ? hi : g) : lo;
   first = static_cast<int64_t>(lo);
   last = static_cast<int64_t>(hi);
 }

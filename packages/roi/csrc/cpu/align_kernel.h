@@ -37,6 +37,7 @@ std::vector<AlignTables<T>> build_tables(const Rois<T>& rois, const std::vector<
   const T offset = p.aligned ? T(0.5) : T(0);
   parallel(k, 64.0 * static_cast<double>(p.pooled_h + p.pooled_w), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
+      if (level[i] < 0) continue;  // no level: never read
       const LevelShape& lv = levels[static_cast<size_t>(level[i])];
       const T* r = &rois.box[4 * i];
       const AlignBox<T> box = align_box(r[0], r[1], r[2], r[3], static_cast<T>(lv.scale), offset,
@@ -54,7 +55,7 @@ void align_plane(const AlignTables<T>& t, const S* plane, int64_t sy, int64_t sx
   const int64_t span = t.x.hi - t.x.lo;
   for (int64_t ph = 0; ph < pooled_h; ++ph) {
     std::fill(buf, buf + span, T(0));
-    for (int32_t e = t.y.offset[ph]; e < t.y.offset[ph + 1]; ++e) {
+    for (int64_t e = t.y.offset[ph]; e < t.y.offset[ph + 1]; ++e) {
       const T wy = t.y.weight[e];
       const S* row = plane + t.y.pos[e] * sy + t.x.lo * sx;
       if constexpr (kUnitStride) {
@@ -65,7 +66,7 @@ void align_plane(const AlignTables<T>& t, const S* plane, int64_t sy, int64_t sx
     }
     for (int64_t pw = 0; pw < pooled_w; ++pw) {
       T acc = T(0);
-      for (int32_t e = t.x.offset[pw]; e < t.x.offset[pw + 1]; ++e) {
+      for (int64_t e = t.x.offset[pw]; e < t.x.offset[pw + 1]; ++e) {
         acc += t.x.weight[e] * buf[t.x.pos[e] - t.x.lo];
       }
       out[ph * pooled_w + pw] = acc / t.count;
@@ -84,11 +85,11 @@ void align_plane_backward(const AlignTables<T>& t, const T* g, int64_t pooled_h,
     std::fill(buf, buf + span, T(0));
     for (int64_t pw = 0; pw < pooled_w; ++pw) {
       const T gv = g[ph * pooled_w + pw];
-      for (int32_t e = t.x.offset[pw]; e < t.x.offset[pw + 1]; ++e) {
+      for (int64_t e = t.x.offset[pw]; e < t.x.offset[pw + 1]; ++e) {
         buf[t.x.pos[e] - t.x.lo] += t.x.weight[e] * gv;
       }
     }
-    for (int32_t e = t.y.offset[ph]; e < t.y.offset[ph + 1]; ++e) {
+    for (int64_t e = t.y.offset[ph]; e < t.y.offset[ph + 1]; ++e) {
       const T wy = t.y.weight[e];
       T* row = grad_plane + t.y.pos[e] * width + t.x.lo;
       for (int64_t j = 0; j < span; ++j) row[j] += wy * buf[j];
@@ -132,6 +133,11 @@ Tensor align_forward(const char* op, const std::vector<Tensor>& inputs,
     std::vector<T> bin_out(static_cast<size_t>(bins));
     for (int64_t i = begin; i < end; ++i) {
       const int64_t ch = i / k, r = i % k;
+      S* dst = out_data + (r * c + ch) * bins;
+      if (level[r] < 0) {
+        std::fill(dst, dst + bins, S(0));
+        continue;
+      }
       const size_t l = static_cast<size_t>(level[r]);
       const Strides4& st = strides[l];
       const S* plane = data[l] + st.plane(rois.batch[r], ch);
@@ -142,7 +148,6 @@ Tensor align_forward(const char* op, const std::vector<Tensor>& inputs,
         align_plane<false>(tables[r], plane, st.y, st.x, p.pooled_h, p.pooled_w, buf.data(),
                            bin_out.data());
       }
-      S* dst = out_data + (r * c + ch) * bins;
       for (int64_t b = 0; b < bins; ++b) dst[b] = static_cast<S>(bin_out[b]);
     }
   });
@@ -174,8 +179,10 @@ std::vector<Tensor> align_backward(const char* op, const Tensor& grad, const Ten
   const std::vector<int64_t>& level = level_of == nullptr ? zeros : *level_of;
   const std::vector<AlignTables<T>> tables = build_tables(rois, level, levels, p);
   std::vector<int64_t> key(static_cast<size_t>(k));
-  for (int64_t r = 0; r < k; ++r) key[r] = level[r] * n + rois.batch[r];
-  const auto groups = bucket(key, num_levels * n);
+  // RoIs without a level go to an extra group that no gradient plane visits.
+  for (int64_t r = 0; r < k; ++r)
+    key[r] = level[r] < 0 ? num_levels * n : level[r] * n + rois.batch[r];
+  const auto groups = bucket(key, num_levels * n + 1);
 
   const S* g_data = grad.const_data_ptr<S>();
   const Strides4 gs(grad);

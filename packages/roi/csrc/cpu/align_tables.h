@@ -18,7 +18,7 @@ namespace detops::roi::cpu {
 
 template <typename T>
 struct AxisTable {
-  std::vector<int32_t> offset;  // entries of bin p: [offset[p], offset[p + 1])
+  std::vector<int64_t> offset;  // entries of bin p: [offset[p], offset[p + 1])
   std::vector<int64_t> pos;     // row / column of each entry
   std::vector<T> weight;        // summed interpolation weight of each entry
   int64_t lo = 0, hi = 0;       // positions used: [lo, hi), empty when lo == hi
@@ -39,7 +39,7 @@ struct AxisTable {
         add(begin, t.lo, t.w_lo);
         add(begin, t.hi, t.w_hi);
       }
-      offset[static_cast<size_t>(p) + 1] = static_cast<int32_t>(pos.size());
+      offset[static_cast<size_t>(p) + 1] = static_cast<int64_t>(pos.size());
     }
     if (pos.empty()) lo = hi = 0;
   }

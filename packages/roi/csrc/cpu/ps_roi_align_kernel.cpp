@@ -20,10 +20,10 @@ namespace {
 template <typename S, typename T>
 T bin_sum(const AlignTables<T>& t, const S* plane, const Strides4& st, int64_t ph, int64_t pw) {
   T acc = T(0);
-  for (int32_t ey = t.y.offset[ph]; ey < t.y.offset[ph + 1]; ++ey) {
+  for (int64_t ey = t.y.offset[ph]; ey < t.y.offset[ph + 1]; ++ey) {
     const S* row = plane + t.y.pos[ey] * st.y;
     T s = T(0);
-    for (int32_t ex = t.x.offset[pw]; ex < t.x.offset[pw + 1]; ++ex) {
+    for (int64_t ex = t.x.offset[pw]; ex < t.x.offset[pw + 1]; ++ex) {
       s += t.x.weight[ex] * static_cast<T>(row[t.x.pos[ex] * st.x]);
     }
     acc += t.y.weight[ey] * s;
@@ -95,10 +95,10 @@ Tensor backward(const char* op, const Tensor& grad, const Tensor& rois_in, doubl
                    const AlignTables<T>& t = tables[r];
                    const T gv =
                        static_cast<T>(g[r * gs.n + co * gs.c + ph * gs.y + pw * gs.x]) / t.count;
-                   for (int32_t ey = t.y.offset[ph]; ey < t.y.offset[ph + 1]; ++ey) {
+                   for (int64_t ey = t.y.offset[ph]; ey < t.y.offset[ph + 1]; ++ey) {
                      T* row = acc + t.y.pos[ey] * width;
                      const T gy = t.y.weight[ey] * gv;
-                     for (int32_t ex = t.x.offset[pw]; ex < t.x.offset[pw + 1]; ++ex) {
+                     for (int64_t ex = t.x.offset[pw]; ex < t.x.offset[pw + 1]; ++ex) {
                        row[t.x.pos[ex]] += t.x.weight[ex] * gy;
                      }
                    }
