@@ -56,13 +56,18 @@ inline void check_levels_backward(const char* op, const Tensor& grad, const Tens
         op, "levels must be an int64 tensor of shape [", rois.size(0), "]");
 }
 
-// Level values (contiguous, on the host) must index the feature list.
+// A RoI whose level is kNoLevel is pooled from no map: its output row is zero and it gets
+// no gradient. MultiScaleRoIAlign maps boxes with a NaN or negative area there, and boxes
+// of levels it has no feature map for, as torchvision's pooler leaves those rows zero.
+constexpr int64_t kNoLevel = -1;
+
+// Level values (contiguous, on the host) must index the feature list or be kNoLevel.
 inline std::vector<int64_t> read_levels(const char* op, const int64_t* data, int64_t k,
                                         int64_t num_levels) {
   std::vector<int64_t> out(data, data + k);
   for (int64_t i = 0; i < k; ++i) {
-    check(out[i] >= 0 && out[i] < num_levels, op, "levels[", i, "] must be in [0, ", num_levels - 1,
-          "], got ", out[i]);
+    check(out[i] >= kNoLevel && out[i] < num_levels, op, "levels[", i, "] must be in [0, ",
+          num_levels - 1, "] or -1 (no level: a zero row), got ", out[i]);
   }
   return out;
 }

@@ -13,7 +13,11 @@ import detops_roi
 
 class LevelMapper:
     """FPN level of each box (eq. 1 of the FPN paper):
-    ``clamp(floor(canonical_level + log2(sqrt(area) / canonical_scale) + eps), k_min, k_max) - k_min``."""
+    ``clamp(floor(canonical_level + log2(sqrt(area) / canonical_scale) + eps), k_min, k_max) - k_min``.
+
+    A box whose area is negative (x2 < x1 xor y2 < y1) or NaN has no level: it maps to -1,
+    which ``multi_level_roi_align`` pools as a zero row. torchvision casts the NaN to an
+    integer that matches no level, so its pooler leaves those rows zero too."""
 
     def __init__(self, k_min: int, k_max: int, canonical_scale: int = 224, canonical_level: int = 4, eps: float = 1e-6):
         self.k_min = k_min
@@ -30,7 +34,10 @@ class LevelMapper:
         s = torch.sqrt(torch.cat(areas))
         levels = torch.floor(self.lvl0 + torch.log2(s / self.s0) + torch.tensor(self.eps, dtype=s.dtype))
         levels = torch.clamp(levels, min=self.k_min, max=self.k_max)
-        return levels.to(torch.int64) - self.k_min
+        # NaN must never reach the integer cast (its value is unspecified).
+        no_level = torch.isnan(levels)
+        levels = torch.where(no_level, torch.zeros_like(levels), levels).to(torch.int64) - self.k_min
+        return torch.where(no_level, torch.full_like(levels, -1), levels)
 
 
 def initLevelMapper(  # noqa: N802  (torchvision's name)
@@ -132,12 +139,8 @@ class MultiScaleRoIAlign(nn.Module):
         levels = mapper(boxes)
         if mapper.k_max - mapper.k_min + 1 > len(features):
             # torchvision pools only levels that have a feature map; boxes mapped past the
-            # last one keep a zero result (non-consecutive featmap_names).
-            valid = levels < len(features)
-            pooled = detops_roi.multi_level_roi_align(
-                features, rois, torch.where(valid, levels, 0), size, scales, self.sampling_ratio
-            )
-            return torch.where(valid[:, None, None, None], pooled, torch.zeros_like(pooled))
+            # last one keep a zero row (non-consecutive featmap_names), as level -1 gives.
+            levels = torch.where(levels < len(features), levels, torch.full_like(levels, -1))
         return detops_roi.multi_level_roi_align(features, rois, levels, size, scales, self.sampling_ratio)
 
     def __repr__(self) -> str:

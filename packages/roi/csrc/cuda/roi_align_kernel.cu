@@ -42,6 +42,10 @@ __global__ void forward_kernel(Levels<const S*, T> lv, const S* __restrict__ roi
     const int64_t r = at.roi, ch = at.channel, ph = at.ph, pw = at.pw;
     const S* roi = rois + 5 * r;
     const int l = level != nullptr ? static_cast<int>(level[r]) : 0;
+    if (l < 0) {  // kNoLevel: a zero row
+      out[i] = S(0);
+      continue;
+    }
     const AlignBox<T> box = box_of(roi, lv.scale[l], p);
     const Strides st = lv.st[l];
     const S* plane = lv.data[l] + batch_of(roi) * st.n + ch * st.c;
@@ -63,6 +67,7 @@ __global__ void backward_kernel(Levels<T*, T> lv, const S* __restrict__ grad, St
     const int64_t r = at.roi, ch = at.channel, ph = at.ph, pw = at.pw;
     const S* roi = rois + 5 * r;
     const int l = level != nullptr ? static_cast<int>(level[r]) : 0;
+    if (l < 0) continue;  // kNoLevel: no gradient
     const AlignBox<T> box = box_of(roi, lv.scale[l], p);
     const int64_t h = lv.height[l], w = lv.width[l];
     T* plane = lv.data[l] + (batch_of(roi) * p.channels + ch) * h * w;

@@ -159,7 +159,8 @@ def multi_level_roi_align(
     Args:
         features (List[Tensor[N, C, H_l, W_l]]): the levels (same N, C and dtype).
         rois (Tensor[K, 5]): (batch index, x1, y1, x2, y2) rows.
-        levels (Tensor[K], integer): the level of each RoI, in [0, len(features) - 1].
+        levels (Tensor[K], integer): the level of each RoI, in [0, len(features) - 1], or
+            -1 for "no level": that RoI's output row is zero and gets no gradient.
         output_size, sampling_ratio, aligned: as in :func:`roi_align`.
         spatial_scales (List[float]): one scale per level.
 
