@@ -8,6 +8,16 @@ import sys
 import textwrap
 
 
+def devices() -> list:
+    """Devices to parametrise a test over: "cpu", and "cuda" as a case that pytest reports
+    as skipped, with the reason, where no CUDA device is visible (never silently passed)."""
+    import pytest
+    import torch
+
+    no_gpu = not torch.cuda.is_available()
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(no_gpu, reason="no CUDA device visible to torch"))]
+
+
 def run_isolated(code: str, timeout: float = 120.0) -> str:
     """Run `code` in a fresh Python process and return its standard output.
 
@@ -27,3 +37,73 @@ def run_isolated(code: str, timeout: float = 120.0) -> str:
             f"exit code {done.returncode}:\n{source}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
         )
     return done.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# The CPU emulation of the CUDA kernels (see detops/cuda_emulation.h)
+
+EMULATION_NAMESPACE = "detops_emulated"
+_emulated_schemas = None
+
+
+def _define_emulated_schemas() -> None:
+    # The emulated libraries register kernels for `detops_emulated::<op>`; the schemas are
+    # the detops ones, copied here so the C++ sources need no second schema file.
+    global _emulated_schemas
+    if _emulated_schemas is not None:
+        return
+    import torch
+
+    lib = torch.library.Library(EMULATION_NAMESPACE, "FRAGMENT")
+    for name in torch._C._dispatch_get_all_op_names():
+        if name.startswith("detops::"):
+            schema = str(torch._C._get_schema(name, ""))
+            lib.define(schema.split("::", 1)[1])
+    _emulated_schemas = lib
+
+
+def emulated_ops(package: str):
+    """``torch.ops.detops_emulated`` with `package`'s emulated CUDA kernels loaded: the
+    package's `.cu` entry points and kernels, run on the CPU for CPU tensors. None when the
+    package was built without them (only the `nox -s cuda` and `sanitize` builds have them).
+    """
+    import importlib
+
+    import torch
+
+    module = importlib.import_module(package)  # registers the detops schemas
+    path = os.path.join(os.path.dirname(module.__file__), "_C_emulated.so")
+    if not os.path.exists(path):
+        return None
+    _define_emulated_schemas()
+    torch.ops.load_library(path)
+    return getattr(torch.ops, EMULATION_NAMESPACE)
+
+
+def require_emulated_ops(package: str):
+    """emulated_ops(package), or a pytest skip that says why; a failure instead when the
+    environment variable DETOPS_REQUIRE_EMULATION is set (as `nox -s cuda` does)."""
+    import pytest
+
+    ops = emulated_ops(package)
+    if ops is None:
+        reason = f"{package} was built without the CUDA emulation (python3 -m nox -s cuda builds and runs it)"
+        if os.environ.get("DETOPS_REQUIRE_EMULATION"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return ops
+
+
+def emulated_launches(package: str) -> dict:
+    """Launch counts per kernel ("<file> <kernel>") of `package`'s emulated library."""
+    import ctypes
+    import importlib
+
+    module = importlib.import_module(package)
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(module.__file__), "_C_emulated.so"))
+    lib.detops_emulated_launches.restype = ctypes.c_char_p
+    counts = {}
+    for line in lib.detops_emulated_launches().decode().splitlines():
+        name, count = line.split("\t")
+        counts[name] = int(count)
+    return counts

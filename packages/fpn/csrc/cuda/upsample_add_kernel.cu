@@ -2,7 +2,6 @@
 // (forward) or per top element (backward, gathering its output window: no atomics).
 // Threads run along the fastest-varying (width) axis, so loads and stores coalesce.
 #include <detops/dispatch.h>
-#include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -16,7 +15,6 @@ namespace detops::fpn::cuda {
 namespace {
 
 using torch::stable::Tensor;
-constexpr int kThreads = 256;
 
 template <typename S>
 __global__ void forward_kernel(const S* __restrict__ top, const S* __restrict__ lateral,
@@ -53,27 +51,26 @@ __global__ void backward_kernel(const S* __restrict__ grad, S* __restrict__ grad
 Tensor upsample_add_cuda(Tensor top, Tensor lateral) {
   const char* op = "detops.fpn_upsample_add";
   check_upsample_add(op, top, lateral);
-  torch::stable::accelerator::DeviceGuard guard(top.get_device_index());
+  detops::cuda::DeviceGuard guard(top.get_device_index());
   const Tensor t = torch::stable::contiguous(top);
   const Tensor l = torch::stable::contiguous(lateral);
   Tensor out = torch::stable::new_empty(l, {l.size(0), l.size(1), l.size(2), l.size(3)});
   const int64_t total = out.numel();
   if (total == 0) return out;
-  cudaStream_t stream = detops::cuda::current_stream(t);
+  const detops::cuda::Shape shape = detops::cuda::over(total, detops::cuda::current_stream(t));
   dispatch_floating(t.scalar_type(), op, "top", [&](auto tag) {
     using S = typename decltype(tag)::type;
-    forward_kernel<S><<<detops::cuda::grid_for(total, kThreads), kThreads, 0, stream>>>(
-        t.const_data_ptr<S>(), l.const_data_ptr<S>(), out.mutable_data_ptr<S>(), total, t.size(2),
-        t.size(3), l.size(2), l.size(3));
+    detops::cuda::launch<forward_kernel<S>>(op, shape, t.const_data_ptr<S>(), l.const_data_ptr<S>(),
+                                            out.mutable_data_ptr<S>(), total, t.size(2), t.size(3),
+                                            l.size(2), l.size(3));
   });
-  detops::cuda::check_launch(op);
   return out;
 }
 
 Tensor upsample_add_backward_cuda(Tensor grad, int64_t top_height, int64_t top_width) {
   const char* op = "detops._fpn_upsample_add_backward";
   check_upsample_add_backward(op, grad, top_height, top_width);
-  torch::stable::accelerator::DeviceGuard guard(grad.get_device_index());
+  detops::cuda::DeviceGuard guard(grad.get_device_index());
   const Tensor g = torch::stable::contiguous(grad);
   // Every top element that some output reads is written below; only an empty `grad` (no
   // output reads anything) needs an explicit zero fill.
@@ -83,21 +80,20 @@ Tensor upsample_add_backward_cuda(Tensor grad, int64_t top_height, int64_t top_w
   Tensor grad_top = torch::stable::new_empty(g, {g.size(0), g.size(1), top_height, top_width});
   const int64_t total = grad_top.numel();
   if (total == 0) return grad_top;
-  cudaStream_t stream = detops::cuda::current_stream(g);
+  const detops::cuda::Shape shape = detops::cuda::over(total, detops::cuda::current_stream(g));
   dispatch_floating(g.scalar_type(), op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
-    backward_kernel<S><<<detops::cuda::grid_for(total, kThreads), kThreads, 0, stream>>>(
-        g.const_data_ptr<S>(), grad_top.mutable_data_ptr<S>(), total, top_height, top_width,
-        g.size(2), g.size(3));
+    detops::cuda::launch<backward_kernel<S>>(op, shape, g.const_data_ptr<S>(),
+                                             grad_top.mutable_data_ptr<S>(), total, top_height,
+                                             top_width, g.size(2), g.size(3));
   });
-  detops::cuda::check_launch(op);
   return grad_top;
 }
 
 }  // namespace
 }  // namespace detops::fpn::cuda
 
-STABLE_TORCH_LIBRARY_IMPL(detops, CUDA, m) {
+DETOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("fpn_upsample_add", TORCH_BOX(&detops::fpn::cuda::upsample_add_cuda));
   m.impl("_fpn_upsample_add_backward", TORCH_BOX(&detops::fpn::cuda::upsample_add_backward_cuda));
 }

@@ -1,6 +1,6 @@
 # detops_core: turns a detops package's sources into `_C` (pybind11 module: op schemas and
 # CPU kernels, linked only against libtorch_cpu) and `_C_cuda.so` (CUDA kernels, shared
-# cudart), both on the LibTorch stable ABI so one build loads on torch 2.13 and newer.
+# cudart), both on the LibTorch stable ABI so one build loads on torch 2.11 and newer.
 #
 #   find_package(detops_core CONFIG REQUIRED)
 #   detops_add_extension(PACKAGE detops_nms
@@ -13,8 +13,10 @@ get_filename_component(DETOPS_CORE_INCLUDE_DIR "${CMAKE_CURRENT_LIST_DIR}/../inc
 # The pybind11 module body (build_info) every package shares.
 get_filename_component(DETOPS_CORE_MODULE_SOURCE "${CMAKE_CURRENT_LIST_DIR}/../csrc/extension_module.cpp" ABSOLUTE)
 
-# Oldest torch the binaries must load on; stable-ABI headers hide anything newer.
-set(DETOPS_TORCH_TARGET_VERSION "0x020d000000000000" CACHE STRING "TORCH_TARGET_VERSION (2.13)")
+# Oldest torch the binaries must load on (2.11); stable-ABI headers hide anything newer.
+# A plain variable, not a cache entry: it shadows the value an existing build folder cached
+# under an older default, and every package must target the same torch.
+set(DETOPS_TORCH_TARGET_VERSION "0x020b000000000000")
 
 macro(_detops_setting name default)
   if(NOT DEFINED ${name})
@@ -26,6 +28,7 @@ macro(_detops_setting name default)
   endif()
 endmacro()
 _detops_setting(DETOPS_CUDA AUTO)
+_detops_setting(DETOPS_CUDA_EMULATION OFF)
 _detops_setting(DETOPS_CUDA_ARCHS "75-real;80-real;86-real;89-real;90-real;100-real;120")
 string(TOUPPER "${DETOPS_CUDA}" DETOPS_CUDA)
 
@@ -58,6 +61,13 @@ if(DETOPS_CUDA STREQUAL "ON" OR (DETOPS_CUDA STREQUAL "AUTO" AND NOT DETOPS_TORC
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
+    # The current-stream getter the kernels need (detops/cuda_launch.cuh) is exported by
+    # libtorch_cuda only; _C_cuda is loaded only under a CUDA torch, where it is loaded.
+    find_library(DETOPS_TORCH_CUDA_LIBRARY torch_cuda PATHS "${DETOPS_TORCH_DIR}/lib" NO_DEFAULT_PATH)
+    if(NOT DETOPS_TORCH_CUDA_LIBRARY)
+      message(FATAL_ERROR "detops: CUDA kernels need a CUDA build of torch (no libtorch_cuda in "
+                          "${DETOPS_TORCH_DIR}/lib); set DETOPS_CUDA=OFF for CPU kernels only")
+    endif()
     set(CMAKE_CUDA_ARCHITECTURES "${DETOPS_CUDA_ARCHS}")
     enable_language(CUDA)
     set(DETOPS_BUILD_CUDA ON)
@@ -86,6 +96,8 @@ function(_detops_stable_abi target)
   target_link_libraries(${target} PRIVATE "${DETOPS_TORCH_CPU_LIBRARY}")
 endfunction()
 
+include("${CMAKE_CURRENT_LIST_DIR}/detops_emulation.cmake")
+
 function(detops_add_extension)
   cmake_parse_arguments(ARG "" "PACKAGE" "CPU_SOURCES;CUDA_SOURCES;INCLUDE_DIRS" ${ARGN})
   if(NOT ARG_PACKAGE)
@@ -106,6 +118,12 @@ function(detops_add_extension)
     set_target_properties(_C_cuda PROPERTIES PREFIX "" CUDA_RUNTIME_LIBRARY Shared
                                              CUDA_ARCHITECTURES "${DETOPS_CUDA_ARCHS}")
     target_compile_options(_C_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-Wall>)
+    # USE_CUDA makes torch's C shim declare its CUDA functions.
+    target_compile_definitions(_C_cuda PRIVATE USE_CUDA)
+    target_link_libraries(_C_cuda PRIVATE "${DETOPS_TORCH_CUDA_LIBRARY}")
     install(TARGETS _C_cuda LIBRARY DESTINATION ${ARG_PACKAGE})
+  endif()
+  if(DETOPS_CUDA_EMULATION AND ARG_CUDA_SOURCES)
+    _detops_add_emulation(${ARG_PACKAGE} SOURCES ${ARG_CUDA_SOURCES} INCLUDE_DIRS ${ARG_INCLUDE_DIRS})
   endif()
 endfunction()
