@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import subprocess
 import sys
@@ -77,7 +79,20 @@ def emulated_ops(package: str):
         return None
     _define_emulated_schemas()
     torch.ops.load_library(path)
+    report = os.environ.get("DETOPS_EMULATION_REPORT")
+    if report and package not in _reporting:
+        _reporting.add(package)
+        atexit.register(_write_launches, package, report)
     return getattr(torch.ops, EMULATION_NAMESPACE)
+
+
+_reporting = set()
+
+
+def _write_launches(package: str, report: str) -> None:
+    # One JSON line per package, appended at exit: `nox -s cuda` prints the per-kernel report.
+    with open(report, "a") as f:
+        f.write(json.dumps({"package": package, "launches": emulated_launches(package)}) + "\n")
 
 
 def require_emulated_ops(package: str):
