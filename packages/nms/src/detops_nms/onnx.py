@@ -1,0 +1,135 @@
+"""ONNX export of ``detops.nms`` and ``detops.batched_nms`` (needs onnx and onnxscript).
+
+``torch.onnx.export(model, args, dynamo=True, custom_translation_table=translation_table())``
+maps both ops to the standard ``NonMaxSuppression`` operator with exactly detops' results:
+
+- The order is detops' stable descending sort, built in the graph (NaN scores first, then
+  ``TopK``, whose ties keep the lower index first by the ONNX specification).
+  ``NonMaxSuppression`` gets the boxes in that order with strictly decreasing stand-in
+  scores, so it never has to break a tie itself.
+- ``NonMaxSuppression`` compares a float32 IoU with a float32 threshold; detops compares it
+  with the double ``iou_threshold``. The threshold is rounded down to float32, which makes
+  ``iou > threshold`` give the same answer for every float32 IoU.
+- ``NonMaxSuppression`` reorders each box's corners and skips pairs without overlap; in
+  detops a box with ``x2 < x1``, ``y2 < y1`` or a NaN coordinate never overlaps anything
+  (its IoU is 0 or NaN). Such boxes are replaced by an empty box before the operator, which
+  gives the same result for ``iou_threshold >= 0``.
+- ``batched_nms`` gives each distinct category one row of a ``[1, C, N]`` score tensor (C
+  distinct categories, so ``4 * C * N`` bytes), stand-in scores on that row for the
+  category's boxes and 0 elsewhere, below the 0.5 score threshold. Kept boxes are then put
+  back in detops' order. No coordinate offsets: NaN, huge coordinates and any category
+  values are exact.
+
+What cannot be exact raises ``ValueError`` at export time: a negative or NaN
+``iou_threshold`` (the operator never suppresses boxes without overlap; detops would), and
+float64 boxes (the operator computes in float32). float16/bfloat16 are computed in float32,
+as in detops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from onnxscript import opset18 as op
+from onnxscript.onnx_types import FLOAT, INT64
+
+_ALL = 2**63 - 1  # max_output_boxes_per_class: no limit
+
+
+def _threshold(name: str, iou_threshold: float) -> float:
+    if not iou_threshold >= 0.0:
+        raise ValueError(
+            f"detops.onnx: {name} with iou_threshold={iou_threshold} cannot be exported exactly: "
+            "ONNX NonMaxSuppression never suppresses boxes that do not overlap (needs iou_threshold >= 0)"
+        )
+    t = np.float32(iou_threshold)
+    if float(t) > iou_threshold:
+        t = np.nextafter(t, np.float32(-math.inf))
+    return float(t)
+
+
+def _float32_boxes(name: str, boxes):
+    if boxes.dtype is not None and boxes.dtype.name == "DOUBLE":
+        raise ValueError(
+            f"detops.onnx: {name} of float64 boxes cannot be exported exactly (ONNX NonMaxSuppression "
+            "computes IoU in float32); cast boxes and scores to float32 first"
+        )
+    return op.Cast(boxes, to=FLOAT.dtype)
+
+
+def _score_order(scores):
+    """Box indices in detops' order: NaN scores first, then a stable descending sort."""
+    s = op.Cast(scores, to=FLOAT.dtype)
+    nan = op.IsNaN(s)
+    n = op.Shape(s)
+    _, by_score = op.TopK(op.Where(nan, op.Constant(value_float=-math.inf), s), n, largest=1, sorted=1)
+    ranked = op.Compress(by_score, op.Not(op.Gather(nan, by_score)))
+    return op.Concat(op.Reshape(op.NonZero(nan), [-1]), ranked, axis=0)
+
+
+def _sorted_boxes(boxes, order):
+    """Boxes in `order`; those that overlap nothing in detops become empty boxes."""
+    b = op.Gather(boxes, order)
+    x1 = op.Gather(b, op.Constant(value_int=0), axis=1)
+    y1 = op.Gather(b, op.Constant(value_int=1), axis=1)
+    x2 = op.Gather(b, op.Constant(value_int=2), axis=1)
+    y2 = op.Gather(b, op.Constant(value_int=3), axis=1)
+    inert = op.Not(op.And(op.GreaterOrEqual(x2, x1), op.GreaterOrEqual(y2, y1)))
+    return op.Where(op.Unsqueeze(inert, [1]), op.Constant(value_float=0.0), b)
+
+
+def _stand_in_scores(order):
+    # N - position: strictly decreasing, exact in float32 for fewer than 2^24 boxes.
+    n = op.Cast(op.Shape(order), to=FLOAT.dtype)
+    count = op.Squeeze(op.Shape(order))
+    positions = op.Cast(op.Range(op.Constant(value_int=0), count, op.Constant(value_int=1)), to=FLOAT.dtype)
+    return op.Sub(n, positions)
+
+
+def _selected(selected):
+    return op.Reshape(op.Slice(selected, [2], [3], [1]), [-1])
+
+
+def nms(boxes, scores, iou_threshold: float):
+    """Translation of ``detops::nms``."""
+    threshold = _threshold("nms", iou_threshold)
+    order = _score_order(scores)
+    sorted_boxes = _sorted_boxes(_float32_boxes("nms", boxes), order)
+    selected = op.NonMaxSuppression(
+        op.Unsqueeze(sorted_boxes, [0]),
+        op.Reshape(_stand_in_scores(order), [1, 1, -1]),
+        op.Constant(value_ints=[_ALL]),
+        op.Constant(value_floats=[threshold]),
+    )
+    # Selected in decreasing stand-in score: increasing position, detops' order.
+    return op.Gather(order, _selected(selected))
+
+
+def batched_nms(boxes, scores, idxs, iou_threshold: float):
+    """Translation of ``detops::batched_nms``."""
+    threshold = _threshold("batched_nms", iou_threshold)
+    order = _score_order(scores)
+    sorted_boxes = _sorted_boxes(_float32_boxes("batched_nms", boxes), order)
+    distinct, _, category, _ = op.Unique(op.Cast(idxs, to=INT64.dtype), sorted=1)
+    category = op.Gather(op.Reshape(category, [-1]), order)
+    rows = op.Range(op.Constant(value_int=0), op.Squeeze(op.Shape(distinct)), op.Constant(value_int=1))
+    member = op.Equal(op.Unsqueeze(rows, [1]), op.Unsqueeze(category, [0]))
+    per_class = op.Where(member, op.Unsqueeze(_stand_in_scores(order), [0]), op.Constant(value_float=0.0))
+    selected = op.NonMaxSuppression(
+        op.Unsqueeze(sorted_boxes, [0]),
+        op.Unsqueeze(per_class, [0]),
+        op.Constant(value_ints=[_ALL]),
+        op.Constant(value_floats=[threshold]),
+        op.Constant(value_floats=[0.5]),
+    )
+    # Selected class by class: positions back in increasing order, detops' order.
+    positions = _selected(selected)
+    positions, _ = op.TopK(positions, op.Shape(positions), largest=0, sorted=1)
+    return op.Gather(order, positions)
+
+
+def translation_table() -> dict:
+    """``{torch.ops.detops.<op>.default: onnxscript function}`` for this package's ops."""
+    return {torch.ops.detops.nms.default: nms, torch.ops.detops.batched_nms.default: batched_nms}
