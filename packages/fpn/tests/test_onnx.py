@@ -9,14 +9,13 @@ import pytest
 import torch
 
 import detops_fpn
+from detops_core.testing import onnx_session
+from detops_fpn.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 onnx_fpn = pytest.importorskip(
     "detops_fpn.onnx", reason="the onnx extra (onnx, onnxscript, onnxruntime) is not installed"
 )
-import detops_roi.onnx  # noqa: E402
-
-from detops_core.testing import onnx_session  # noqa: E402
-from detops_fpn.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7  # noqa: E402
+import detops_roi.onnx  # noqa: E402  (after the skip: needs onnxscript)
 
 
 def _table():
