@@ -82,3 +82,15 @@ def test_a_users_table_is_merged_and_wins():
     boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.1]])
     onnx.export(Nms(), (boxes, torch.tensor([0.9, 0.8])), custom_translation_table={torch.ops.detops.nms.default: mine})
     assert called == [0.25]
+
+
+def test_export_of_a_compiled_module():
+    class Pool(torch.nn.Module):
+        def forward(self, x, rois):
+            return detops.roi_align(x, rois, 3, 0.5, 2, True)
+
+    x, rois = torch.randn(1, 3, 10, 10), torch.tensor([[0, 1.0, 1.0, 8.0, 8.0], [0, -2.0, 3.0, 5.0, 12.0]])
+    program = onnx.export(torch.compile(Pool()), (x, rois))
+    session = ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), (x, rois))})
+    np.testing.assert_allclose(got, Pool()(x, rois).numpy(), rtol=1e-5, atol=1e-5)
