@@ -9,6 +9,9 @@ import subprocess
 import sys
 import textwrap
 
+# Why a CUDA case did not run here (devices(), requires_cuda()).
+NO_CUDA_REASON = "no CUDA device visible to torch"
+
 
 def devices() -> list:
     """Devices to parametrise a test over: "cpu", and "cuda" as a case that pytest reports
@@ -17,7 +20,96 @@ def devices() -> list:
     import torch
 
     no_gpu = not torch.cuda.is_available()
-    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(no_gpu, reason="no CUDA device visible to torch"))]
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(no_gpu, reason=NO_CUDA_REASON))]
+
+
+# ---------------------------------------------------------------------------------------
+# CUDA-only tests and CPU-vs-CUDA comparisons
+
+
+def requires_cuda():
+    """A mark for tests that need a GPU (CPU-vs-CUDA comparisons, mixed-device calls): where
+    torch sees none they are reported as skipped with NO_CUDA_REASON (the reason devices()
+    gives), never silently passed. Use ``pytestmark = requires_cuda()`` for a whole file."""
+    import pytest
+    import torch
+
+    return pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA_REASON)
+
+
+def float_dtypes() -> list:
+    """The four floating dtypes every detops op takes, as pytest params named by dtype (the
+    default ids "dtype0"... say nothing in a failure report)."""
+    import pytest
+    import torch
+
+    dtypes = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+    return [pytest.param(d, id=str(d).replace("torch.", "")) for d in dtypes]
+
+
+def to_device(case, device, dtype=None):
+    """A copy of `case` (a tensor, or dicts / lists / tuples of them, nested) on `device`.
+
+    Floating tensors are cast to `dtype` when it is given (integer ones, such as class or
+    level indices, never are). Every copied tensor is a new leaf that requires grad exactly
+    when the original did, so the same case can run on several devices and each gets its
+    own gradients. Anything that is not a tensor is returned as it is.
+    """
+    import torch
+
+    if isinstance(case, torch.Tensor):
+        cast = dtype if dtype is not None and case.is_floating_point() else case.dtype
+        return case.detach().to(device=device, dtype=cast).requires_grad_(case.requires_grad)
+    if isinstance(case, dict):
+        return type(case)((k, to_device(v, device, dtype)) for k, v in case.items())
+    if isinstance(case, (list, tuple)):
+        return type(case)(to_device(v, device, dtype) for v in case)
+    return case
+
+
+def cpu_vs_cuda_tolerance(dtype, float64: float, float32: float, narrow_ulps: float = 2.0) -> dict:
+    """rtol / atol for assert_cuda_matches_cpu on one op, from the two figures the op's test
+    states: its CPU and CUDA kernels' agreement in float64 and in float32 (0 when both sum
+    in the same order, more where CUDA sums with atomics in any order).
+
+    float16 and bfloat16 are computed in float32 on both devices and rounded once to the
+    narrow type, so two float32 results that differ by a hair can still round to
+    neighbouring values: the narrow tolerance is `narrow_ulps` units in the last place of
+    the narrow type (relative) on top of the float32 one.
+    """
+    import torch
+
+    if dtype == torch.float64:
+        return dict(rtol=float64, atol=float64)
+    ulp = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}.get(dtype, 0.0)
+    return dict(rtol=float32 + narrow_ulps * ulp, atol=float32)
+
+
+def assert_cuda_matches_cpu(cuda, cpu, tol=None, what: str = "") -> None:
+    """The CUDA result `cuda` against the CPU result `cpu` of the same call: same dtype and
+    shape; integer and boolean results (indices, argmax) identical; floating results
+    identical when `tol` is None, else within ``tol`` (rtol / atol) after dividing both by
+    max(1, max |cpu|), so atol is relative to the result's own scale. NaNs must match."""
+    import torch
+
+    assert cuda.device.type == "cuda", f"{what}: expected a CUDA result, got one on {cuda.device}"
+    assert cpu.device.type == "cpu", f"{what}: expected a CPU result, got one on {cpu.device}"
+    got = cuda.detach().cpu()
+    cpu = cpu.detach()
+    assert got.dtype == cpu.dtype, f"{what}: dtype {got.dtype} on CUDA, {cpu.dtype} on the CPU"
+    assert got.shape == cpu.shape, f"{what}: shape {tuple(got.shape)} on CUDA, {tuple(cpu.shape)} on the CPU"
+    if tol is None or not cpu.is_floating_point():
+        if cpu.is_floating_point():  # NaN != NaN: compare where the NaNs are, then the rest
+            same = torch.equal(got.isnan(), cpu.isnan()) and torch.equal(got.nan_to_num(), cpu.nan_to_num())
+        else:
+            same = torch.equal(got, cpu)
+        assert same, f"{what}: CUDA and CPU results differ where they must be identical"
+        return
+    finite = cpu[torch.isfinite(cpu)]
+    scale = max(1.0, finite.abs().max().item()) if finite.numel() else 1.0
+    torch.testing.assert_close(
+        got.double() / scale, cpu.double() / scale, **tol, equal_nan=True, msg=lambda m: f"{what}: {m}"
+    )
 
 
 def run_isolated(code: str, timeout: float = 120.0) -> str:
