@@ -45,6 +45,12 @@ def _batch_indices(rois):
     return op.Cast(op.Squeeze(_columns(rois, 0, 1), [1]), to=INT64.dtype)
 
 
+def _non_finite_rows(boxes):
+    """[K] bool: the box has a NaN or infinite coordinate."""
+    bad = op.Cast(op.Or(op.IsNaN(boxes), op.IsInf(boxes)), to=INT64.dtype)
+    return op.Cast(op.ReduceMax(bad, [1], keepdims=0), to=BOOL.dtype)
+
+
 def _roi_align_all(x, t, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     """RoiAlign of every RoI over every channel of x (already in the compute type).
 
@@ -53,8 +59,7 @@ def _roi_align_all(x, t, rois, spatial_scale, pooled_height, pooled_width, sampl
     sampling (its grid is empty). ONNX Runtime's RoiAlign fails or loops on those (its grid
     size overflows), so they get a harmless box and their rows are zeroed afterwards."""
     boxes = op.Cast(_columns(rois, 1, 5), to=t)
-    inert = op.ReduceMax(op.Cast(op.Or(op.IsNaN(boxes), op.IsInf(boxes)), to=INT64.dtype), [1], keepdims=0)
-    inert = op.Cast(inert, to=BOOL.dtype)
+    inert = _non_finite_rows(boxes)
     if aligned and sampling_ratio <= 0:
         x1, y1, x2, y2 = (op.Gather(boxes, op.Constant(value_int=i), axis=1) for i in range(4))
         inert = op.Or(inert, op.Or(op.Less(x2, x1), op.Less(y2, y1)))
@@ -137,9 +142,7 @@ def roi_pool(input, rois, spatial_scale: float, pooled_height: int, pooled_width
     # A box with a non-finite coordinate has only empty bins in detops (zeros); MaxRoiPool
     # would cast its rounded coordinates to integers. It gets a harmless box, then zeros.
     boxes = _columns(rois, 1, 5)
-    inert = op.Cast(
-        op.ReduceMax(op.Cast(op.Or(op.IsNaN(boxes), op.IsInf(boxes)), to=INT64.dtype), [1], keepdims=0), to=BOOL.dtype
-    )
+    inert = _non_finite_rows(boxes)
     boxes = op.Where(op.Unsqueeze(inert, [1]), op.Constant(value_float=0.0), boxes)
     rois = op.Concat(_columns(rois, 0, 1), boxes, axis=1)
     out = op.MaxRoiPool(x, rois, pooled_shape=[pooled_height, pooled_width], spatial_scale=float(spatial_scale))
@@ -192,9 +195,8 @@ def ps_roi_pool(input, rois, spatial_scale: float, pooled_height: int, pooled_wi
     boxes = op.Mul(
         op.Cast(_columns(rois, 1, 5), to=t), op.CastLike(op.Constant(value_float=spatial_scale), op.Cast(input, to=t))
     )
-    finite = op.Not(op.Or(op.IsNaN(boxes), op.IsInf(boxes)))
-    valid = op.Cast(op.ReduceMin(op.Cast(finite, to=INT64.dtype), [1], keepdims=0), to=BOOL.dtype)  # [K]
-    wide = op.Where(finite, op.Cast(boxes, to=DOUBLE.dtype), _double(0.0))
+    valid = op.Not(_non_finite_rows(boxes))  # [K]
+    wide = op.Where(op.Unsqueeze(valid, [1]), op.Cast(boxes, to=DOUBLE.dtype), _double(0.0))
     limit = _double(1099511627776.0)  # detops clamps pooling coordinates to +-2^40
     corners = op.Cast(op.Min(op.Max(_round_away(wide), op.Neg(limit)), limit), to=INT64.dtype)  # [K, 4]
     x1, y1, x2, y2 = (op.Gather(corners, op.Constant(value_int=i), axis=1) for i in range(4))
