@@ -71,12 +71,6 @@ def _setup_scales(
     return scales, initLevelMapper(-exponents[0], -exponents[-1], canonical_scale, canonical_level)
 
 
-def _to_rois(boxes: List[Tensor]) -> Tensor:
-    concat = torch.cat(boxes, dim=0)
-    ids = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0)
-    return torch.cat([ids, concat], dim=1)
-
-
 class MultiScaleRoIAlign(nn.Module):
     """Multi-scale RoIAlign pooling (FPN). Same arguments and results as
     ``torchvision.ops.MultiScaleRoIAlign``: each box is pooled from the level chosen by
@@ -132,7 +126,7 @@ class MultiScaleRoIAlign(nn.Module):
             scales, mapper = _setup_scales(features, image_shapes, self.canonical_scale, self.canonical_level)
             self.scales = scales
             self.map_levels = mapper
-        rois = _to_rois(boxes)
+        rois = detops_roi.to_rois("MultiScaleRoIAlign", boxes, features[0])
         size = [self.output_size[0], self.output_size[1]]
         if len(features) == 1:
             return detops_roi.roi_align(features[0], rois, size, scales[0], self.sampling_ratio)
