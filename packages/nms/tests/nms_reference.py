@@ -50,19 +50,38 @@ def reference_batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres
     return kept_t[order]
 
 
+# The reference loops in Python over CPU tensors: inputs on another device are compared
+# through CPU copies. Every oracle accepts inputs on any device.
 ORACLES: Dict[str, Dict[str, Callable]] = {
-    "reference": {"nms": reference_nms, "batched_nms": reference_batched_nms},
+    "reference": {
+        "nms": lambda b, s, t: reference_nms(b.cpu(), s.cpu(), t),
+        "batched_nms": lambda b, s, i, t: reference_batched_nms(b.cpu(), s.cpu(), i.cpu(), t),
+    },
 }
 try:
     import torchvision
 
+    def _tv_device(scores: Tensor) -> torch.device:
+        # torchvision's CUDA nms ranks scores with an unstable sort, so equal scores (NaNs
+        # included) come out in an unspecified order and a different box of a tied pair can
+        # survive. Its CPU kernel sorts stably, as detops promises: where scores tie, that
+        # is the oracle; elsewhere torchvision runs on the inputs' own device.
+        numbers = scores[~scores.isnan()]
+        ties = len(scores) - len(numbers) > 1 or len(torch.unique(numbers)) < len(numbers)
+        return torch.device("cpu") if ties else scores.device
+
+    def _tv_nms(boxes, scores, thr):
+        on = _tv_device(scores)
+        return torchvision.ops.nms(boxes.to(on), scores.to(on), thr)
+
     def _tv_batched(boxes, scores, idxs, thr):
-        return torchvision.ops.batched_nms(boxes.cpu(), scores.cpu(), idxs.cpu(), thr)
+        on = _tv_device(scores)
+        return torchvision.ops.batched_nms(boxes.to(on), scores.to(on), idxs.to(on), thr)
 
     # torchvision's CPU kernels take float32/float64 only: narrow inputs are compared with
     # their float32 values (detops computes float16/bfloat16 in float32).
     ORACLES["torchvision"] = {
-        "nms": lambda b, s, t: torchvision.ops.nms(b.to(_compute_dtype(b)), s.to(_compute_dtype(s)), t),
+        "nms": lambda b, s, t: _tv_nms(b.to(_compute_dtype(b)), s.to(_compute_dtype(s)), t),
         "batched_nms": lambda b, s, i, t: _tv_batched(b.to(_compute_dtype(b)), s.to(_compute_dtype(s)), i, t),
     }
 except ImportError:  # torch 2.13 compat environment: the reference alone is the oracle

@@ -6,15 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detops_nms
+from detops_core.testing import devices, requires_cuda
 
 shapes = st.lists(st.integers(0, 6), min_size=0, max_size=3).map(tuple)
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=80, deadline=None)
 @given(shapes, shapes)
-def test_wrong_shapes_name_the_argument(box_shape, score_shape):
-    boxes = torch.rand(box_shape)
-    scores = torch.rand(score_shape)
+def test_wrong_shapes_name_the_argument(device, box_shape, score_shape):
+    boxes = torch.rand(box_shape, device=device)
+    scores = torch.rand(score_shape, device=device)
     valid = len(box_shape) == 2 and box_shape[1] == 4 and score_shape == (box_shape[0],)
     if valid:
         detops_nms.nms(boxes, scores, 0.5)
@@ -23,11 +25,12 @@ def test_wrong_shapes_name_the_argument(box_shape, score_shape):
         detops_nms.nms(boxes, scores, 0.5)
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 5), st.lists(st.integers(0, 6), max_size=2).map(tuple))
-def test_idxs_shape_is_checked(n, idx_shape):
-    boxes, scores = torch.rand(n, 4), torch.rand(n)
-    idxs = torch.zeros(idx_shape, dtype=torch.int64)
+def test_idxs_shape_is_checked(device, n, idx_shape):
+    boxes, scores = torch.rand(n, 4, device=device), torch.rand(n, device=device)
+    idxs = torch.zeros(idx_shape, dtype=torch.int64, device=device)
     if idx_shape == (n,):
         detops_nms.batched_nms(boxes, scores, idxs, 0.5)
         return
@@ -47,7 +50,10 @@ def test_idxs_shape_is_checked(n, idx_shape):
         (torch.rand(3, 4, device="meta"), torch.rand(3), "same device"),
     ],
 )
-def test_nms_bad_input_messages(boxes, scores, message):
+@pytest.mark.parametrize("device", devices())
+def test_nms_bad_input_messages(boxes, scores, message, device):
+    # Meta tensors stay where they are: next to a tensor on `device` they are the mismatch.
+    boxes, scores = (t if t.is_meta else t.to(device) for t in (boxes, scores))
     with pytest.raises(RuntimeError, match=message):
         torch.ops.detops.nms(boxes, scores, 0.5)
 
@@ -60,15 +66,44 @@ def test_nms_bad_input_messages(boxes, scores, message):
         (torch.zeros(4, dtype=torch.int64), r"idxs must be a 1-D tensor of shape \[N\]"),
     ],
 )
-def test_batched_nms_bad_idxs(idxs, message):
+@pytest.mark.parametrize("device", devices())
+def test_batched_nms_bad_idxs(idxs, message, device):
+    boxes, scores = torch.rand(3, 4, device=device), torch.rand(3, device=device)
     with pytest.raises(RuntimeError, match=message):
-        detops_nms.batched_nms(torch.rand(3, 4), torch.rand(3), idxs, 0.5)
+        detops_nms.batched_nms(boxes, scores, idxs.to(device), 0.5)
 
 
-def test_narrow_integer_idxs_are_accepted():
-    boxes, scores = torch.rand(5, 4), torch.rand(5)
+@pytest.mark.parametrize("device", devices())
+def test_narrow_integer_idxs_are_accepted(device):
+    boxes, scores = torch.rand(5, 4, device=device), torch.rand(5, device=device)
     boxes[:, 2:] += boxes[:, :2]
-    idxs = torch.tensor([0, 1, 0, 1, 2])
+    idxs = torch.tensor([0, 1, 0, 1, 2], device=device)
     expected = detops_nms.batched_nms(boxes, scores, idxs, 0.5)
     for dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
         assert torch.equal(detops_nms.batched_nms(boxes, scores, idxs.to(dtype), 0.5), expected)
+
+
+# A CUDA kernel given a CPU tensor would read host memory as device memory: every
+# argument's device is checked, and the message names both devices.
+@requires_cuda()
+@pytest.mark.parametrize("on_cpu", ["boxes", "scores"])
+def test_nms_mixed_devices_name_both(on_cpu):
+    args = {"boxes": torch.rand(3, 4, device="cuda"), "scores": torch.rand(3, device="cuda")}
+    args[on_cpu] = args[on_cpu].cpu()
+    with pytest.raises(
+        RuntimeError, match=r"boxes and scores must be on the same device, got (cuda:\d+ and cpu|cpu and cuda:\d+)"
+    ):
+        detops_nms.nms(args["boxes"], args["scores"], 0.5)
+
+
+@requires_cuda()
+@pytest.mark.parametrize("on_cpu", ["boxes", "scores", "idxs"])
+def test_batched_nms_mixed_devices_name_both(on_cpu):
+    args = {
+        "boxes": torch.rand(3, 4, device="cuda"),
+        "scores": torch.rand(3, device="cuda"),
+        "idxs": torch.zeros(3, dtype=torch.int64, device="cuda"),
+    }
+    args[on_cpu] = args[on_cpu].cpu()
+    with pytest.raises(RuntimeError, match=r"must be on the same device, got (cuda:\d+ and cpu|cpu and cuda:\d+)"):
+        detops_nms.batched_nms(args["boxes"], args["scores"], args["idxs"], 0.5)

@@ -5,6 +5,7 @@ import torch
 from nms_reference import random_boxes
 
 import detops_nms
+from detops_core.testing import devices
 
 try:
     import torchvision.ops as tv_ops
@@ -15,15 +16,16 @@ FORMATS = ["xyxy", "xywh", "cxcywh"]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.int64]
 
 
-def _boxes(n=50, dtype=torch.float32, seed=0):
+def _boxes(n=50, dtype=torch.float32, seed=0, device="cpu"):
     b = random_boxes(n, torch.Generator().manual_seed(seed)) - 20
-    return b.to(dtype)
+    return b.to(device, dtype)
 
 
 @pytest.mark.parametrize("in_fmt", FORMATS)
 @pytest.mark.parametrize("out_fmt", FORMATS)
-def test_box_convert(in_fmt, out_fmt):
-    b = _boxes()
+@pytest.mark.parametrize("device", devices())
+def test_box_convert(in_fmt, out_fmt, device):
+    b = _boxes(device=device)
     got = detops_nms.box_convert(b, in_fmt, out_fmt)
     # round trip through xyxy by the definitions
     x1, y1, x2, y2 = detops_nms.box_convert(b, in_fmt, "xyxy").unbind(-1)
@@ -39,20 +41,23 @@ def test_box_convert(in_fmt, out_fmt):
 
 
 @pytest.mark.parametrize("fmt", ["xywhr", "cxcywhr", "xyxyxyxy"])
-def test_rotated_formats_are_refused(fmt):
+@pytest.mark.parametrize("device", devices())
+def test_rotated_formats_are_refused(fmt, device):
     with pytest.raises(NotImplementedError, match="rotated"):
-        detops_nms.box_convert(_boxes(), "xyxy", fmt)
+        detops_nms.box_convert(_boxes(device=device), "xyxy", fmt)
 
 
-def test_unknown_format():
+@pytest.mark.parametrize("device", devices())
+def test_unknown_format(device):
     with pytest.raises(ValueError, match="unsupported box format"):
-        detops_nms.box_area(_boxes(), fmt="yxyx")
+        detops_nms.box_area(_boxes(device=device), fmt="yxyx")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_box_area_and_iou(dtype, fmt):
-    a, b = _boxes(30, dtype, 1), _boxes(20, dtype, 2)
+@pytest.mark.parametrize("device", devices())
+def test_box_area_and_iou(dtype, fmt, device):
+    a, b = _boxes(30, dtype, 1, device), _boxes(20, dtype, 2, device)
     if fmt != "xyxy":
         a = detops_nms.box_convert(a.double(), "xyxy", fmt).to(dtype)
         b = detops_nms.box_convert(b.double(), "xyxy", fmt).to(dtype)
@@ -64,8 +69,9 @@ def test_box_area_and_iou(dtype, fmt):
         torch.testing.assert_close(area, tv_ops.box_area(a, fmt), rtol=0, atol=0)
         torch.testing.assert_close(iou, tv_ops.box_iou(a, b, fmt), rtol=0, atol=0, equal_nan=True)
     # definition, in float64 on the xyxy corners
-    xa = detops_nms.box_convert(a.double(), fmt, "xyxy")
-    xb = detops_nms.box_convert(b.double(), fmt, "xyxy")
+    xa = detops_nms.box_convert(a.double(), fmt, "xyxy").cpu()
+    xb = detops_nms.box_convert(b.double(), fmt, "xyxy").cpu()
+    area, iou = area.cpu(), iou.cpu()
     ref_area = (xa[:, 2] - xa[:, 0]) * (xa[:, 3] - xa[:, 1])
     torch.testing.assert_close(area.double(), ref_area, rtol=2e-3, atol=1e-2)
     i, j = 3, 7
@@ -76,8 +82,9 @@ def test_box_area_and_iou(dtype, fmt):
     assert abs(float(iou[i, j]) - expected) < 2e-3
 
 
-def test_clip_boxes_to_image():
-    b = _boxes(40) * 3
+@pytest.mark.parametrize("device", devices())
+def test_clip_boxes_to_image(device):
+    b = _boxes(40, device=device) * 3
     clipped = detops_nms.clip_boxes_to_image(b, (60, 80))
     assert torch.equal(clipped[:, 0::2], b[:, 0::2].clamp(0, 80))
     assert torch.equal(clipped[:, 1::2], b[:, 1::2].clamp(0, 60))
@@ -87,8 +94,9 @@ def test_clip_boxes_to_image():
         assert torch.equal(clipped, tv_ops.clip_boxes_to_image(b, (60, 80)))
 
 
-def test_remove_small_boxes():
-    b = _boxes(80)
+@pytest.mark.parametrize("device", devices())
+def test_remove_small_boxes(device):
+    b = _boxes(80, device=device)
     keep = detops_nms.remove_small_boxes(b, 12.5)
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     expected = [i for i in range(80) if w[i] >= 12.5 and h[i] >= 12.5]

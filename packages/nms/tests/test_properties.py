@@ -1,11 +1,13 @@
 """Properties that hold for any input, checked on hypothesis-generated boxes."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nms_reference import boxes_from
 
 import detops_nms
+from detops_core.testing import devices
 
 coords = st.floats(min_value=-50, max_value=50, allow_nan=False, width=32)
 sizes = st.floats(min_value=0, max_value=40, allow_nan=False, width=32)
@@ -49,40 +51,50 @@ def _check_greedy(boxes, scores, keep, threshold, same_group):
         assert (i in kept_set) == (not suppressed_by), (i, suppressed_by)
 
 
+def _on(device, *tensors):
+    return tuple(t.to(device) for t in tensors)
+
+
+# The op runs on `device`; the checks run on the CPU inputs and a CPU copy of its result.
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=60, deadline=None)
 @given(problems())
-def test_nms_is_greedy_suppression(problem):
+def test_nms_is_greedy_suppression(device, problem):
     boxes, scores, _, threshold = problem
-    keep = detops_nms.nms(boxes, scores, threshold)
+    keep = detops_nms.nms(*_on(device, boxes, scores), threshold).cpu()
     _check_greedy(boxes, scores, keep, threshold, lambda a, b: True)
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=60, deadline=None)
 @given(problems())
-def test_batched_nms_is_greedy_suppression_per_class(problem):
+def test_batched_nms_is_greedy_suppression_per_class(device, problem):
     boxes, scores, idxs, threshold = problem
-    keep = detops_nms.batched_nms(boxes, scores, idxs, threshold)
+    keep = detops_nms.batched_nms(*_on(device, boxes, scores, idxs), threshold).cpu()
     _check_greedy(boxes, scores, keep, threshold, lambda a, b: bool(idxs[a] == idxs[b]))
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=40, deadline=None)
 @given(problems(), st.randoms(use_true_random=False))
-def test_permuting_inputs_permutes_output(problem, rnd):
+def test_permuting_inputs_permutes_output(device, problem, rnd):
     boxes, scores, idxs, threshold = problem
     n = len(boxes)
     scores = torch.arange(n, dtype=torch.float32)[torch.randperm(n)] if n else scores  # distinct
     perm = list(range(n))
     rnd.shuffle(perm)
     perm = torch.tensor(perm, dtype=torch.int64)
-    keep = detops_nms.batched_nms(boxes, scores, idxs, threshold)
-    keep_p = detops_nms.batched_nms(boxes[perm], scores[perm], idxs[perm], threshold)
+    keep = detops_nms.batched_nms(*_on(device, boxes, scores, idxs), threshold).cpu()
+    keep_p = detops_nms.batched_nms(*_on(device, boxes[perm], scores[perm], idxs[perm]), threshold).cpu()
     assert torch.equal(perm[keep_p], keep)
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=40, deadline=None)
 @given(problems(), st.integers(-1000, 1000))
-def test_class_labels_only_matter_through_equality(problem, shift):
+def test_class_labels_only_matter_through_equality(device, problem, shift):
     boxes, scores, idxs, threshold = problem
+    boxes, scores, idxs = _on(device, boxes, scores, idxs)
     a = detops_nms.batched_nms(boxes, scores, idxs, threshold)
     b = detops_nms.batched_nms(boxes, scores, idxs * 7 + shift, threshold)
     assert torch.equal(a, b)
