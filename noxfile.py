@@ -1,13 +1,16 @@
 """Every developer and CI action is a nox session (the session names are an interface).
 
 Sessions run no virtualenv of their own: they call ci/ scripts that use the shared
-environments in .venvs/ (dev: torch 2.14.1 CUDA build + torchvision 0.29.1; compat:
-torch 2.13.0 CPU-only), so torch is installed once per environment, not per session.
+environments in .venvs/ (dev: torch 2.14.1 CUDA build + torchvision 0.29.1; compat-<torch>:
+one per ci/requirements-compat-<torch>.txt), so torch is installed once per environment,
+not per session.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import sys
 
 import nox
@@ -45,11 +48,34 @@ for _pkg in packages.present():
         nox.session(name=f"tests-{_pkg}")(_package_tests(_pkg))
 
 
+def _compat_torches() -> list[str]:
+    found = glob.glob(os.path.join(packages.ROOT, "ci", "requirements-compat-*.txt"))
+    names = [os.path.basename(f)[len("requirements-compat-") : -len(".txt")] for f in found]
+    return sorted(names, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
 @nox.session
 def compat(session: nox.Session) -> None:
-    """The wheels built against torch 2.14.1, installed and tested under torch 2.13.0 CPU."""
-    _run(session, "build.py", "--into", "compat")
-    _run(session, "test.py", "--env", "compat", *session.posargs)
+    """The wheels built once against torch 2.14.1, installed and tested under torch 2.11.0
+    (with torchvision 0.26.0), 2.13.0 (CPU-only) and 2.15.0; then detops-nms alone.
+
+    `nox -s compat -- 2.11` tests only the torch versions given first; the arguments after
+    them go to pytest."""
+    known = _compat_torches()
+    args = list(session.posargs)
+    torches = []
+    while args and re.fullmatch(r"\d+\.\d+", args[0]):
+        if args[0] not in known:
+            session.error(f"no ci/requirements-compat-{args[0]}.txt; known torch versions: {known}")
+        torches.append(args.pop(0))
+    envs = [f"compat-{v}" for v in torches or known]
+    # Create the environments (a cold torch install takes minutes) before build.py takes
+    # the dist/ lock that other builds wait on.
+    for env in envs:
+        _run(session, "envs.py", env)
+    _run(session, "build.py", *(a for env in envs for a in ("--into", env)))
+    for env in envs:
+        _run(session, "test.py", "--env", env, *args)
     # Installing only detops-core and detops-nms gives a working detops_nms.
     _run(session, "build.py", "--into", "nms-only", "nms")
     _run(session, "test.py", "--env", "nms-only", "nms")

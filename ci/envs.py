@@ -38,9 +38,12 @@ def ensure(name: str) -> str:
         print(f"[envs] creating {env_dir}", flush=True)
         venv.EnvBuilder(with_pip=True).create(env_dir)
     print(f"[envs] installing {os.path.basename(req)} into {env_dir}", flush=True)
+    # Each file pins its torch exactly; a machine-wide pip constraint (this VM caps torch at
+    # the release it keeps on disk) must not veto the pin of a newer compat torch.
     subprocess.run(
         [python_of(name), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", req],
         check=True,
+        env={**os.environ, "PIP_CONSTRAINT": os.devnull},
     )
     with open(stamp, "w") as f:
         f.write(digest)

@@ -17,7 +17,7 @@ try:
     from torchvision.ops import deform_conv2d as _tv_deform_conv2d
 
     HAVE_TORCHVISION = True
-except ImportError:  # the compat environment has no torchvision
+except ImportError:  # the torch 2.13 and 2.15 compat environments have no torchvision
     HAVE_TORCHVISION = False
 
 

@@ -6,7 +6,7 @@ import torch
 
 import detops
 
-torchvision = pytest.importorskip("torchvision", reason="the model comes from torchvision; compat has none")
+torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed (the model comes from it)")
 from torchvision.models.detection import maskrcnn_resnet50_fpn  # noqa: E402
 
 

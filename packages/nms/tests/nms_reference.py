@@ -1,6 +1,7 @@
 """Obviously-correct NMS written from the definition, plus the torchvision oracle when it
 is installed. Every differential test compares detops with each entry of ORACLES, so the
-suite means the same thing with or without torchvision (torch 2.13 has none)."""
+suite means the same thing with or without torchvision (the torch 2.13 and 2.15 compat
+environments have none)."""
 
 from typing import Callable, Dict
 
@@ -84,7 +85,7 @@ try:
         "nms": lambda b, s, t: _tv_nms(b.to(_compute_dtype(b)), s.to(_compute_dtype(s)), t),
         "batched_nms": lambda b, s, i, t: _tv_batched(b.to(_compute_dtype(b)), s.to(_compute_dtype(s)), i, t),
     }
-except ImportError:  # torch 2.13 compat environment: the reference alone is the oracle
+except ImportError:  # torch 2.13 / 2.15 compat environments: the reference alone is the oracle
     pass
 
 

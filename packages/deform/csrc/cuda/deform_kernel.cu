@@ -175,14 +175,6 @@ __global__ void finish_kernel(Dims d, const T* __restrict__ prod, const S* __res
   }
 }
 
-// The current stream of the current device (the entry points set the device guard).
-cudaStream_t current_stream() {
-  int device = 0;
-  detops::cuda::check_cuda(cudaGetDevice(&device), "detops.deform_conv2d");
-  auto stream = torch::stable::accelerator::getCurrentStream(device);
-  return static_cast<cudaStream_t>(stream.nativeHandle());
-}
-
 template <typename S, typename T>
 class Sampler {
  public:
@@ -191,7 +183,7 @@ class Sampler {
         input_(input.const_data_ptr<S>()),
         offset_(offset),
         mask_(mask),
-        stream_(current_stream()) {}
+        stream_(detops::cuda::current_stream(input)) {}
 
   void im2col(T* col) const {
     const int64_t blocks = (d_.cpg + kChannelBlock - 1) / kChannelBlock;
@@ -234,8 +226,9 @@ struct Backend {
                             S* out) {
     const Dims d(g, ch);
     const int64_t n = ch.nb * g.out_channels * ch.np;
-    finish_kernel<S, T><<<detops::cuda::grid_for(n, kThreads), kThreads, 0, current_stream()>>>(
-        d, prod, bias, out);
+    finish_kernel<S, T>
+        <<<detops::cuda::grid_for(n, kThreads), kThreads, 0, detops::cuda::current_stream()>>>(
+            d, prod, bias, out);
     detops::cuda::check_launch("detops.deform_conv2d finish_kernel");
   }
 };

@@ -44,11 +44,14 @@ __version__ = "0.1.0"
 
 @torch.jit.unused
 def _checked_pair(value, name: str) -> Tuple[int, int]:
-    # Anything usable as an index (int, numpy integer, ...) or a pair of such.
-    try:
-        return (operator.index(value), operator.index(value))
-    except TypeError:
-        pass
+    # Anything usable as an index (int, numpy integer, ...) or a pair of such. A tuple or
+    # list is never an index: skipping the failing operator.index keeps torch.compile off
+    # that TypeError, which torch 2.11's dynamo cannot trace (fixed by 2.13).
+    if not isinstance(value, (tuple, list)):
+        try:
+            return (operator.index(value), operator.index(value))
+        except TypeError:
+            pass
     try:
         items = tuple(value)
         if len(items) == 2:
