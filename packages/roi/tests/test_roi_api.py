@@ -7,15 +7,22 @@ import torch
 from test_roi_differential import OPS, ORACLES, call, channels, make_rois, tv_ops
 
 import detops_roi
+from detops_core.testing import devices
 
 H, W = 9, 10
 
 
-def _inputs(op, dtype=torch.float64, n=2, size=2, scale=0.5, seed=0):
+def _inputs(op, dtype=torch.float64, n=2, size=2, scale=0.5, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, channels(op, size), H, W, generator=g, dtype=dtype)
     rois = make_rois(n, scale, g, dtype)
-    return x, rois
+    return x.to(device), rois.to(device)
+
+
+def _nondet_tol(device):
+    # gradcheck runs the backward twice and wants identical results: on the CPU it is
+    # (one writer per gradient plane); CUDA adds with atomics in any order.
+    return 0.0 if device == "cpu" else 1e-12
 
 
 def _op_args(op, x, rois, size=2, scale=0.5, sr=2, aligned=True):
@@ -27,35 +34,41 @@ def _op_args(op, x, rois, size=2, scale=0.5, sr=2, aligned=True):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_gradcheck_float64(op):
-    x, rois = _inputs(op, n=2, seed=1)
+@pytest.mark.parametrize("device", devices())
+def test_gradcheck_float64(op, device):
+    x, rois = _inputs(op, n=2, seed=1, device=device)
     rois = rois[:8]
     x.requires_grad_()
 
     def fn(t):
         return call(op, "detops", t, rois, 2, 0.5, -1, True)
 
-    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5, nondet_tol=_nondet_tol(device))
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_opcheck(op):
-    x, rois = _inputs(op, torch.float32)
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(op, device):
+    x, rois = _inputs(op, torch.float32, device=device)
     x.requires_grad_()
     torch.library.opcheck(getattr(torch.ops.detops, op).default, _op_args(op, x, rois))
 
 
-def test_opcheck_multi_level():
-    feats = [torch.randn(2, 3, 12, 10, requires_grad=True), torch.randn(2, 3, 6, 5, requires_grad=True)]
-    rois = make_rois(2, 0.5, torch.Generator().manual_seed(0), torch.float32)
-    levels = torch.arange(rois.shape[0]) % 2
+@pytest.mark.parametrize("device", devices())
+def test_opcheck_multi_level(device):
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 3, 12, 10, generator=g), torch.randn(2, 3, 6, 5, generator=g)]
+    feats = [f.to(device).requires_grad_() for f in feats]
+    rois = make_rois(2, 0.5, g, torch.float32).to(device)
+    levels = (torch.arange(rois.shape[0]) % 2).to(device)
     torch.library.opcheck(
         torch.ops.detops.multi_level_roi_align.default, (feats, [0.5, 0.25], rois, levels, 3, 2, 2, True)
     )
 
 
-def test_double_backward_raises():
-    x, rois = _inputs("roi_align")
+@pytest.mark.parametrize("device", devices())
+def test_double_backward_raises(device):
+    x, rois = _inputs("roi_align", device=device)
     x.requires_grad_()
     out = detops_roi.roi_align(x, rois, 2, 0.5, 2, True)
     # The incoming gradient depends on x, so the backward op is differentiated.
@@ -65,8 +78,9 @@ def test_double_backward_raises():
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_scripted_function_and_module(op):
-    x, rois = _inputs(op, torch.float32)
+@pytest.mark.parametrize("device", devices())
+def test_scripted_function_and_module(op, device):
+    x, rois = _inputs(op, torch.float32, device=device)
     fn = torch.jit.script(getattr(detops_roi, op))
     boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
     order = torch.argsort(rois[:, 0], stable=True)
@@ -106,8 +120,9 @@ def test_module_repr(oracle):
         assert ours == theirs
 
 
-def test_compile_fullgraph_forward_backward():
-    x, rois = _inputs("ps_roi_align", torch.float32, size=2)
+@pytest.mark.parametrize("device", devices())
+def test_compile_fullgraph_forward_backward(device):
+    x, rois = _inputs("ps_roi_align", torch.float32, size=2, device=device)
 
     def f(t, r):
         return (
@@ -128,8 +143,9 @@ def test_compile_fullgraph_forward_backward():
     torch.testing.assert_close(x1.grad, x2.grad)
 
 
-def test_compile_inductor_and_export():
-    x, rois = _inputs("roi_align", torch.float32)
+@pytest.mark.parametrize("device", devices())
+def test_compile_inductor_and_export(device):
+    x, rois = _inputs("roi_align", torch.float32, device=device)
 
     class M(torch.nn.Module):
         def forward(self, t, r):
@@ -142,16 +158,17 @@ def test_compile_inductor_and_export():
     torch.testing.assert_close(exported.module()(x, rois), m(x, rois))
 
 
-def test_multi_level_matches_per_level():
+@pytest.mark.parametrize("device", devices())
+def test_multi_level_matches_per_level(device):
     g = torch.Generator().manual_seed(5)
-    feats = [torch.randn(2, 4, 24 // s, 20 // s, generator=g, dtype=torch.float64) for s in (1, 2, 4)]
+    feats = [torch.randn(2, 4, 24 // s, 20 // s, generator=g, dtype=torch.float64).to(device) for s in (1, 2, 4)]
     scales = [1.0, 0.5, 0.25]
     rois = make_rois(2, 1.0, g)
-    rois = torch.cat([rois, rois])
-    levels = torch.randint(0, 3, (rois.shape[0],), generator=g)
+    rois = torch.cat([rois, rois]).to(device)
+    levels = torch.randint(0, 3, (rois.shape[0],), generator=g).to(device)
     fs = [f.clone().requires_grad_() for f in feats]
     out = detops_roi.multi_level_roi_align(fs, rois, levels, (3, 2), scales, -1, True)
-    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64).to(device)
     grads = torch.autograd.grad(out, fs, grad)
     fs2 = [f.clone().requires_grad_() for f in feats]
     expected = torch.zeros_like(out)
@@ -165,9 +182,12 @@ def test_multi_level_matches_per_level():
     assert torch.autograd.gradcheck(
         lambda a, b, c: detops_roi.multi_level_roi_align([a, b, c], rois[:6], levels[:6], 2, scales, 2, False),
         tuple(f[:, :2].clone().requires_grad_() for f in feats),
+        nondet_tol=_nondet_tol(device),
     )
 
 
+# CPU only: the CPU backward promises bitwise repeatability at any thread count; the CUDA
+# backward adds with atomics in any order by design (test_cpu_vs_cuda.py bounds it).
 @pytest.mark.parametrize("op", OPS)
 def test_backward_bitwise_repeatable(op):
     g = torch.Generator().manual_seed(11)
@@ -188,8 +208,9 @@ def test_backward_bitwise_repeatable(op):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_empty_rois_and_empty_maps(op):
-    x, rois = _inputs(op, torch.float32)
+@pytest.mark.parametrize("device", devices())
+def test_empty_rois_and_empty_maps(op, device):
+    x, rois = _inputs(op, torch.float32, device=device)
     xg = x.clone().requires_grad_()
     out = call(op, "detops", xg, rois[:0], 2, 0.5, 2, True)
     assert out.shape == (0, x.shape[1] // (4 if op.startswith("ps_") else 1), 2, 2)
@@ -197,7 +218,7 @@ def test_empty_rois_and_empty_maps(op):
     assert torch.equal(xg.grad, torch.zeros_like(x))
     assert call(op, "detops", x, [], 2, 0.5, 2, True).shape[0] == 0
     for shape in ((2, x.shape[1], 0, W), (2, x.shape[1], H, 0)):
-        e = torch.zeros(shape, requires_grad=True)
+        e = torch.zeros(shape, device=device, requires_grad=True)
         out = call(op, "detops", e, rois, 2, 0.5, -1, True)
         assert out.shape[0] == rois.shape[0] and torch.equal(out, torch.zeros_like(out))
         out.sum().backward()
@@ -205,8 +226,9 @@ def test_empty_rois_and_empty_maps(op):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_non_finite_and_huge_boxes(op):
-    x, _ = _inputs(op, torch.float32)
+@pytest.mark.parametrize("device", devices())
+def test_non_finite_and_huge_boxes(op, device):
+    x, _ = _inputs(op, torch.float32, device=device)
     nan, inf = float("nan"), float("inf")
     rois = torch.tensor(
         [
@@ -217,7 +239,8 @@ def test_non_finite_and_huge_boxes(op):
             [0, -1e30, -1e30, 1e30, 1e30],
             [1, -3e9, 2, 3e9, 6],
             [0, 2, 2, 8, 8],
-        ]
+        ],
+        device=device,
     )
     for sr in (-1, 2):
         xg = x.clone().requires_grad_()
@@ -232,13 +255,16 @@ def test_non_finite_and_huge_boxes(op):
 
 @pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("op", ["roi_align", "ps_roi_align"])
-def test_large_adaptive_grid(oracle, op):
+@pytest.mark.parametrize("device", devices())
+def test_large_adaptive_grid(oracle, op, device):
     """Boxes several times the map with adaptive sampling: grids of dozens of samples per
     axis, where detops visits only the samples that can touch the map."""
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(1, channels(op, 1), 6, 7, generator=g, dtype=torch.float64)
+    x = torch.randn(1, channels(op, 1), 6, 7, generator=g, dtype=torch.float64).to(device)
     rois = torch.tensor(
-        [[0, -30.0, -20.0, 40.0, 35.0], [0, -50.0, 3.0, 9.0, 4.5], [0, 2.0, -90.0, 6.0, 80.0]], dtype=torch.float64
+        [[0, -30.0, -20.0, 40.0, 35.0], [0, -50.0, 3.0, 9.0, 4.5], [0, 2.0, -90.0, 6.0, 80.0]],
+        dtype=torch.float64,
+        device=device,
     )
     for aligned in (False, True):
         ours = call(op, "detops", x, rois, 1, 1.0, -1, aligned)
@@ -246,9 +272,10 @@ def test_large_adaptive_grid(oracle, op):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
-def test_autocast_cpu_computes_in_float32():
-    x, rois = _inputs("roi_align", torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+@pytest.mark.parametrize("device", devices())
+def test_autocast_computes_in_float32(device):
+    x, rois = _inputs("roi_align", torch.float32, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         out = detops_roi.roi_align(x.bfloat16(), rois, 2, 0.5, 2, True)  # float32 boxes
         pooled, _ = torch.ops.detops.roi_pool(x.bfloat16(), rois, 0.5, 2, 2)
     assert out.dtype == torch.bfloat16 and pooled.dtype == torch.bfloat16

@@ -10,6 +10,7 @@ import roi_reference
 import torch
 
 import detops_roi
+from detops_core.testing import devices
 
 try:
     import torchvision.ops as tv_ops
@@ -47,6 +48,11 @@ def make_rois(n_images, scale, generator, dtype=torch.float64):
 
 def call(op, impl, x, rois, size, scale, sr, aligned):
     if impl == "reference":
+        # The reference loops in Python over RoIs, bins and samples: for input on another
+        # device it runs on CPU copies, differentiably, so gradients still reach `x`.
+        if x.device.type != "cpu":
+            cpu_rois = rois.cpu() if isinstance(rois, torch.Tensor) else [b.cpu() for b in rois]
+            return call(op, impl, x.cpu(), cpu_rois, size, scale, sr, aligned).to(x.device)
         fn = roi_reference.REFERENCE[op]
         size = (size, size) if isinstance(size, int) else size
     elif impl == "torchvision":
@@ -81,7 +87,8 @@ CASES = [
 
 @pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("op,size,scale,sr,aligned", CASES)
-def test_forward_backward(oracle, op, size, scale, sr, aligned):
+@pytest.mark.parametrize("device", devices())
+def test_forward_backward(oracle, op, size, scale, sr, aligned, device):
     g = torch.Generator().manual_seed(zlib.crc32(repr((op, size, scale, sr, aligned)).encode()))
     n = 2
     x = torch.randn(n, channels(op, size), H, W, generator=g, dtype=torch.float64)
@@ -90,6 +97,7 @@ def test_forward_backward(oracle, op, size, scale, sr, aligned):
         # torchvision's ps_roi_pool backward adds gradient to the last row and column,
         # which its own forward never reads; keep its boxes clear of them.
         rois[:, 1:].clamp_(max=min(H, W) / scale - 2.5 / scale)
+    x, rois = x.to(device), rois.to(device)
     x1 = x.clone().requires_grad_()
     x2 = x.clone().requires_grad_()
     ours = call(op, "detops", x1, rois, size, scale, sr, aligned)
@@ -98,7 +106,8 @@ def test_forward_backward(oracle, op, size, scale, sr, aligned):
         # torchvision divides 0 by 0 for bins without samples (NaN); detops returns 0.
         theirs = torch.nan_to_num(theirs, nan=0.0)
     torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
-    grad = torch.randn(ours.shape, generator=g, dtype=torch.float64)
+    assert ours.device == x.device
+    grad = torch.randn(ours.shape, generator=g, dtype=torch.float64).to(device)
     (g1,) = torch.autograd.grad(ours, x1, grad)
     (g2,) = torch.autograd.grad(call(op, oracle, x2, rois, size, scale, sr, aligned), x2, grad)
     torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-12)
@@ -107,11 +116,12 @@ def test_forward_backward(oracle, op, size, scale, sr, aligned):
 @pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("layout", ["list", "channels_last", "noncontiguous"])
-def test_layouts_and_box_formats(oracle, op, layout):
+@pytest.mark.parametrize("device", devices())
+def test_layouts_and_box_formats(oracle, op, layout, device):
     g = torch.Generator().manual_seed(7)
     n, size, scale = 3, 2, 0.5
-    x = torch.randn(n, channels(op, size), H, W, generator=g, dtype=torch.float64)
-    rois = make_rois(n, scale, g)
+    x = torch.randn(n, channels(op, size), H, W, generator=g, dtype=torch.float64).to(device)
+    rois = make_rois(n, scale, g).to(device)
     expected = call(op, oracle, x, rois, size, scale, 2, True)
     boxes = rois
     if layout == "list":
@@ -121,7 +131,7 @@ def test_layouts_and_box_formats(oracle, op, layout):
     elif layout == "channels_last":
         x = x.to(memory_format=torch.channels_last)
     else:
-        xt = torch.empty(n, x.shape[1], W, H, dtype=x.dtype).transpose(2, 3)
+        xt = torch.empty(n, x.shape[1], W, H, dtype=x.dtype, device=device).transpose(2, 3)
         xt.copy_(x)
         assert not xt.is_contiguous()
         x = xt
@@ -132,12 +142,13 @@ def test_layouts_and_box_formats(oracle, op, layout):
 
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_narrow_dtypes_compute_in_float32(op, dtype):
+@pytest.mark.parametrize("device", devices())
+def test_narrow_dtypes_compute_in_float32(op, dtype, device):
     """float32 against the float64 reference; float16/bfloat16 against the float32 result
     on the same (rounded) values, rounded once."""
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, channels(op, 2), H, W, generator=g).to(dtype)
-    rois = make_rois(2, 0.5, g, torch.float32).to(dtype)
+    x = torch.randn(2, channels(op, 2), H, W, generator=g).to(device, dtype)
+    rois = make_rois(2, 0.5, g, torch.float32).to(device, dtype)
     got = call(op, "detops", x, rois, 2, 0.5, 2, True)
     assert got.dtype == dtype
     if dtype == torch.float32:
