@@ -9,6 +9,11 @@ doing the same work. For each case the two callables alternate, call by call, so
 see the same machine state; the table reports the median time of each and the ratio.
 
     python ci/bench.py [--threads 2] [--packages nms roi] [--quick] [--markdown FILE]
+                       [--device cpu|cuda] [--json FILE] [--keep-going]
+
+With `--device cuda` a bench file's `cases(quick, device="cuda")` puts the same workloads
+on the GPU, and each call is timed with CUDA events, starting on an idle GPU (see
+_time_interleaved_cuda); torchvision runs its own CUDA kernels. ci/gpu_check.sh uses this.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
+import inspect
+import json
 import os
 import platform
 import statistics
@@ -44,11 +51,69 @@ def _time_interleaved(ours, theirs, min_seconds: float, min_rounds: int):
     return statistics.median(t_ours), statistics.median(t_theirs), len(t_ours)
 
 
+def _time_interleaved_cuda(ours, theirs, min_seconds: float, min_rounds: int):
+    import torch
+
+    for _ in range(3):  # cuDNN/cuBLAS handles, allocator growth, lazy module loading
+        ours()
+        theirs()
+    t_ours, t_theirs = [], []
+    start = time.perf_counter()
+    while len(t_ours) < min_rounds or time.perf_counter() - start < min_seconds:
+        for fn, out in ((ours, t_ours), (theirs, t_theirs)):
+            # Each call starts on an idle GPU: otherwise the call after the other op's
+            # queued kernels would hide its own launch overhead and the other's would not.
+            torch.cuda.synchronize()
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(begin.elapsed_time(end) / 1e3)
+        if len(t_ours) >= 200:
+            break
+    return statistics.median(t_ours), statistics.median(t_theirs), len(t_ours)
+
+
+def _cases(module, args):
+    if args.device == "cpu":
+        return module.cases(args.quick)
+    if "device" not in inspect.signature(module.cases).parameters:
+        raise TypeError(f"{module.__name__}.cases() takes no device argument: it cannot run on {args.device}")
+    return module.cases(args.quick, device=args.device)
+
+
+def _machine(args, torch, torchvision) -> str:
+    versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
+    if args.device == "cuda":
+        major, minor = torch.cuda.get_device_capability()
+        return (
+            f"GPU: {torch.cuda.get_device_name()} (sm_{major}{minor}), CUDA {torch.version.cuda}; {versions}. "
+            "Median of interleaved calls, each timed with CUDA events from an idle GPU."
+        )
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")][0]
+    except (OSError, IndexError):
+        model = cpu
+    return (
+        f"Machine: {model}, {os.cpu_count()} cores; {versions}; {args.threads} thread(s). Median of interleaved calls."
+    )
+
+
 def _load(path: str):
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _rows_json(args, machine: str, rows: list) -> None:
+    # Rewritten after every case, so a run stopped by a time limit still leaves its rows.
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json + ".tmp", "w") as f:
+        json.dump({"device": args.device, "machine": machine, "seconds": args.seconds, "rows": rows}, f, indent=1)
+    os.replace(args.json + ".tmp", args.json)
 
 
 def run_inside(args) -> None:
@@ -57,37 +122,67 @@ def run_inside(args) -> None:
     torch.set_num_threads(args.threads)
     import torchvision
 
-    rows = []
+    if args.device == "cuda" and not torch.cuda.is_available():
+        # Exit status 3, as ci/gpu_check.sh's "no NVIDIA GPU found".
+        print(
+            f"ci/bench.py --device cuda: no CUDA device visible to torch {torch.__version__} "
+            f"(built for CUDA {torch.version.cuda or 'none'})",
+            file=sys.stderr,
+        )
+        sys.exit(3)
+    timer = _time_interleaved_cuda if args.device == "cuda" else _time_interleaved
+    min_rounds = 10 if args.device == "cuda" else 5
+    machine = _machine(args, torch, torchvision)
+    rows, records = [], []
     files = []
     for pkg in args.packages or packages.present():
         files += sorted(glob.glob(os.path.join(packages.path(pkg), "benchmarks", "bench_*.py")))
     for path in files:
-        for op, workload, ours, theirs in _load(path).cases(args.quick):
-            with torch.no_grad() if "backward" not in op else torch.enable_grad():
-                a, b, n = _time_interleaved(ours, theirs, args.seconds, 5)
-            rows.append((op, workload, a, b, n))
-            print(
-                f"{op:32s} {workload:44s} detops {a * 1e3:9.3f} ms  torchvision {b * 1e3:9.3f} ms  "
-                f"speed-up {b / a:6.2f}x  ({n} rounds)",
-                flush=True,
-            )
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")][0]
-    except (OSError, IndexError):
-        model = cpu
+        name = os.path.basename(path)[:-3]
+        try:
+            for op, workload, ours, theirs in _cases(_load(path), args):
+                try:
+                    with torch.no_grad() if "backward" not in op else torch.enable_grad():
+                        a, b, n = timer(ours, theirs, args.seconds, min_rounds)
+                except Exception as e:
+                    if not args.keep_going:
+                        raise
+                    rows.append((op, workload, None, None, f"{type(e).__name__}: {e}"))
+                    records.append({"op": op, "workload": workload, "error": rows[-1][4]})
+                    print(f"{op:32s} {workload:44s} FAILED: {rows[-1][4]}", flush=True)
+                    continue
+                rows.append((op, workload, a, b, n))
+                records.append({"op": op, "workload": workload, "detops_s": a, "torchvision_s": b, "rounds": n})
+                print(
+                    f"{op:32s} {workload:44s} detops {a * 1e3:9.3f} ms  torchvision {b * 1e3:9.3f} ms  "
+                    f"speed-up {b / a:6.2f}x  ({n} rounds)",
+                    flush=True,
+                )
+                if args.json:
+                    _rows_json(args, machine, records)
+        except Exception as e:
+            # A case generator that raised (a setup or agreement check) has no more cases.
+            if not args.keep_going:
+                raise
+            rows.append((name, "(remaining cases of this file)", None, None, f"{type(e).__name__}: {e}"))
+            records.append({"op": name, "workload": rows[-1][1], "error": rows[-1][4]})
+            print(f"{name}: FAILED: {rows[-1][4]}", flush=True)
     lines = [
-        f"Machine: {model}, {os.cpu_count()} cores; torch {torch.__version__}, torchvision "
-        f"{torchvision.__version__}; {args.threads} thread(s). Median of interleaved calls.",
+        machine,
         "",
         "| op | workload | detops (ms) | torchvision (ms) | speed-up |",
         "|---|---|---:|---:|---:|",
     ]
-    for op, workload, a, b, _ in rows:
-        lines.append(f"| {op} | {workload} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x |")
+    for op, workload, a, b, n in rows:
+        if a is None:
+            lines.append(f"| {op} | {workload} | failed: {n} | | |")
+        else:
+            lines.append(f"| {op} | {workload} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x |")
     table = "\n".join(lines)
     print()
     print(table)
+    if args.json:
+        _rows_json(args, machine, records)
     if args.update_readme:
         readme = os.path.join(packages.ROOT, "README.md")
         text = open(readme).read()
@@ -111,6 +206,8 @@ def run_inside(args) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
         with open(args.markdown, "w") as f:
             f.write(table + "\n")
+    if any(a is None for _, _, a, _, _ in rows):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
@@ -121,8 +218,15 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per case")
     parser.add_argument("--markdown", default=os.path.join(packages.ROOT, "bench-results", "bench.md"))
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both libraries run")
+    parser.add_argument("--json", help="also write the rows to this file, updated after every case")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="record a case that raises and go on (exit status 1 at the end)"
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.update_readme and args.device != "cpu":
+        parser.error("--update-readme writes README's CPU table: not with --device cuda")
     if args.inside:
         run_inside(args)
     else:

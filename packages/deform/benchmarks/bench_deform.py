@@ -1,6 +1,7 @@
 """deform_conv2d against torchvision on the issue's workloads (see ci/bench.py):
 2x64x64x64 (3x3, 64->64, pad 1) with and without mask, and 1x256x50x76 (256->256, mask),
-forward and forward+backward (gradients of input, offset, mask, weight and bias)."""
+forward and forward+backward (gradients of input, offset, mask, weight and bias).
+Inputs are made on the CPU, then moved to `device`: the same workload everywhere."""
 
 import torch
 import torchvision
@@ -34,7 +35,7 @@ def _forward(fn, args):
 def _forward_backward(fn, args):
     leaves = [t.clone().requires_grad_() if t is not None else None for t in args]
     x, offset, weight, bias, mask = leaves
-    grad = torch.randn(x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
+    grad = torch.randn(x.shape[0], weight.shape[0], x.shape[2], x.shape[3]).to(x.device)
 
     def run():
         out = fn(x, offset, weight, bias, padding=(1, 1), mask=mask)
@@ -43,9 +44,9 @@ def _forward_backward(fn, args):
     return run
 
 
-def cases(quick: bool):
+def cases(quick: bool, device: str = "cpu"):
     for label, b, c, h, w, use_mask in QUICK if quick else WORKLOADS:
-        args = _inputs(b, c, h, w, use_mask)
+        args = tuple(t.to(device) if t is not None else None for t in _inputs(b, c, h, w, use_mask))
         ours, theirs = _forward(detops_deform.deform_conv2d, args), _forward(torchvision.ops.deform_conv2d, args)
         torch.testing.assert_close(ours(), theirs(), rtol=1e-3, atol=1e-3)
         yield ("deform_conv2d", label, ours, theirs)

@@ -1,5 +1,6 @@
 """FeaturePyramidNetwork and MultiScaleRoIAlign against torchvision (see ci/bench.py).
-Workload: Mask R-CNN on an 800x1216 image, ResNet-50 channels, 256 FPN channels."""
+Workload: Mask R-CNN on an 800x1216 image, ResNet-50 channels, 256 FPN channels. Inputs
+and parameters are made on the CPU, then moved to `device`: the same workload everywhere."""
 
 from collections import OrderedDict
 
@@ -10,10 +11,15 @@ import torchvision.ops.feature_pyramid_network as tv_fpn
 import detops_fpn
 
 
-def _pyramid(channels, height, width, batch, seed=0, grad=False):
+def _pyramid(channels, height, width, batch, seed=0, grad=False, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     return OrderedDict(
-        (name, torch.randn(batch, c, height // 2 ** (i + 2), width // 2 ** (i + 2), generator=g).requires_grad_(grad))
+        (
+            name,
+            torch.randn(batch, c, height // 2 ** (i + 2), width // 2 ** (i + 2), generator=g)
+            .to(device)
+            .requires_grad_(grad),
+        )
         for i, (name, c) in enumerate(zip(("0", "1", "2", "3"), channels))
     )
 
@@ -25,15 +31,17 @@ def _boxes(n, height, width, seed):
     return torch.cat((corner, corner + size), dim=1)
 
 
-def cases(quick: bool):
+def cases(quick: bool, device: str = "cpu"):
     height, width = (256, 384) if quick else (800, 1216)
     boxes_per_image = 100 if quick else 1000
 
-    feats = _pyramid([256, 512, 1024, 2048], height, width, batch=1)
+    feats = _pyramid([256, 512, 1024, 2048], height, width, batch=1, device=device)
     torch.manual_seed(0)
     ours = detops_fpn.FeaturePyramidNetwork([256, 512, 1024, 2048], 256, extra_blocks=detops_fpn.LastLevelMaxPool())
     theirs = tv_fpn.FeaturePyramidNetwork([256, 512, 1024, 2048], 256, extra_blocks=tv_fpn.LastLevelMaxPool())
     theirs.load_state_dict(ours.state_dict())
+    ours.to(device)
+    theirs.to(device)
     yield (
         "FeaturePyramidNetwork",
         f"ResNet-50 C2-C5, {height}x{width}, 1 image",
@@ -41,8 +49,8 @@ def cases(quick: bool):
         lambda: theirs(feats),
     )
 
-    levels = _pyramid([256] * 4, height, width, batch=2, seed=1)
-    boxes = [_boxes(boxes_per_image, height, width, s) for s in (2, 3)]
+    levels = _pyramid([256] * 4, height, width, batch=2, seed=1, device=device)
+    boxes = [_boxes(boxes_per_image, height, width, s).to(device) for s in (2, 3)]
     shapes = [(height, width)] * 2
     ours_pool = detops_fpn.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
     theirs_pool = tv_ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
@@ -54,7 +62,7 @@ def cases(quick: bool):
         lambda: theirs_pool(levels, boxes, shapes),
     )
 
-    grad_levels = _pyramid([256] * 4, height, width, batch=2, seed=1, grad=True)
+    grad_levels = _pyramid([256] * 4, height, width, batch=2, seed=1, grad=True, device=device)
 
     def fwd_bwd(pool):
         def run():

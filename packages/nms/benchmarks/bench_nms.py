@@ -1,4 +1,5 @@
-"""nms and batched_nms against torchvision on RPN-like proposals (see ci/bench.py)."""
+"""nms and batched_nms against torchvision on RPN-like proposals (see ci/bench.py).
+The inputs are made on the CPU, then moved to `device`: the same workload everywhere."""
 
 import torch
 import torchvision
@@ -7,10 +8,10 @@ import detops_nms
 from detops_nms._workloads import detections, rpn_proposals
 
 
-def cases(quick: bool):
+def cases(quick: bool, device: str = "cpu"):
     sizes = (1000,) if quick else (5000, 20000)
     for n in sizes:
-        boxes, scores = rpn_proposals(n)
+        boxes, scores = (t.to(device) for t in rpn_proposals(n))
         assert torch.equal(detops_nms.nms(boxes, scores, 0.7), torchvision.ops.nms(boxes, scores, 0.7))
         yield (
             "nms",
@@ -19,7 +20,7 @@ def cases(quick: bool):
             lambda b=boxes, s=scores: torchvision.ops.nms(b, s, 0.7),
         )
     for n in sizes:
-        boxes, scores, labels = detections(n)
+        boxes, scores, labels = (t.to(device) for t in detections(n))
         ours = detops_nms.batched_nms(boxes, scores, labels, 0.5)
         theirs = torchvision.ops.batched_nms(boxes, scores, labels, 0.5)
         # torchvision orders equal scores arbitrarily (unstable sort): compare as sets.

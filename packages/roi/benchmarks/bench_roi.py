@@ -1,7 +1,8 @@
 """The four RoI ops against torchvision on the Mask R-CNN P2 workload (see ci/bench.py):
 feature map 2x256x200x304 (an 800x1216 image at stride 4, scale 1/4), 512 and 2000
 proposal-like boxes, 7x7 and 14x14 bins, sampling_ratio 2 and -1, aligned. The ps_* ops
-need channels divisible by the bin count: they use 245 (7x7) and 196 (14x14) channels."""
+need channels divisible by the bin count: they use 245 (7x7) and 196 (14x14) channels.
+Inputs are made on the CPU, then moved to `device`: the same workload everywhere."""
 
 import math
 
@@ -40,7 +41,7 @@ def _pair(name, ours, theirs, x, workload, check_tol):
         torch.testing.assert_close(a, torch.nan_to_num(b), rtol=check_tol, atol=check_tol)
     yield (name, workload, lambda: ours(x), lambda: theirs(x))
     xg = x.detach().clone().requires_grad_()
-    grad = torch.randn(a.shape, generator=torch.Generator().manual_seed(1))
+    grad = torch.randn(a.shape, generator=torch.Generator().manual_seed(1)).to(a.device)
     yield (f"{name} fwd+backward", workload, _fwd_bwd(ours, xg, grad), _fwd_bwd(theirs, xg, grad))
 
 
@@ -76,14 +77,14 @@ def _ops():
     }
 
 
-def cases(quick: bool):
+def cases(quick: bool, device: str = "cpu"):
     counts = (64,) if quick else (512, 2000)
     sizes = (7,) if quick else (7, 14)
     g = torch.Generator().manual_seed(0)
     shape = (2, 64, 200, 304) if quick else (2, 256, 200, 304)
-    features = torch.randn(shape, generator=g)
+    features = torch.randn(shape, generator=g).to(device)
     for k in counts:
-        rois = proposals(k)
+        rois = proposals(k).to(device)
         for size in sizes:
             for name, (ours, theirs, sampled, ps) in _ops().items():
                 x = features[:, : (shape[1] // (size * size)) * size * size].contiguous() if ps else features
