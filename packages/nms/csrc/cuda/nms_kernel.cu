@@ -8,7 +8,6 @@
 // round-trip is nonzero() sizing the output.
 #include <detops/aten_call.h>
 #include <detops/dispatch.h>
-#include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -119,8 +118,9 @@ template <typename S>
 Tensor run_bitmask(const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
                    double iou_threshold) {
   using T = acc_t<S>;
+  const char* op = idxs != nullptr ? "detops.batched_nms" : "detops.nms";
   const int64_t n = boxes.size(0);
-  torch::stable::accelerator::DeviceGuard guard(boxes.get_device_index());
+  detops::cuda::DeviceGuard guard(boxes.get_device_index());
   cudaStream_t stream = detops::cuda::current_stream(boxes);
 
   const Tensor order = sort_stable(scores, 0, /*descending=*/true).second;  // rank -> box
@@ -140,19 +140,18 @@ Tensor run_bitmask(const Tensor& boxes, const Tensor& scores, const Tensor* idxs
   const int64_t words = (n + kTile - 1) / kTile;
   Tensor mask = torch::stable::new_empty(boxes, {n * words}, ScalarType::Long);
   auto* mask_data = reinterpret_cast<unsigned long long*>(mask.mutable_data_ptr<int64_t>());
-  const dim3 grid(static_cast<unsigned>(words), static_cast<unsigned>(words));
-  mask_kernel<S, T><<<grid, kTile, 0, stream>>>(
-      sorted_boxes.const_data_ptr<S>(), idxs != nullptr ? cls.const_data_ptr<int64_t>() : nullptr,
-      n, words, threshold_in<T>(iou_threshold), mask_data);
-  detops::cuda::check_launch("detops.nms mask_kernel");
+  const dim3 tiles(static_cast<unsigned>(words), static_cast<unsigned>(words));
+  detops::cuda::launch<mask_kernel<S, T>>(op, detops::cuda::Shape(tiles, kTile, stream),
+                                          sorted_boxes.const_data_ptr<S>(),
+                                          idxs != nullptr ? cls.const_data_ptr<int64_t>() : nullptr,
+                                          n, words, threshold_in<T>(iou_threshold), mask_data);
 
   Tensor removed = torch::stable::new_zeros(boxes, {words}, ScalarType::Long);
   Tensor kept = torch::stable::new_zeros(boxes, {n}, ScalarType::Bool);
-  keep_kernel<<<1, kKeepThreads, 0, stream>>>(
-      mask_data, n, words,
+  detops::cuda::launch<keep_kernel>(
+      op, detops::cuda::Shape(1, kKeepThreads, stream), mask_data, n, words,
       reinterpret_cast<unsigned long long*>(removed.mutable_data_ptr<int64_t>()),
       idxs != nullptr ? rank_of.const_data_ptr<int64_t>() : nullptr, kept.mutable_data_ptr<bool>());
-  detops::cuda::check_launch("detops.nms keep_kernel");
 
   return torch::stable::index_select(order, 0, nonzero_1d(kept));
 }
@@ -168,7 +167,7 @@ struct CudaKernel {
 }  // namespace
 }  // namespace detops::nms::cuda
 
-STABLE_TORCH_LIBRARY_IMPL(detops, CUDA, m) {
+DETOPS_CUDA_LIBRARY_IMPL(m) {
   using Entry = detops::nms::Entry<detops::nms::cuda::CudaKernel>;
   m.impl("nms", TORCH_BOX(&Entry::nms));
   m.impl("batched_nms", TORCH_BOX(&Entry::batched_nms));
