@@ -20,9 +20,28 @@ DETOPS_INLINE T min_like_std(T a, T b) {
   return b < a ? b : a;
 }
 
+// a * b, rounded on its own. A PTX mul without a rounding mode may be fused with the add
+// or subtraction that uses it into one fma (by ptxas, or later by a driver JIT-compiling
+// the shipped PTX for a newer GPU), which rounds once where the CPU rounds twice: an IoU
+// could then differ in its last bit between devices, and a box whose IoU sits at the
+// threshold be kept on one and suppressed on the other. __fmul_rn / __dmul_rn emit
+// mul.rn, which is never fused.
+template <typename T>
+DETOPS_INLINE T mul(T a, T b) {
+#ifdef __CUDA_ARCH__
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return __dmul_rn(a, b);
+  } else {
+    return __fmul_rn(a, b);
+  }
+#else
+  return a * b;
+#endif
+}
+
 template <typename T>
 DETOPS_INLINE T box_area(T x1, T y1, T x2, T y2) {
-  return (x2 - x1) * (y2 - y1);
+  return mul(x2 - x1, y2 - y1);
 }
 
 // Whether kept box a suppresses box b: IoU(a, b) > threshold. NaN IoU never suppresses.
@@ -31,7 +50,7 @@ DETOPS_INLINE bool suppresses(T ax1, T ay1, T ax2, T ay2, T a_area, T bx1, T by1
                               T b_area, T threshold) {
   const T w = max_like_std(T(0), min_like_std(ax2, bx2) - max_like_std(ax1, bx1));
   const T h = max_like_std(T(0), min_like_std(ay2, by2) - max_like_std(ay1, by1));
-  const T inter = w * h;
+  const T inter = mul(w, h);
   return inter / (a_area + b_area - inter) > threshold;
 }
 
