@@ -5,8 +5,10 @@ Every package may have benchmarks/bench_*.py defining
     def cases(quick: bool) -> Iterable[Case]
 
 where a Case is (op, workload, detops_fn, torchvision_fn): two zero-argument callables
-doing the same work. For each case the two callables alternate, call by call, so both
-see the same machine state; the table reports the median time of each and the ratio.
+doing the same work. A case may name another baseline than torchvision as a fifth element
+(e.g. "ONNX Runtime"); the table then shows it next to the op. For each case the two
+callables alternate, call by call, so both see the same machine state; the table reports
+the median time of each and the ratio.
 
     python ci/bench.py [--threads 2] [--packages nms roi] [--quick] [--markdown FILE]
                        [--device cpu|cuda] [--json FILE] [--keep-going]
@@ -140,7 +142,9 @@ def run_inside(args) -> None:
     for path in files:
         name = os.path.basename(path)[:-3]
         try:
-            for op, workload, ours, theirs in _cases(_load(path), args):
+            for op, workload, ours, theirs, *baseline in _cases(_load(path), args):
+                if baseline:
+                    op = f"{op} (vs {baseline[0]})"
                 try:
                     with torch.no_grad() if "backward" not in op else torch.enable_grad():
                         a, b, n = timer(ours, theirs, args.seconds, min_rounds)
@@ -170,7 +174,7 @@ def run_inside(args) -> None:
     lines = [
         machine,
         "",
-        "| op | workload | detops (ms) | torchvision (ms) | speed-up |",
+        "| op | workload | detops (ms) | torchvision or named baseline (ms) | speed-up |",
         "|---|---|---:|---:|---:|",
     ]
     for op, workload, a, b, n in rows:
