@@ -6,8 +6,7 @@ import torch
 from deform_reference import ORACLES, TENSOR_ARGS, make_case
 
 import detops_deform
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+from detops_core.testing import devices
 
 CONFIGS = [
     dict(),
@@ -28,7 +27,7 @@ def _run(fn, args, device, dtype):
     return out.detach().cpu().double(), {k: g.cpu().double() for k, g in zip(names, grads)}
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("config", CONFIGS)
 def test_device_against_reference(device, dtype, config):

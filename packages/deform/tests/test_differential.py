@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detops_deform
+from detops_core.testing import devices, to_device
 
 ORACLE_NAMES = sorted(ORACLES)
 
@@ -40,7 +41,7 @@ def _grads(fn, args, grad_out_seed=1):
     args = {k: (v.detach().clone().requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
     out = fn(**args)
     g = torch.Generator().manual_seed(grad_out_seed)
-    grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)
+    grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device, out.dtype)
     names = [k for k in TENSOR_ARGS if args[k] is not None]
     grads = torch.autograd.grad(out, [args[k] for k in names], grad_out)
     return out, dict(zip(names, grads))
@@ -54,11 +55,13 @@ def _assert_close(actual, expected, what, dtype):
 @pytest.mark.parametrize("oracle", ORACLE_NAMES)
 @pytest.mark.parametrize("name,config", CONFIGS, ids=[c[0] for c in CONFIGS])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_forward_and_gradients(oracle, name, config, dtype):
-    args = make_case(dtype=dtype, **config)
+@pytest.mark.parametrize("device", devices())
+def test_forward_and_gradients(oracle, name, config, dtype, device):
+    # Both oracles run on the device: the reference is vectorised torch code.
+    args = to_device(make_case(dtype=dtype, **config), device)
     out, grads = _grads(detops_deform.deform_conv2d, args)
     ref_out, ref_grads = _grads(ORACLES[oracle], args)
-    assert out.shape == ref_out.shape and out.dtype == dtype
+    assert out.shape == ref_out.shape and out.dtype == dtype and out.device == args["input"].device
     _assert_close(out, ref_out, f"{name} output", dtype)
     assert grads.keys() == ref_grads.keys()
     for k in grads:
@@ -93,10 +96,11 @@ def _configs(draw):
     )
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=25, deadline=None)
 @given(config=_configs())
-def test_random_configurations(config):
-    args = make_case(dtype=torch.float64, **config)
+def test_random_configurations(device, config):
+    args = to_device(make_case(dtype=torch.float64, **config), device)
     out, grads = _grads(detops_deform.deform_conv2d, args)
     for oracle in ORACLE_NAMES:
         ref_out, ref_grads = _grads(ORACLES[oracle], args)
@@ -113,8 +117,9 @@ def test_random_configurations(config):
         dict(kernel=(2, 3), groups=4, in_channels=8, out_channels=4, size=(6, 9)),
     ],
 )
-def test_zero_offsets_unit_mask_equal_conv2d(config):
-    args = make_case(dtype=torch.float64, **config)
+@pytest.mark.parametrize("device", devices())
+def test_zero_offsets_unit_mask_equal_conv2d(config, device):
+    args = to_device(make_case(dtype=torch.float64, **config), device)
     args["offset"] = torch.zeros_like(args["offset"])
     args["mask"] = torch.ones_like(args["mask"])
     groups = args["input"].shape[1] // args["weight"].shape[1]
@@ -127,10 +132,12 @@ def test_zero_offsets_unit_mask_equal_conv2d(config):
 
 
 @pytest.mark.parametrize("use_mask", [True, False])
-def test_gradcheck_float64(use_mask):
+@pytest.mark.parametrize("device", devices())
+def test_gradcheck_float64(use_mask, device):
     args = make_case(batch=2, in_channels=2, out_channels=2, size=(5, 4), use_mask=use_mask, offset_scale=1.5, seed=3)
     # Keep sampling positions away from integer coordinates, where bilinear sampling has kinks.
     args["offset"] = args["offset"].round() + 0.3
+    args = to_device(args, device)
     names = [k for k in TENSOR_ARGS if args[k] is not None]
 
     def fn(*tensors):
@@ -139,15 +146,20 @@ def test_gradcheck_float64(use_mask):
         return detops_deform.deform_conv2d(**kw)
 
     inputs = tuple(args[k].clone().requires_grad_() for k in names)
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+    # gradcheck runs the backward twice and wants identical results: the CPU backward is
+    # bitwise repeatable; CUDA scatters the input gradient with atomics in any order.
+    nondet_tol = 0.0 if device == "cpu" else 1e-12
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, nondet_tol=nondet_tol)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_narrow_dtypes_accumulate_in_float32(dtype):
+@pytest.mark.parametrize("device", devices())
+def test_narrow_dtypes_accumulate_in_float32(dtype, device):
     args = make_case(dtype=dtype, in_channels=16, out_channels=8, size=(9, 9), seed=5)
     # Offsets on a 1/4 grid shifted by 1/8: exact in float16/bfloat16 and never integral, so
     # no tap lands on a kink of bilinear sampling (where rounding could pick the other side).
     args["offset"] = ((args["offset"].double() * 4).round() / 4 + 0.125).to(dtype)
+    args = to_device(args, device)
     out, grads = _grads(detops_deform.deform_conv2d, args)
     assert out.dtype == dtype and all(g.dtype == dtype for g in grads.values())
     wide = {k: (v.double() if torch.is_tensor(v) else v) for k, v in args.items()}
@@ -163,24 +175,28 @@ def test_narrow_dtypes_accumulate_in_float32(dtype):
     "wanted",
     [("input",), ("offset",), ("mask",), ("weight",), ("bias",), ("input", "weight"), ("offset", "mask", "bias")],
 )
-def test_only_requested_gradients(wanted):
+@pytest.mark.parametrize("device", devices())
+def test_only_requested_gradients(wanted, device):
     """With only some arguments requiring grad, the backward skips the others and the
     requested gradients equal those of the full backward."""
-    args = make_case(offset_groups=2, seed=11)
+    args = to_device(make_case(offset_groups=2, seed=11), device)
     _, full = _grads(detops_deform.deform_conv2d, args)
     partial = {
         k: (v.detach().clone().requires_grad_(k in wanted) if torch.is_tensor(v) else v) for k, v in args.items()
     }
     out = detops_deform.deform_conv2d(**partial)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
     grads = torch.autograd.grad(out, [partial[k] for k in wanted], grad_out)
+    # Bitwise on the CPU; CUDA's atomics add the input gradient in any order.
+    tol = 0.0 if device == "cpu" else 1e-12
     for k, g in zip(wanted, grads):
-        torch.testing.assert_close(g, full[k], rtol=0, atol=0)
+        torch.testing.assert_close(g, full[k], rtol=tol, atol=tol)
 
 
-def test_backward_op_returns_zeros_for_unrequested_gradients():
-    args = make_case()
-    grad = torch.ones(2, 6, 7, 6, dtype=torch.float64)
+@pytest.mark.parametrize("device", devices())
+def test_backward_op_returns_zeros_for_unrequested_gradients(device):
+    args = to_device(make_case(), device)
+    grad = torch.ones(2, 6, 7, 6, dtype=torch.float64, device=device)
     s, p, d = args["stride"], args["padding"], args["dilation"]
     fixed = (grad, args["input"], args["offset"], args["weight"], args["mask"], s[0], s[1], p[0], p[1], d[0], d[1])
     gi, go, gw, gm, gb = torch.ops.detops._deform_conv2d_backward(*fixed, False, False, False)
@@ -189,6 +205,7 @@ def test_backward_op_returns_zeros_for_unrequested_gradients():
     torch.testing.assert_close(gb, grad.sum((0, 2, 3)))
 
 
+# CPU only, by design: the CUDA backward scatters the input gradient with atomics.
 def test_cpu_backward_is_bitwise_repeatable():
     args = make_case(
         dtype=torch.float32, batch=3, in_channels=8, out_channels=8, size=(12, 11), offset_groups=2, seed=7
@@ -206,10 +223,11 @@ def test_cpu_backward_is_bitwise_repeatable():
         torch.set_num_threads(threads)
 
 
-def test_empty_batch():
-    args = make_case(batch=0)
+@pytest.mark.parametrize("device", devices())
+def test_empty_batch(device):
+    args = to_device(make_case(batch=0), device)
     out = detops_deform.deform_conv2d(**args)
-    assert out.shape == (0, 6, 7, 6)
+    assert out.shape == (0, 6, 7, 6) and out.device == args["input"].device
     args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
     detops_deform.deform_conv2d(**args).sum().backward()
     assert torch.equal(args["weight"].grad, torch.zeros_like(args["weight"]))
@@ -220,15 +238,18 @@ import sys, torch
 sys.path.insert(0, sys.argv[1])
 from deform_reference import make_case
 import detops_deform
+device = sys.argv[3]
 args = make_case(dtype=torch.float64, batch=70, in_channels=4, out_channels=4, size=(6, 5), offset_groups=2)
-args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+args = {k: (v.to(device).requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
 out = detops_deform.deform_conv2d(**args)
-out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype)).reshape(out.shape))
-torch.save([out.detach()] + [args[k].grad for k in ("input", "offset", "weight", "bias", "mask")], sys.argv[2])
+out.backward(torch.cos(torch.arange(out.numel(), dtype=out.dtype, device=device)).reshape(out.shape))
+results = [out.detach()] + [args[k].grad for k in ("input", "offset", "weight", "bias", "mask")]
+torch.save([r.cpu() for r in results], sys.argv[2])
 """
 
 
-def test_chunking_matches_single_chunk(tmp_path):
+@pytest.mark.parametrize("device", devices())
+def test_chunking_matches_single_chunk(tmp_path, device):
     """Column budgets that split batch 70 into chunks of whole images, into slices of one
     image, or into single positions give the results of one chunk holding everything."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -237,7 +258,7 @@ def test_chunking_matches_single_chunk(tmp_path):
     for budget in (str(1 << 30), str(3 * per_image), str(per_image // 2), "1"):
         path = tmp_path / f"r{budget}.pt"
         env = dict(os.environ, DETOPS_DEFORM_COLUMN_BYTES=budget)
-        subprocess.run([sys.executable, "-c", _CHUNKED, here, str(path)], check=True, env=env)
+        subprocess.run([sys.executable, "-c", _CHUNKED, here, str(path), device], check=True, env=env)
         results.append(torch.load(path))
     for other in results[1:]:
         for a, b in zip(results[0], other):

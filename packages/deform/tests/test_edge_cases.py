@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detops_deform
+from detops_core.testing import devices, requires_cuda, to_device
 
 
 def _point_rules(plane, y, x):
@@ -55,13 +56,14 @@ _POSITIONS = [
 
 
 @pytest.mark.parametrize("use_mask", [False, True])
-def test_boundary_rules_of_single_taps(use_mask):
+@pytest.mark.parametrize("device", devices())
+def test_boundary_rules_of_single_taps(use_mask, device):
     H, W = 3, 4
     plane = torch.arange(1, H * W + 1, dtype=torch.float64).reshape(H, W) ** 1.5
     n = len(_POSITIONS)
     # 1x1 kernel, output 1 x n: tap j samples at (0 + dy_j, j + dx_j) after padding (0, 0)...
     # so use a wide input and put every position into its own output column by offsets.
-    inp = torch.zeros(1, 1, H, W, dtype=torch.float64)
+    inp = torch.zeros(1, 1, H, W, dtype=torch.float64, device=device)
     inp[0, 0] = plane
     out_w = W  # output of a 1x1 kernel has the input's size: use positions (0, j) for j < W
     rows = []
@@ -71,9 +73,10 @@ def test_boundary_rules_of_single_taps(use_mask):
         for j, (y, x) in enumerate(chunk):
             offset[0, 0, 0, j] = y - 0
             offset[0, 1, 0, j] = x - j
-        mask = torch.full((1, 1, H, W), 0.75, dtype=torch.float64) if use_mask else None
+        offset = offset.to(device)
+        mask = torch.full((1, 1, H, W), 0.75, dtype=torch.float64, device=device) if use_mask else None
         offset.requires_grad_()
-        weight = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+        weight = torch.ones(1, 1, 1, 1, dtype=torch.float64, device=device)
         out = detops_deform.deform_conv2d(inp, offset, weight, mask=mask)
         grad_out = torch.zeros_like(out)
         grad_out[0, 0, 0, : len(chunk)] = 1
@@ -110,6 +113,7 @@ def test_boundary_rules_of_single_taps(use_mask):
 _BAD_VALUES = [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3e9, -3e9]
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=20, deadline=None)
 @given(
     where=st.lists(
@@ -119,13 +123,14 @@ _BAD_VALUES = [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 3e9, -3e9
     use_mask=st.booleans(),
     dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
 )
-def test_non_finite_offsets_never_crash(where, values, use_mask, dtype):
+def test_non_finite_offsets_never_crash(device, where, values, use_mask, dtype):
     args = make_case(dtype=dtype, offset_groups=2, use_mask=use_mask)
     bad = torch.zeros(args["offset"].shape, dtype=torch.bool)
     for (b, c, y, x), v in zip(where, values):
         args["offset"][b, c, y, x] = v
         bad[b, c, y, x] = True
-    args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+    bad = bad.to(device)
+    args = {k: (v.to(device).requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
     out = detops_deform.deform_conv2d(**args)
     assert torch.isfinite(out).all(), "a non-finite offset samples zero: the output stays finite"
     out.sum().backward()
@@ -141,11 +146,12 @@ def test_non_finite_offsets_never_crash(where, values, use_mask, dtype):
     torch.testing.assert_close(out.detach(), detops_deform.deform_conv2d(**clean), rtol=0, atol=0)
 
 
-def test_non_finite_mask_propagates_without_crashing():
+@pytest.mark.parametrize("device", devices())
+def test_non_finite_mask_propagates_without_crashing(device):
     args = make_case(offset_groups=2)
     args["mask"][0, 3, 1, 1] = float("nan")
     args["mask"][1, 5, 2, 2] = float("inf")
-    args = {k: (v.requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
+    args = {k: (v.to(device).requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
     out = detops_deform.deform_conv2d(**args)
     assert not torch.isfinite(out[0, :, 1, 1]).any()
     assert torch.isfinite(out[0, :, 3, 3]).all()
@@ -155,10 +161,12 @@ def test_non_finite_mask_propagates_without_crashing():
 
 
 # ---------------------------------------------------------------- malformed arguments
+# Every check here is on shapes, dtypes, devices or sizes, shared by both devices: each
+# test runs on every device and must raise there.
 
 
-def _valid(**kw):
-    return make_case(batch=2, in_channels=4, out_channels=4, size=(6, 6), padding=(1, 1), **kw)
+def _valid(device, **kw):
+    return to_device(make_case(batch=2, in_channels=4, out_channels=4, size=(6, 6), padding=(1, 1), **kw), device)
 
 
 def _raises(args, pattern):
@@ -166,126 +174,163 @@ def _raises(args, pattern):
         detops_deform.deform_conv2d(**args)
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=20, deadline=None)
 @given(delta=st.integers(-17, 17).filter(lambda d: d != 0 and d % 18 != 0))
-def test_offset_channels_not_matching_kernel(delta):
-    args = _valid()
+def test_offset_channels_not_matching_kernel(device, delta):
+    args = _valid(device)
     c = args["offset"].shape[1] + delta
-    args["offset"] = torch.zeros(2, c, 6, 6, dtype=torch.float64)
+    args["offset"] = torch.zeros(2, c, 6, 6, dtype=torch.float64, device=device)
     _raises(args, "offset")
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=15, deadline=None)
 @given(delta=st.integers(-8, 8).filter(lambda d: d != 0))
-def test_mask_channels_not_matching_kernel(delta):
-    args = _valid()
-    args["mask"] = torch.rand(2, 9 + delta, 6, 6, dtype=torch.float64)
+def test_mask_channels_not_matching_kernel(device, delta):
+    args = _valid(device)
+    args["mask"] = torch.rand(2, 9 + delta, 6, 6, dtype=torch.float64, device=device)
     _raises(args, "mask")
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=20, deadline=None)
 @given(which=st.sampled_from(["offset", "mask"]), dh=st.integers(-3, 3), dw=st.integers(-3, 3))
-def test_spatial_size_not_matching_output(which, dh, dw):
+def test_spatial_size_not_matching_output(device, which, dh, dw):
     if dh == 0 and dw == 0:
         dh = 1
-    args = _valid()
+    args = _valid(device)
     t = args[which]
     if 6 + dh < 1 or 6 + dw < 1:
         dh, dw = abs(dh), abs(dw)
-    args[which] = torch.zeros(t.shape[0], t.shape[1], 6 + dh, 6 + dw, dtype=t.dtype)
+    args[which] = torch.zeros(t.shape[0], t.shape[1], 6 + dh, 6 + dw, dtype=t.dtype, device=device)
     _raises(args, which)
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=10, deadline=None)
 @given(cin=st.integers(1, 12))
-def test_in_channels_not_divisible_by_groups(cin):
-    args = _valid()
-    args["weight"] = torch.randn(4, 5, 3, 3, dtype=torch.float64)  # weight.shape[1] = 5
-    args["input"] = torch.randn(2, cin * 5 + 1 + (cin % 3), 6, 6, dtype=torch.float64)
+def test_in_channels_not_divisible_by_groups(device, cin):
+    args = _valid(device)
+    args["weight"] = torch.randn(4, 5, 3, 3, dtype=torch.float64, device=device)  # weight.shape[1] = 5
+    args["input"] = torch.randn(2, cin * 5 + 1 + (cin % 3), 6, 6, dtype=torch.float64, device=device)
     _raises(args, "groups")
 
 
-def test_in_channels_not_divisible_by_offset_groups():
-    args = _valid()
-    args["offset"] = torch.zeros(2, 3 * 18, 6, 6, dtype=torch.float64)  # 3 offset groups, 4 channels
+@pytest.mark.parametrize("device", devices())
+def test_in_channels_not_divisible_by_offset_groups(device):
+    args = _valid(device)
+    args["offset"] = torch.zeros(2, 3 * 18, 6, 6, dtype=torch.float64, device=device)  # 3 offset groups, 4 channels
     args["mask"] = None
     _raises(args, "offset_groups")
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=20, deadline=None)
 @given(name=st.sampled_from(["stride", "dilation"]), bad=st.integers(-3, 0), axis=st.integers(0, 1))
-def test_non_positive_stride_or_dilation(name, bad, axis):
-    args = _valid()
+def test_non_positive_stride_or_dilation(device, name, bad, axis):
+    args = _valid(device)
     v = [1, 1]
     v[axis] = bad
     args[name] = tuple(v)
     _raises(args, name)
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=10, deadline=None)
 @given(bad=st.integers(-5, -1), axis=st.integers(0, 1))
-def test_negative_padding(bad, axis):
-    args = _valid()
+def test_negative_padding(device, bad, axis):
+    args = _valid(device)
     v = [1, 1]
     v[axis] = bad
     args["padding"] = tuple(v)
     _raises(args, "padding")
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=15, deadline=None)
 @given(
     name=st.sampled_from(["offset", "weight", "bias", "mask"]),
     dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.int64]),
 )
-def test_mismatched_dtypes(name, dtype):
-    args = _valid()
+def test_mismatched_dtypes(device, name, dtype):
+    args = _valid(device)
     args[name] = args[name].to(dtype)
     _raises(args, name)
 
 
-def test_integer_input_is_rejected():
-    args = _valid()
+@pytest.mark.parametrize("device", devices())
+def test_integer_input_is_rejected(device):
+    args = _valid(device)
     args = {k: (v.long() if torch.is_tensor(v) else v) for k, v in args.items()}
     _raises(args, "input")
 
 
 @pytest.mark.parametrize("name", ["offset", "weight", "bias", "mask"])
-def test_mismatched_devices(name):
-    args = _valid()
+@pytest.mark.parametrize("device", devices())
+def test_mismatched_devices(name, device):
+    args = _valid(device)
     args[name] = args[name].to("meta")
     _raises(args, name)
 
 
+# A CUDA kernel handed a CPU tensor would read host memory as device memory: every tensor
+# argument's device is checked against input's, and the message names both devices.
+@requires_cuda()
+@pytest.mark.parametrize("on_cpu", ["input", "offset", "weight", "bias", "mask"])
+def test_cuda_and_cpu_arguments_name_both_devices(on_cpu):
+    args = _valid("cuda")
+    args[on_cpu] = args[on_cpu].cpu()
+    other = "offset" if on_cpu == "input" else on_cpu
+    _raises(args, rf"input and {other} must be on the same device, got (cuda:\d+ and cpu|cpu and cuda:\d+)")
+
+
+@requires_cuda()
+@pytest.mark.parametrize("on_cpu", ["grad_output", "offset", "weight", "mask"])
+def test_backward_op_cuda_and_cpu_arguments_name_both_devices(on_cpu):
+    args = _valid("cuda")
+    s, p, d = args["stride"], args["padding"], args["dilation"]
+    tensors = {"grad_output": torch.ones(2, 4, 6, 6, dtype=torch.float64, device="cuda")}
+    tensors.update((k, args[k]) for k in ("input", "offset", "weight", "mask"))
+    tensors[on_cpu] = tensors[on_cpu].cpu()
+    with pytest.raises(RuntimeError, match=r"must be on the same device, got (cuda:\d+ and cpu|cpu and cuda:\d+)"):
+        torch.ops.detops._deform_conv2d_backward(*tensors.values(), s[0], s[1], p[0], p[1], d[0], d[1])
+
+
 @pytest.mark.parametrize("name,value", [("stride", (1, 2, 3)), ("padding", "a"), ("dilation", 1.5)])
-def test_malformed_pairs(name, value):
-    args = _valid()
+@pytest.mark.parametrize("device", devices())
+def test_malformed_pairs(name, value, device):
+    args = _valid(device)
     args[name] = value
     _raises(args, name)
 
 
-def test_wrong_ranks_and_batches():
-    args = _valid()
+@pytest.mark.parametrize("device", devices())
+def test_wrong_ranks_and_batches(device):
+    args = _valid(device)
     args["input"] = args["input"][0]
     _raises(args, "input")
-    args = _valid()
+    args = _valid(device)
     args["offset"] = args["offset"][:1]
     _raises(args, "offset")
-    args = _valid()
+    args = _valid(device)
     args["mask"] = args["mask"][:1]
     _raises(args, "mask")
-    args = _valid()
-    args["bias"] = torch.zeros(5, dtype=torch.float64)
+    args = _valid(device)
+    args["bias"] = torch.zeros(5, dtype=torch.float64, device=device)
     _raises(args, "bias")
 
 
-def test_input_smaller_than_kernel():
-    args = make_case(size=(2, 2), padding=(0, 0), use_mask=False)
-    args["offset"] = torch.zeros(2, 18, 1, 1, dtype=torch.float64)
+@pytest.mark.parametrize("device", devices())
+def test_input_smaller_than_kernel(device):
+    args = to_device(make_case(size=(2, 2), padding=(0, 0), use_mask=False), device)
+    args["offset"] = torch.zeros(2, 18, 1, 1, dtype=torch.float64, device=device)
     _raises(args, "input")
 
 
-def test_oracles_agree_on_the_valid_case():
-    args = _valid()
+@pytest.mark.parametrize("device", devices())
+def test_oracles_agree_on_the_valid_case(device):
+    args = _valid(device)
     outs = [fn(**args) for fn in ORACLES.values()]
     for o in outs:
         torch.testing.assert_close(detops_deform.deform_conv2d(**args), o)

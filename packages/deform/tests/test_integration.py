@@ -8,6 +8,7 @@ import torch
 from deform_reference import HAVE_TORCHVISION, ORACLES, make_case
 
 import detops_deform
+from detops_core.testing import devices, to_device
 from detops_deform import DeformConv2d, deform_conv2d
 
 
@@ -37,16 +38,18 @@ def _op_args(args):
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(config, dtype):
-    args = make_case(dtype=dtype, **config)
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(config, dtype, device):
+    args = to_device(make_case(dtype=dtype, **config), device)
     for k in ("input", "offset", "weight", "bias", "mask"):
         if args[k] is not None:
             args[k].requires_grad_()
     torch.library.opcheck(torch.ops.detops.deform_conv2d.default, _op_args(args))
 
 
-def test_opcheck_backward_op():
-    args = make_case()
+@pytest.mark.parametrize("device", devices())
+def test_opcheck_backward_op(device):
+    args = to_device(make_case(), device)
     out = deform_conv2d(**args)
     grad = torch.randn_like(out)
     s, p, d = args["stride"], args["padding"], args["dilation"]
@@ -63,10 +66,11 @@ def _script(obj):
         return torch.jit.script(obj)
 
 
-def test_torchscript_function():
+@pytest.mark.parametrize("device", devices())
+def test_torchscript_function(device):
     scripted = _script(deform_conv2d)
     for use_mask in (True, False):
-        args = make_case(use_mask=use_mask, stride=(2, 1), padding=(1, 0), size=(9, 8))
+        args = to_device(make_case(use_mask=use_mask, stride=(2, 1), padding=(1, 0), size=(9, 8)), device)
         expected = deform_conv2d(**args)
         got = scripted(
             args["input"],
@@ -81,11 +85,12 @@ def test_torchscript_function():
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_torchscript_module_and_caller():
+@pytest.mark.parametrize("device", devices())
+def test_torchscript_module_and_caller(device):
     torch.manual_seed(0)
-    module = DeformConv2d(4, 6, 3, padding=1)
+    module = DeformConv2d(4, 6, 3, padding=1).to(device)
     scripted = _script(module)
-    args = make_case(dtype=torch.float32, out_channels=6)
+    args = to_device(make_case(dtype=torch.float32, out_channels=6), device)
     torch.testing.assert_close(
         scripted(args["input"], args["offset"], args["mask"]), module(args["input"], args["offset"], args["mask"])
     )
@@ -100,14 +105,15 @@ def test_torchscript_module_and_caller():
         def forward(self, x):
             return self.deform(x, self.offset(x))
 
-    caller = Caller()
-    x = torch.randn(2, 4, 7, 6)
+    caller = Caller().to(device)
+    x = torch.randn(2, 4, 7, 6, device=device)
     torch.testing.assert_close(_script(caller)(x), caller(x))
 
 
-def test_compile_fullgraph_forward_and_backward():
+@pytest.mark.parametrize("device", devices())
+def test_compile_fullgraph_forward_and_backward(device):
     torch._dynamo.reset()
-    args = make_case(dtype=torch.float32, offset_groups=2)
+    args = to_device(make_case(dtype=torch.float32, offset_groups=2), device)
 
     def fn(input, offset, weight, bias, mask):
         return deform_conv2d(input, offset, weight, bias, stride=1, padding=(1, 1), mask=mask).relu().sum()
@@ -122,16 +128,20 @@ def test_compile_fullgraph_forward_and_backward():
         torch.testing.assert_close(b.grad, a.grad)
 
 
-def test_compile_fullgraph_inductor_module():
+@pytest.mark.parametrize("device", devices())
+def test_compile_fullgraph_inductor_module(device):
     torch._dynamo.reset()
     torch.manual_seed(1)
-    module = DeformConv2d(4, 4, (3, 2), padding=(1, 0), bias=False)
-    args = make_case(dtype=torch.float32, kernel=(3, 2), padding=(1, 0), out_channels=4, use_mask=False)
+    module = DeformConv2d(4, 4, (3, 2), padding=(1, 0), bias=False).to(device)
+    args = to_device(
+        make_case(dtype=torch.float32, kernel=(3, 2), padding=(1, 0), out_channels=4, use_mask=False), device
+    )
     compiled = torch.compile(module, fullgraph=True)
     torch.testing.assert_close(compiled(args["input"], args["offset"]), module(args["input"], args["offset"]))
 
 
-def test_export():
+@pytest.mark.parametrize("device", devices())
+def test_export(device):
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -141,26 +151,28 @@ def test_export():
             return self.deform(x, offset, mask)
 
     torch.manual_seed(2)
-    model = Model()
-    args = make_case(dtype=torch.float32)
+    model = Model().to(device)
+    args = to_device(make_case(dtype=torch.float32), device)
     inputs = (args["input"], args["offset"], args["mask"])
     exported = torch.export.export(model, inputs)
     assert any("deform_conv2d" in str(n.target) for n in exported.graph.nodes)
     torch.testing.assert_close(exported.module()(*inputs), model(*inputs))
 
 
-def test_autocast_computes_in_float32_and_returns_the_input_dtype():
-    args = make_case(dtype=torch.float32)
+@pytest.mark.parametrize("device", devices())
+def test_autocast_computes_in_float32_and_returns_the_input_dtype(device):
+    args = to_device(make_case(dtype=torch.float32), device)
     args["input"] = args["input"].bfloat16()  # mixed dtypes, as inside an autocast region
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16):
         out = deform_conv2d(**args)
     assert out.dtype == torch.bfloat16  # as torchvision's autocast kernel returns it
     expected = deform_conv2d(**dict(args, input=args["input"].float()))
     torch.testing.assert_close(out, expected.bfloat16())
 
 
-def test_int_and_pair_arguments_are_equivalent():
-    args = make_case(stride=(2, 2), padding=(1, 1), dilation=(2, 2), size=(9, 9))
+@pytest.mark.parametrize("device", devices())
+def test_int_and_pair_arguments_are_equivalent(device):
+    args = to_device(make_case(stride=(2, 2), padding=(1, 1), dilation=(2, 2), size=(9, 9)), device)
     as_ints = dict(args, stride=2, padding=1, dilation=2)
     torch.testing.assert_close(deform_conv2d(**as_ints), deform_conv2d(**args), rtol=0, atol=0)
     as_lists = dict(args, stride=[2, 2], padding=[1, 1], dilation=[2, 2])
@@ -193,8 +205,9 @@ def test_module_matches_torchvision_construction(ctor):
     assert ours.weight.abs().max() <= 1 / fan_in**0.5 + 1e-6  # kaiming_uniform(a=sqrt(5)) bound
 
 
-def test_module_repr_and_forward():
-    m = DeformConv2d(4, 8, 3, stride=2, padding=1, dilation=2, groups=2, bias=False)
+@pytest.mark.parametrize("device", devices())
+def test_module_repr_and_forward(device):
+    m = DeformConv2d(4, 8, 3, stride=2, padding=1, dilation=2, groups=2, bias=False).to(device)
     expected = "DeformConv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2), groups=2"
     assert repr(m) == expected + ", bias=False)"
     assert repr(DeformConv2d(3, 5, 3)) == "DeformConv2d(3, 5, kernel_size=(3, 3), stride=(1, 1))"
@@ -208,6 +221,7 @@ def test_module_repr_and_forward():
         dilation=(2, 2),
         size=(9, 9),
     )
+    args = to_device(args, device)
     expected = ORACLES["reference"](args["input"], args["offset"], m.weight, None, (2, 2), (1, 1), (2, 2), args["mask"])
     torch.testing.assert_close(m(args["input"], args["offset"], args["mask"]), expected, rtol=1e-4, atol=1e-4)
 
