@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import detops_fpn
+from detops_core.testing import devices
 
 try:
     import torchvision.ops.feature_pyramid_network as tv_ops
@@ -16,13 +17,13 @@ except ImportError:
 IN_CHANNELS = [8, 16, 24, 32]
 
 
-def _features(size, seed=0, batch=2):
+def _features(size, seed=0, batch=2, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     h, w = size
     maps = OrderedDict()
     for i, c in enumerate(IN_CHANNELS):
         s = 2 ** (i + 2)
-        maps[f"c{i + 2}"] = torch.randn(batch, c, -(-h // s), -(-w // s), generator=g)
+        maps[f"c{i + 2}"] = torch.randn(batch, c, -(-h // s), -(-w // s), generator=g).to(device)
     return maps
 
 
@@ -59,30 +60,36 @@ def _assert_same(a, b, atol=1e-5):
 @pytest.mark.parametrize("extra", [None, "maxpool", "p6p7", "p6p7_from_p5"])
 @pytest.mark.parametrize("norm", [None, "batchnorm"])
 @pytest.mark.parametrize("size", [(64, 64), (100, 76), (37, 53)])
-def test_matches_definition_and_torchvision(extra, norm, size):
+@pytest.mark.parametrize("device", devices())
+def test_matches_definition_and_torchvision(extra, norm, size, device):
     norm_layer = nn.BatchNorm2d if norm else None
     ours_extra, tv_extra = _extra(extra)
     torch.manual_seed(0)
-    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=ours_extra, norm_layer=norm_layer).eval()
-    feats = _features(size)
+    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=ours_extra, norm_layer=norm_layer)
+    fpn = fpn.eval().to(device)
+    feats = _features(size, device=device)
     got = fpn(feats)
+    assert all(v.device == feats["c2"].device for v in got.values())
     _assert_same(got, _reference_fpn(fpn, feats))
     if tv_ops is not None:
-        theirs = tv_ops.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=tv_extra, norm_layer=norm_layer).eval()
+        theirs = tv_ops.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=tv_extra, norm_layer=norm_layer)
+        theirs = theirs.eval().to(device)
         assert list(theirs.state_dict()) == list(fpn.state_dict())
         theirs.load_state_dict(fpn.state_dict())
         _assert_same(got, theirs(feats))
 
 
-def test_backward_matches_torchvision_or_definition():
+@pytest.mark.parametrize("device", devices())
+def test_backward_matches_torchvision_or_definition(device):
     torch.manual_seed(1)
-    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=detops_fpn.LastLevelMaxPool())
-    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features((64, 96), seed=3).items())
+    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=detops_fpn.LastLevelMaxPool()).to(device)
+    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features((64, 96), seed=3, device=device).items())
     twin = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=detops_fpn.LastLevelMaxPool())
     if tv_ops is not None:
         twin = tv_ops.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=tv_ops.LastLevelMaxPool())
+    twin = twin.to(device)
     twin.load_state_dict(fpn.state_dict())
-    weights = {k: torch.randn(v.shape) for k, v in fpn(feats).items()}
+    weights = {k: torch.randn(v.shape).to(device) for k, v in fpn(feats).items()}
 
     def loss(out):
         return sum((out[k] * weights[k]).sum() for k in out)
@@ -127,10 +134,11 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("extra", [None, "maxpool", "p6p7"])
-def test_torchscript(extra):
-    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).eval()
+@pytest.mark.parametrize("device", devices())
+def test_torchscript(extra, device):
+    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).eval().to(device)
     scripted = torch.jit.script(fpn)
-    feats = _features((64, 64))
+    feats = _features((64, 64), device=device)
     _assert_same(scripted(feats), fpn(feats))
 
 
@@ -140,13 +148,14 @@ def test_torchscript(extra):
 _BACKWARD_BACKEND = "inductor" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 14) else "aot_eager"
 
 
-def test_compile_fullgraph_forward_and_backward():
+@pytest.mark.parametrize("device", devices())
+def test_compile_fullgraph_forward_and_backward(device):
     torch.manual_seed(2)
-    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=detops_fpn.LastLevelMaxPool())
-    feats = _features((64, 64), seed=5)
+    fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=detops_fpn.LastLevelMaxPool()).to(device)
+    feats = _features((64, 64), seed=5, device=device)
     _assert_same(torch.compile(fpn, fullgraph=True)(feats), fpn(feats), atol=1e-4)
     compiled = torch.compile(fpn, fullgraph=True, backend=_BACKWARD_BACKEND)
-    feats = _features((64, 64), seed=5)
+    feats = _features((64, 64), seed=5, device=device)
     eager = fpn(feats)
     got = compiled(feats)
     _assert_same(got, eager, atol=1e-4)
@@ -159,16 +168,17 @@ def test_compile_fullgraph_forward_and_backward():
 
 
 @pytest.mark.parametrize("extra", ["maxpool", "p6p7"])
-def test_torchvision_checkpoint_loads_unchanged(extra):
+@pytest.mark.parametrize("device", devices())
+def test_torchvision_checkpoint_loads_unchanged(extra, device):
     if tv_ops is None:  # compat: no torchvision checkpoint to load; the definition test covers values
         theirs_state = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).state_dict()
     else:
         torch.manual_seed(7)
-        theirs = tv_ops.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[1]).eval()
+        theirs = tv_ops.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[1]).eval().to(device)
         theirs_state = theirs.state_dict()
-    ours = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).eval()
+    ours = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).eval().to(device)
     ours.load_state_dict(theirs_state)  # strict: same keys, same shapes
-    feats = _features((96, 64), seed=8)
+    feats = _features((96, 64), seed=8, device=device)
     if tv_ops is not None:
         _assert_same(ours(feats), theirs(feats))
     _assert_same(ours(feats), _reference_fpn(ours, feats))

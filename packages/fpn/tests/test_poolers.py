@@ -7,6 +7,7 @@ import torch
 
 import detops_fpn
 import detops_roi
+from detops_core.testing import devices
 from detops_fpn.poolers import LevelMapper
 
 try:
@@ -17,16 +18,19 @@ except ImportError:
 NAMES = ["p2", "p3", "p4", "p5"]
 
 
-def _features(image, channels=8, batch=2, seed=0, dtype=torch.float32):
+def _features(image, channels=8, batch=2, seed=0, dtype=torch.float32, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     h, w = image
     return OrderedDict(
-        (name, torch.randn(batch, channels, -(-h // 2 ** (i + 2)), -(-w // 2 ** (i + 2)), generator=g).to(dtype))
+        (
+            name,
+            torch.randn(batch, channels, -(-h // 2 ** (i + 2)), -(-w // 2 ** (i + 2)), generator=g).to(device, dtype),
+        )
         for i, name in enumerate(NAMES + ["pool"])
     )
 
 
-def _boxes(image, counts, seed=0, dtype=torch.float32):
+def _boxes(image, counts, seed=0, dtype=torch.float32, device="cpu"):
     """Boxes of every scale: tiny, canonical (224) and image-sized, some off the image."""
     g = torch.Generator().manual_seed(seed)
     h, w = image
@@ -34,7 +38,7 @@ def _boxes(image, counts, seed=0, dtype=torch.float32):
     for n in counts:
         size = torch.exp(torch.rand(n, 2, generator=g) * 6) * 2  # 2 .. 800 pixels
         corner = torch.rand(n, 2, generator=g) * torch.tensor([w, h]) - size / 4
-        out.append(torch.cat((corner, corner + size), dim=1).to(dtype))
+        out.append(torch.cat((corner, corner + size), dim=1).to(device, dtype))
     return out
 
 
@@ -45,7 +49,7 @@ def _definition(pooler, feats, boxes, image_shapes):
     if len(maps) == 1:
         return detops_roi.roi_align(maps[0], rois, pooler.output_size, pooler.scales[0], pooler.sampling_ratio)
     levels = pooler.map_levels(boxes)
-    out = torch.zeros(len(rois), maps[0].shape[1], *pooler.output_size, dtype=maps[0].dtype)
+    out = torch.zeros(len(rois), maps[0].shape[1], *pooler.output_size, dtype=maps[0].dtype, device=maps[0].device)
     for level, (fmap, scale) in enumerate(zip(maps, pooler.scales)):
         idx = torch.where(levels == level)[0]
         out[idx] = detops_roi.roi_align(fmap, rois[idx], pooler.output_size, scale, pooler.sampling_ratio)
@@ -63,12 +67,14 @@ CONFIGS = [
 
 @pytest.mark.parametrize("names, output_size, sampling_ratio", CONFIGS)
 @pytest.mark.parametrize("image", [(800, 1216), (512, 512), (333, 500)])
-def test_matches_torchvision_and_definition(names, output_size, sampling_ratio, image):
-    feats = _features(image)
-    boxes = _boxes(image, [40, 25])
+@pytest.mark.parametrize("device", devices())
+def test_matches_torchvision_and_definition(names, output_size, sampling_ratio, image, device):
+    feats = _features(image, device=device)
+    boxes = _boxes(image, [40, 25], device=device)
     shapes = [image, (image[0] - 20, image[1] - 8)]
     pooler = detops_fpn.MultiScaleRoIAlign(names, output_size, sampling_ratio)
     got = pooler(feats, boxes, shapes)
+    assert got.device == feats["p2"].device
     torch.testing.assert_close(got, _definition(pooler, feats, boxes, shapes), rtol=0, atol=0)
     if tv_poolers is not None:
         theirs = tv_poolers.MultiScaleRoIAlign(names, output_size, sampling_ratio)
@@ -86,13 +92,14 @@ def test_scales_are_inferred_once_like_torchvision():
     assert pooler.scales == first == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 
 
-def test_backward_matches_torchvision_or_definition():
+@pytest.mark.parametrize("device", devices())
+def test_backward_matches_torchvision_or_definition(device):
     image = (320, 480)
-    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features(image, seed=4).items())
-    boxes = _boxes(image, [30, 30], seed=4)
+    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features(image, seed=4, device=device).items())
+    boxes = _boxes(image, [30, 30], seed=4, device=device)
     pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
     out = pooler(feats, boxes, [image, image])
-    grad = torch.randn(out.shape)
+    grad = torch.randn(out.shape).to(device)
     got = torch.autograd.grad(out, list(feats.values()), grad, allow_unused=True)
     want_out = (
         tv_poolers.MultiScaleRoIAlign(NAMES, 7, 2)(feats, boxes, [image, image])
@@ -108,10 +115,11 @@ def test_backward_matches_torchvision_or_definition():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
-def test_other_dtypes(dtype):
+@pytest.mark.parametrize("device", devices())
+def test_other_dtypes(dtype, device):
     image = (256, 256)
-    feats = _features(image, dtype=dtype)
-    boxes = _boxes(image, [20], dtype=dtype)
+    feats = _features(image, dtype=dtype, device=device)
+    boxes = _boxes(image, [20], dtype=dtype, device=device)
     pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
     got = pooler(feats, boxes, [image])
     assert got.dtype == dtype
@@ -119,8 +127,9 @@ def test_other_dtypes(dtype):
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_level_mapper_matches_torchvision():
-    boxes = _boxes((800, 800), [200], seed=9)
+@pytest.mark.parametrize("device", devices())
+def test_level_mapper_matches_torchvision(device):
+    boxes = _boxes((800, 800), [200], seed=9, device=device)
     ours = LevelMapper(2, 5)(boxes)
     if tv_poolers is not None:
         assert torch.equal(ours, tv_poolers.LevelMapper(2, 5)(boxes))
@@ -129,31 +138,36 @@ def test_level_mapper_matches_torchvision():
     assert torch.equal(ours, expected)
 
 
-def test_empty_boxes():
-    feats = _features((128, 128))
+@pytest.mark.parametrize("device", devices())
+def test_empty_boxes(device):
+    feats = _features((128, 128), device=device)
     pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
-    out = pooler(feats, [torch.zeros(0, 4), torch.zeros(0, 4)], [(128, 128), (128, 128)])
-    assert out.shape == (0, 8, 7, 7)
+    empty = [torch.zeros(0, 4, device=device), torch.zeros(0, 4, device=device)]
+    out = pooler(feats, empty, [(128, 128), (128, 128)])
+    assert out.shape == (0, 8, 7, 7) and out.device.type == device
 
 
-def test_no_images_is_an_error():
+@pytest.mark.parametrize("device", devices())
+def test_no_images_is_an_error(device):
     with pytest.raises(ValueError, match="images list should not be empty"):
-        detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)(_features((64, 64)), [], [])
+        detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)(_features((64, 64), device=device), [], [])
 
 
-def test_torchscript():
+@pytest.mark.parametrize("device", devices())
+def test_torchscript(device):
     pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
     scripted = torch.jit.script(pooler)
-    feats = _features((256, 320))
-    boxes = _boxes((256, 320), [12, 7])
+    feats = _features((256, 320), device=device)
+    boxes = _boxes((256, 320), [12, 7], device=device)
     shapes = [(256, 320), (250, 300)]
     torch.testing.assert_close(scripted(feats, boxes, shapes), pooler(feats, boxes, shapes), rtol=0, atol=0)
 
 
-def test_compile_fullgraph_forward_and_backward():
+@pytest.mark.parametrize("device", devices())
+def test_compile_fullgraph_forward_and_backward(device):
     image = (256, 320)
-    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features(image, seed=2).items())
-    boxes = _boxes(image, [12, 7], seed=2)
+    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features(image, seed=2, device=device).items())
+    boxes = _boxes(image, [12, 7], seed=2, device=device)
     eager_pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
     compiled = torch.compile(detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2), fullgraph=True)
     got = compiled(feats, boxes, [image, image])

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detops_fpn
+from detops_core.testing import devices, requires_cuda
 
 SIZES = [(5, 7, 10, 14), (3, 3, 7, 9), (7, 9, 5, 4), (1, 1, 6, 6), (25, 38, 50, 76), (13, 19, 25, 38), (4, 4, 4, 4)]
 
@@ -17,14 +18,15 @@ def reference(top, lateral):
 
 @pytest.mark.parametrize("th, tw, oh, ow", SIZES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_forward_and_backward_match_definition(th, tw, oh, ow, dtype):
+@pytest.mark.parametrize("device", devices())
+def test_forward_and_backward_match_definition(th, tw, oh, ow, dtype, device):
     g = torch.Generator().manual_seed(th * 100 + ow)
-    top = torch.randn(2, 3, th, tw, generator=g).to(dtype).requires_grad_()
-    lateral = torch.randn(2, 3, oh, ow, generator=g).to(dtype).requires_grad_()
+    top = torch.randn(2, 3, th, tw, generator=g).to(device, dtype).requires_grad_()
+    lateral = torch.randn(2, 3, oh, ow, generator=g).to(device, dtype).requires_grad_()
     out = detops_fpn.fpn_upsample_add(top, lateral)
     expected = reference(top, lateral)
-    assert out.dtype == dtype and torch.equal(out, expected)
-    grad = torch.randn(out.shape, generator=g).to(dtype)
+    assert out.dtype == dtype and out.device == top.device and torch.equal(out, expected)
+    grad = torch.randn(out.shape, generator=g).to(device, dtype)
     got = torch.autograd.grad(out, (top, lateral), grad)
     want = torch.autograd.grad(expected, (top, lateral), grad)
     tol = {torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-6)
@@ -32,28 +34,31 @@ def test_forward_and_backward_match_definition(th, tw, oh, ow, dtype):
     assert torch.equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("device", devices())
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 30), st.integers(1, 30))
-def test_any_sizes_match_definition(th, tw, oh, ow):
-    top = torch.randn(1, 2, th, tw, dtype=torch.float64)
-    lateral = torch.randn(1, 2, oh, ow, dtype=torch.float64)
+def test_any_sizes_match_definition(device, th, tw, oh, ow):
+    top = torch.randn(1, 2, th, tw, dtype=torch.float64, device=device)
+    lateral = torch.randn(1, 2, oh, ow, dtype=torch.float64, device=device)
     assert torch.equal(detops_fpn.fpn_upsample_add(top, lateral), reference(top, lateral))
-    grad = torch.randn(1, 2, oh, ow, dtype=torch.float64)
+    grad = torch.randn(1, 2, oh, ow, dtype=torch.float64, device=device)
     want = torch.autograd.grad(reference(top.requires_grad_(), lateral), top, grad)[0]
     got = torch.ops.detops._fpn_upsample_add_backward(grad, th, tw)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_gradcheck_and_gradgradcheck():
-    top = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
-    lateral = torch.randn(1, 2, 7, 9, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("device", devices())
+def test_gradcheck_and_gradgradcheck(device):
+    top = torch.randn(1, 2, 3, 4, dtype=torch.float64, device=device, requires_grad=True)
+    lateral = torch.randn(1, 2, 7, 9, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(detops_fpn.fpn_upsample_add, (top, lateral))
     assert torch.autograd.gradgradcheck(detops_fpn.fpn_upsample_add, (top, lateral))
 
 
-def test_layouts_and_mixed_dtypes():
-    top = torch.randn(2, 8, 5, 6)
-    lateral = torch.randn(2, 8, 10, 12)
+@pytest.mark.parametrize("device", devices())
+def test_layouts_and_mixed_dtypes(device):
+    top = torch.randn(2, 8, 5, 6, device=device)
+    lateral = torch.randn(2, 8, 10, 12, device=device)
     expected = reference(top, lateral)
     cl = detops_fpn.fpn_upsample_add(
         top.to(memory_format=torch.channels_last), lateral.to(memory_format=torch.channels_last)
@@ -65,34 +70,40 @@ def test_layouts_and_mixed_dtypes():
     assert mixed.dtype == torch.float32 and torch.equal(mixed, reference(top.half().float(), lateral))
 
 
-def test_backward_is_repeatable():
-    top = torch.randn(2, 16, 13, 19, requires_grad=True)
-    lateral = torch.randn(2, 16, 25, 38)
-    grad = torch.randn(2, 16, 25, 38)
+# On both devices: each top element gathers its window in a fixed order (no atomics).
+@pytest.mark.parametrize("device", devices())
+def test_backward_is_repeatable(device):
+    top = torch.randn(2, 16, 13, 19, device=device, requires_grad=True)
+    lateral = torch.randn(2, 16, 25, 38, device=device)
+    grad = torch.randn(2, 16, 25, 38, device=device)
     first = torch.autograd.grad(detops_fpn.fpn_upsample_add(top, lateral), top, grad)[0]
     for _ in range(3):
         again = torch.autograd.grad(detops_fpn.fpn_upsample_add(top, lateral), top, grad)[0]
         assert torch.equal(first, again)
 
 
-def test_opcheck():
-    top = torch.randn(2, 3, 4, 5, requires_grad=True)
-    lateral = torch.randn(2, 3, 8, 10, requires_grad=True)
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(device):
+    top = torch.randn(2, 3, 4, 5, device=device, requires_grad=True)
+    lateral = torch.randn(2, 3, 8, 10, device=device, requires_grad=True)
     torch.library.opcheck(torch.ops.detops.fpn_upsample_add.default, (top, lateral))
-    torch.library.opcheck(torch.ops.detops._fpn_upsample_add_backward.default, (torch.randn(2, 3, 8, 10), 4, 5))
+    grad = torch.randn(2, 3, 8, 10, device=device)
+    torch.library.opcheck(torch.ops.detops._fpn_upsample_add_backward.default, (grad, 4, 5))
 
 
-def test_empty_lateral_gives_empty_result():
+@pytest.mark.parametrize("device", devices())
+def test_empty_lateral_gives_empty_result(device):
     # F.interpolate refuses a zero output size; the natural result is an empty map.
-    out = detops_fpn.fpn_upsample_add(torch.randn(1, 2, 3, 3), torch.randn(1, 2, 0, 5))
-    assert out.shape == (1, 2, 0, 5)
-    assert torch.ops.detops._fpn_upsample_add_backward(torch.randn(1, 2, 0, 5), 3, 3).eq(0).all()
+    out = detops_fpn.fpn_upsample_add(torch.randn(1, 2, 3, 3, device=device), torch.randn(1, 2, 0, 5, device=device))
+    assert out.shape == (1, 2, 0, 5) and out.device.type == device
+    assert torch.ops.detops._fpn_upsample_add_backward(torch.randn(1, 2, 0, 5, device=device), 3, 3).eq(0).all()
 
 
-def test_empty_batch_or_channels():
+@pytest.mark.parametrize("device", devices())
+def test_empty_batch_or_channels(device):
     for n, c in ((0, 3), (2, 0)):
-        out = detops_fpn.fpn_upsample_add(torch.randn(n, c, 2, 2), torch.randn(n, c, 4, 4))
-        assert out.shape == (n, c, 4, 4)
+        top, lateral = torch.randn(n, c, 2, 2, device=device), torch.randn(n, c, 4, 4, device=device)
+        assert detops_fpn.fpn_upsample_add(top, lateral).shape == (n, c, 4, 4)
 
 
 @pytest.mark.parametrize(
@@ -107,11 +118,28 @@ def test_empty_batch_or_channels():
         (torch.randn(2, 3, 4, 4, device="meta"), torch.randn(2, 3, 8, 8), "same device"),
     ],
 )
-def test_bad_input(top, lateral, message):
+@pytest.mark.parametrize("device", devices())
+def test_bad_input(top, lateral, message, device):
+    # Meta tensors stay where they are: next to a tensor on `device` they are the mismatch.
+    top, lateral = (t if t.is_meta else t.to(device) for t in (top, lateral))
     with pytest.raises(RuntimeError, match=message):
         torch.ops.detops.fpn_upsample_add(top, lateral)
 
 
-def test_bad_backward_sizes():
+@pytest.mark.parametrize("device", devices())
+def test_bad_backward_sizes(device):
     with pytest.raises(RuntimeError, match="top_height and top_width must be >= 0"):
-        torch.ops.detops._fpn_upsample_add_backward(torch.randn(1, 1, 2, 2), -1, 2)
+        torch.ops.detops._fpn_upsample_add_backward(torch.randn(1, 1, 2, 2, device=device), -1, 2)
+
+
+# A CUDA kernel handed a CPU tensor would read host memory as device memory: the message
+# names both devices.
+@requires_cuda()
+@pytest.mark.parametrize("on_cpu", ["top", "lateral"])
+def test_cuda_and_cpu_arguments_name_both_devices(on_cpu):
+    args = {"top": torch.randn(2, 3, 4, 4, device="cuda"), "lateral": torch.randn(2, 3, 8, 8, device="cuda")}
+    args[on_cpu] = args[on_cpu].cpu()
+    with pytest.raises(
+        RuntimeError, match=r"top and lateral must be on the same device, got (cuda:\d+ and cpu|cpu and cuda:\d+)"
+    ):
+        torch.ops.detops.fpn_upsample_add(args["top"], args["lateral"])
