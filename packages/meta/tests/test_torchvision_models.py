@@ -1,10 +1,13 @@
 """A torchvision Mask R-CNN (random weights, nothing downloaded) gives the same detections,
-losses and gradients with detops swapped in (detops.use_detops)."""
+losses and gradients with detops swapped in (detops.use_detops), on every device."""
+
+import contextlib
 
 import pytest
 import torch
 
 import detops
+from detops_core.testing import devices
 
 torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed (the model comes from it)")
 from torchvision.models.detection import maskrcnn_resnet50_fpn  # noqa: E402
@@ -24,6 +27,26 @@ def _model():
         rpn_pre_nms_top_n_test=400,
         rpn_post_nms_top_n_test=200,
     )
+
+
+@contextlib.contextmanager
+def _full_float32(device):
+    # On CUDA, cuDNN computes float32 convolutions in TF32 (10-bit mantissa) by default: a
+    # last-bit difference between two RoIAlign kernels could then grow through the heads
+    # into differences far above what the ops themselves disagree by. Every flag is given:
+    # flags() resets the ones left out to its own defaults (enabled=False among them).
+    if device == "cpu":
+        yield
+        return
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
+        yield
+
+
+def _on(device, images, targets=None):
+    images = [i.to(device) for i in images]
+    if targets is None:
+        return images
+    return images, [{k: v.to(device) for k, v in t.items()} for t in targets]
 
 
 def _images():
@@ -58,10 +81,11 @@ def test_swap_replaces_and_restores_modules():
     assert torchvision.ops.boxes.batched_nms is not detops.batched_nms
 
 
-def test_eval_detections_match():
-    model = _model().eval()
-    images = _images()
-    with torch.no_grad():
+@pytest.mark.parametrize("device", devices())
+def test_eval_detections_match(device):
+    model = _model().eval().to(device)
+    images = _on(device, _images())
+    with torch.no_grad(), _full_float32(device):
         expected = model(images)
         with detops.use_detops(model):
             got = model(images)
@@ -73,15 +97,17 @@ def test_eval_detections_match():
         torch.testing.assert_close(a["masks"], b["masks"], rtol=1e-3, atol=1e-4)
 
 
-def test_train_losses_and_gradients_match():
-    model = _model().train()
-    images, targets = _images(), _targets()
-    torch.manual_seed(3)  # the RPN and box samplers draw random subsets
-    losses = model(images, targets)
-    sum(losses.values()).backward()
+@pytest.mark.parametrize("device", devices())
+def test_train_losses_and_gradients_match(device):
+    model = _model().train().to(device)
+    images, targets = _on(device, _images(), _targets())
+    with _full_float32(device):
+        torch.manual_seed(3)  # the RPN and box samplers draw random subsets
+        losses = model(images, targets)
+        sum(losses.values()).backward()
     expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    with detops.use_detops(model):
+    with detops.use_detops(model), _full_float32(device):
         torch.manual_seed(3)
         got = model(images, targets)
         sum(got.values()).backward()
