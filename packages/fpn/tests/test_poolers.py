@@ -7,7 +7,7 @@ import torch
 
 import detops_fpn
 import detops_roi
-from detops_core.testing import devices
+from detops_core.testing import devices, requires_cuda
 from detops_fpn.poolers import LevelMapper
 
 try:
@@ -145,6 +145,16 @@ def test_empty_boxes(device):
     empty = [torch.zeros(0, 4, device=device), torch.zeros(0, 4, device=device)]
     out = pooler(feats, empty, [(128, 128), (128, 128)])
     assert out.shape == (0, 8, 7, 7) and out.device.type == device
+
+
+# Boxes left on the CPU next to CUDA feature maps: the native op must refuse them (a CUDA
+# kernel would read host memory) with a message naming both devices.
+@requires_cuda()
+def test_boxes_on_another_device_name_both():
+    feats = _features((128, 128), device="cuda")
+    boxes = _boxes((128, 128), [5, 4])
+    with pytest.raises(RuntimeError, match=r"must be on the same device, got (cuda:\d+ and cpu|cpu and cuda:\d+)"):
+        detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)(feats, boxes, [(128, 128), (128, 128)])
 
 
 @pytest.mark.parametrize("device", devices())
