@@ -62,14 +62,11 @@ inline void check_levels_backward(const char* op, const Tensor& grad, const Tens
 constexpr int64_t kNoLevel = -1;
 
 // Level values (contiguous, on the host) must index the feature list or be kNoLevel.
-inline std::vector<int64_t> read_levels(const char* op, const int64_t* data, int64_t k,
-                                        int64_t num_levels) {
-  std::vector<int64_t> out(data, data + k);
+inline void check_level_values(const char* op, const int64_t* data, int64_t k, int64_t num_levels) {
   for (int64_t i = 0; i < k; ++i) {
-    check(out[i] >= kNoLevel && out[i] < num_levels, op, "levels[", i, "] must be in [0, ",
-          num_levels - 1, "] or -1 (no level: a zero row), got ", out[i]);
+    check(data[i] == kNoLevel || has_level(data[i], num_levels), op, "levels[", i,
+          "] must be in [0, ", num_levels - 1, "] or -1 (no level: a zero row), got ", data[i]);
   }
-  return out;
 }
 
 }  // namespace detops::roi

@@ -4,8 +4,9 @@
 
 #include <detops/checks.h>
 
-#include <cmath>
 #include <cstdint>
+
+#include "roi_geometry.h"
 
 namespace detops::roi {
 
@@ -50,14 +51,15 @@ inline void check_ps_channels(const char* op, int64_t channels, int64_t pooled_h
         ") must be divisible by output_size[0] * output_size[1] (", pooled_h * pooled_w, ")");
 }
 
-// Batch indices (column 0 of contiguous rois) must be integers in [0, batch_size).
+// Batch indices (column 0 of contiguous rois on the host) must be integers in
+// [0, batch_size): the predicate the CUDA kernels apply per RoI (batch_index).
 template <typename S>
 void check_batch_indices(const char* op, const S* rois, int64_t num_rois, int64_t batch_size) {
   for (int64_t k = 0; k < num_rois; ++k) {
-    const double v = static_cast<double>(rois[5 * k]);
-    if (!(v >= 0.0 && v < static_cast<double>(batch_size) && v == std::floor(v))) {
+    if (batch_index(rois[5 * k], batch_size) < 0) {
       fail(op, "rois[", k, ", 0] is the batch index of RoI ", k, " and must be an integer in [0, ",
-           batch_size - 1, "] (input has ", batch_size, " images), got ", v);
+           batch_size - 1, "] (input has ", batch_size, " images), got ",
+           static_cast<double>(rois[5 * k]));
     }
   }
 }

@@ -12,14 +12,50 @@
 // torchvision, every path is safe for NaN/infinite coordinates and huge boxes: a sample at
 // a non-finite position lies outside the map, a non-finite pooling box is empty, and
 // sample grids are capped and visited only where they can touch the map.
+//
+// Where the two devices still sum in a different order: roi_align and ps_roi_align on CPU
+// merge each RoI's samples into separable row and column tables (cpu/align_tables.h) and
+// sum a bin as sum_rows w_y * sum_cols w_x * v, while a CUDA thread adds the bin's bilinear
+// taps sample by sample (for_each_tap, bilinear); the backward ops on CUDA add into the
+// gradient with atomics in no fixed order, while on CPU one writer per plane adds its RoIs
+// in index order. Those results agree to rounding, not bitwise. roi_pool's maximum
+// (bin_max) and ps_roi_pool's mean (bin_mean) run the same code in the same order on both.
 #pragma once
 
 #include <detops/macros.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
 namespace detops::roi {
+
+// ---------------------------------------------------------------------------------------
+// RoI rows, levels and layout
+
+// Image of a RoI: column 0 when it is an integer in [0, batch), else -1 (fractional, out of
+// range, NaN or infinite). The range test comes before the integer cast, because a cast of
+// NaN or of a value beyond int64 is undefined behaviour.
+template <typename S>
+DETOPS_INLINE int64_t batch_index(S value, int64_t batch) {
+  const double v = static_cast<double>(value);
+  if (!(v >= 0.0 && v < static_cast<double>(batch))) return -1;
+  const int64_t b = static_cast<int64_t>(v);
+  return static_cast<double>(b) == v ? b : -1;
+}
+
+// multi_level_roi_align: whether a RoI's level selects one of the `levels` maps. -1 is the
+// documented "no level"; anything else outside [0, levels) is an error on CPU (see
+// roi_entry.h) and, like -1, a zero row on CUDA.
+DETOPS_INLINE bool has_level(int64_t level, int64_t levels) {
+  return level >= 0 && level < levels;
+}
+
+// Element strides of a 4-D [N, C, H, W] tensor: any layout, channels_last included.
+struct Strides {
+  int64_t n, c, y, x;
+  DETOPS_INLINE int64_t plane(int64_t b, int64_t ch) const { return b * n + ch * c; }
+};
 
 // Samples per bin per axis never exceed this (adaptive grids of absurdly large boxes).
 constexpr int64_t kMaxGrid = int64_t(1) << 30;
@@ -69,6 +105,20 @@ DETOPS_INLINE AlignBox<T> align_box(T x1, T y1, T x2, T y2, T scale, T offset, b
   const int64_t n = b.grid_h * b.grid_w;
   b.count = static_cast<T>(n > 0 ? n : 1);
   return b;
+}
+
+template <typename T>
+DETOPS_INLINE AlignBox<T> roi_align_box(T x1, T y1, T x2, T y2, T scale, bool aligned,
+                                        int64_t pooled_h, int64_t pooled_w,
+                                        int64_t sampling_ratio) {
+  return align_box(x1, y1, x2, y2, scale, aligned ? T(0.5) : T(0), !aligned, pooled_h, pooled_w,
+                   sampling_ratio);
+}
+
+template <typename T>
+DETOPS_INLINE AlignBox<T> ps_roi_align_box(T x1, T y1, T x2, T y2, T scale, int64_t pooled_h,
+                                           int64_t pooled_w, int64_t sampling_ratio) {
+  return align_box(x1, y1, x2, y2, scale, T(0.5), false, pooled_h, pooled_w, sampling_ratio);
 }
 
 // Position of sample i (of `grid`) in bin p along an axis starting at `start`.
@@ -157,6 +207,31 @@ DETOPS_INLINE void sample_range(T start, T bin, int64_t p, int64_t grid, int64_t
   last = static_cast<int64_t>(hi);
 }
 
+// Calls f(tap) for every sample of bin p along one axis (grid samples from `start`, bins of
+// `bin`) that lands on an axis of `size` pixels, in sample order.
+template <typename T, typename F>
+DETOPS_INLINE void for_each_tap(T start, T bin, int64_t p, int64_t grid, int64_t size, F&& f) {
+  if (grid <= 0) return;
+  int64_t first = 0, last = 0;
+  sample_range(start, bin, p, grid, size, first, last);
+  for (int64_t i = first; i < last; ++i) {
+    Tap<T> t;
+    if (axis_tap(sample_pos(start, bin, p, i, grid), size, t)) f(t);
+  }
+}
+
+// The bilinear value at taps (ty, tx) of a plane with row stride sy and column stride sx.
+template <typename S, typename T>
+DETOPS_INLINE T bilinear(const S* plane, int64_t sy, int64_t sx, const Tap<T>& ty,
+                         const Tap<T>& tx) {
+  const S* lo = plane + ty.lo * sy;
+  const S* hi = plane + ty.hi * sy;
+  return ty.w_lo *
+             (tx.w_lo * static_cast<T>(lo[tx.lo * sx]) + tx.w_hi * static_cast<T>(lo[tx.hi * sx])) +
+         ty.w_hi *
+             (tx.w_lo * static_cast<T>(hi[tx.lo * sx]) + tx.w_hi * static_cast<T>(hi[tx.hi * sx]));
+}
+
 // ---------------------------------------------------------------------------------------
 // roi_pool and ps_roi_pool
 
@@ -215,6 +290,57 @@ DETOPS_INLINE void pool_bin(int64_t start, T bin, int64_t p, int64_t limit, int6
   hi = hi < 0 ? 0 : hi;
   lo = lo > limit ? limit : lo;
   hi = hi > limit ? limit : hi;
+}
+
+// The last pixel a bin may reach: roi_pool's bins stop at the map size, ps_roi_pool's at
+// size - 1, as torchvision's ps_roi_pool forward does.
+DETOPS_INLINE int64_t pool_limit(int64_t size, bool inclusive) {
+  return inclusive ? size : size - 1;
+}
+
+// roi_pool: the maximum over rows [y0, y1) x columns [x0, x1) of G planes `sc` apart and
+// its offset y * width + x in the plane (int32: the entry checks planes fit). Scanned in
+// row-major order with `>` as torchvision does, so the first maximum wins, NaN never does,
+// and a bin of only NaN / -inf keeps (-FLT_MAX, -1); an empty bin is (0, -1). Selects,
+// not branches: which element wins is data-dependent and would mispredict. The CPU scans
+// G = 4 channels at once: independent compare/select chains share the bin bookkeeping.
+template <int G, typename S, typename T>
+DETOPS_INLINE void bin_max(const S* plane, int64_t sc, int64_t sy, int64_t sx, int64_t width,
+                           int64_t y0, int64_t y1, int64_t x0, int64_t x1, T* best,
+                           int32_t* where) {
+  const bool empty = y1 <= y0 || x1 <= x0;
+  for (int g = 0; g < G; ++g) {
+    best[g] = empty ? T(0) : static_cast<T>(-FLT_MAX);
+    where[g] = -1;
+  }
+  for (int64_t y = y0; y < y1; ++y) {
+    const S* row = plane + y * sy;
+    const int32_t base = static_cast<int32_t>(y * width);
+    for (int64_t x = x0; x < x1; ++x) {
+      const S* p = row + x * sx;
+      const int32_t here = base + static_cast<int32_t>(x);
+      for (int g = 0; g < G; ++g) {
+        const T v = static_cast<T>(p[g * sc]);
+        const bool take = v > best[g];
+        where[g] = take ? here : where[g];
+        best[g] = take ? v : best[g];
+      }
+    }
+  }
+}
+
+// ps_roi_pool: the mean over rows [y0, y1) x columns [x0, x1), summed row-major; 0 for an
+// empty bin.
+template <typename S, typename T>
+DETOPS_INLINE T bin_mean(const S* plane, int64_t sy, int64_t sx, int64_t y0, int64_t y1, int64_t x0,
+                         int64_t x1) {
+  if (y1 <= y0 || x1 <= x0) return T(0);
+  T sum = T(0);
+  for (int64_t y = y0; y < y1; ++y) {
+    const S* row = plane + y * sy;
+    for (int64_t x = x0; x < x1; ++x) sum += static_cast<T>(row[x * sx]);
+  }
+  return sum / static_cast<T>((y1 - y0) * (x1 - x0));
 }
 
 // ps_* ops: the input channel read by output channel c_out at bin (ph, pw).

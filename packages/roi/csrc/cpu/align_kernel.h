@@ -17,35 +17,35 @@
 
 namespace detops::roi::cpu {
 
-struct LevelShape {
-  int64_t height, width;
-  double scale;
-};
-
 struct AlignParams {
   int64_t pooled_h, pooled_w, sampling_ratio;
-  bool aligned;
+  bool aligned;  // ps_roi_align's boxes are those of aligned roi_align
 };
 
 // Tables of every RoI (built in parallel), each on its own level's map.
 template <typename T>
 std::vector<AlignTables<T>> build_tables(const Rois<T>& rois, const std::vector<int64_t>& level,
-                                         const std::vector<LevelShape>& levels,
-                                         const AlignParams& p) {
+                                         const std::vector<MapShape>& maps, const AlignParams& p) {
   const int64_t k = rois.size();
   std::vector<AlignTables<T>> tables(static_cast<size_t>(k));
-  const T offset = p.aligned ? T(0.5) : T(0);
   parallel(k, 64.0 * static_cast<double>(p.pooled_h + p.pooled_w), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       if (level[i] < 0) continue;  // no level: never read
-      const LevelShape& lv = levels[static_cast<size_t>(level[i])];
+      const MapShape& m = maps[static_cast<size_t>(level[i])];
       const T* r = &rois.box[4 * i];
-      const AlignBox<T> box = align_box(r[0], r[1], r[2], r[3], static_cast<T>(lv.scale), offset,
-                                        !p.aligned, p.pooled_h, p.pooled_w, p.sampling_ratio);
-      tables[i].build(box, p.pooled_h, p.pooled_w, lv.height, lv.width);
+      const AlignBox<T> box = roi_align_box(r[0], r[1], r[2], r[3], static_cast<T>(m.scale),
+                                            p.aligned, p.pooled_h, p.pooled_w, p.sampling_ratio);
+      tables[i].build(box, p.pooled_h, p.pooled_w, m.height, m.width);
     }
   });
   return tables;
+}
+
+// Each RoI's level: a.levels (checked by the entry), or 0 for roi_align.
+inline std::vector<int64_t> levels_of(const AlignArgs& a) {
+  if (!a.levels.defined()) return std::vector<int64_t>(static_cast<size_t>(a.num_rois()), 0);
+  const int64_t* data = a.levels.const_data_ptr<int64_t>();
+  return std::vector<int64_t>(data, data + a.num_rois());
 }
 
 // One RoI, one channel: out[ph * pooled_w + pw] for every bin. `buf` holds >= span values.
@@ -97,32 +97,24 @@ void align_plane_backward(const AlignTables<T>& t, const T* g, int64_t pooled_h,
   }
 }
 
-// Forward over levels: output [K, C, pooled_h, pooled_w] in the inputs' dtype.
+// Forward over levels into out [K, C, pooled_h, pooled_w] (K, C > 0).
 template <typename S>
-Tensor align_forward(const char* op, const std::vector<Tensor>& inputs,
-                     const std::vector<double>& scales, const Tensor& rois_in,
-                     const std::vector<int64_t>* level_of, const AlignParams& p) {
+void align_forward(const AlignArgs& a, const std::vector<Tensor>& inputs, Tensor& out) {
   using T = acc_t<S>;
-  const Tensor& first = inputs[0];
-  const int64_t n = first.size(0), c = first.size(1);
-  const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
+  const int64_t c = a.channels;
+  const Rois<T> rois = read_rois<S, T>(a.rois, a.batch);
   const int64_t k = rois.size();
-  std::vector<LevelShape> levels;
+  const AlignParams p{a.pooled_h, a.pooled_w, a.sampling_ratio, a.aligned};
   std::vector<const S*> data;
-  std::vector<Strides4> strides;
+  std::vector<Strides> strides;
   int64_t max_width = 1;
   for (size_t l = 0; l < inputs.size(); ++l) {
-    levels.push_back({inputs[l].size(2), inputs[l].size(3), scales[l]});
     data.push_back(inputs[l].const_data_ptr<S>());
-    strides.emplace_back(inputs[l]);
+    strides.push_back(strides_of(inputs[l]));
     max_width = std::max(max_width, inputs[l].size(3));
   }
-  const std::vector<int64_t> zeros(level_of == nullptr ? static_cast<size_t>(k) : 0, 0);
-  const std::vector<int64_t>& level = level_of == nullptr ? zeros : *level_of;
-
-  Tensor out = fresh_output(rois_in, {k, c, p.pooled_h, p.pooled_w}, first.scalar_type());
-  if (k == 0 || c == 0) return out;
-  const std::vector<AlignTables<T>> tables = build_tables(rois, level, levels, p);
+  const std::vector<int64_t> level = levels_of(a);
+  const std::vector<AlignTables<T>> tables = build_tables(rois, level, a.maps, p);
   double work = 0;
   for (const auto& t : tables) work += t.work();
   S* out_data = out.mutable_data_ptr<S>();
@@ -139,7 +131,7 @@ Tensor align_forward(const char* op, const std::vector<Tensor>& inputs,
         continue;
       }
       const size_t l = static_cast<size_t>(level[r]);
-      const Strides4& st = strides[l];
+      const Strides& st = strides[l];
       const S* plane = data[l] + st.plane(rois.batch[r], ch);
       if (st.x == 1) {
         align_plane<true>(tables[r], plane, st.y, st.x, p.pooled_h, p.pooled_w, buf.data(),
@@ -151,33 +143,29 @@ Tensor align_forward(const char* op, const std::vector<Tensor>& inputs,
       for (int64_t b = 0; b < bins; ++b) dst[b] = static_cast<S>(bin_out[b]);
     }
   });
-  return out;
 }
 
-// Backward over levels: one [N, C, H_l, W_l] gradient per level, in grad's dtype. Thread
-// work is split by gradient plane (channel, level, image); each plane's single writer adds
-// its RoIs in index order, in float32 (or float64) whatever the storage type.
+// Backward over levels into grads[l] [N, C, H_l, W_l], in grad's dtype. Thread work is
+// split by gradient plane (channel, level, image); each plane's single writer adds its RoIs
+// in index order, in float32 (or float64) whatever the storage type.
 template <typename S>
-std::vector<Tensor> align_backward(const char* op, const Tensor& grad, const Tensor& rois_in,
-                                   const std::vector<int64_t>* level_of,
-                                   const std::vector<LevelShape>& levels, int64_t n, int64_t c,
-                                   const AlignParams& p) {
+void align_backward(const AlignArgs& a, const Tensor& grad, std::vector<Tensor>& grads) {
   using T = acc_t<S>;
-  const Rois<T> rois = read_rois<S, T>(op, rois_in, n);
+  const int64_t n = a.batch, c = a.channels;
+  const Rois<T> rois = read_rois<S, T>(a.rois, n);
   const int64_t k = rois.size();
-  const int64_t num_levels = static_cast<int64_t>(levels.size());
-  std::vector<Tensor> grads;
+  const AlignParams p{a.pooled_h, a.pooled_w, a.sampling_ratio, a.aligned};
+  const std::vector<MapShape>& maps = a.maps;
+  const int64_t num_levels = static_cast<int64_t>(maps.size());
   std::vector<S*> grad_data;
   int64_t max_plane = 1, max_width = 1;
-  for (const LevelShape& lv : levels) {
-    grads.push_back(fresh_output(grad, {n, c, lv.height, lv.width}));
-    grad_data.push_back(grads.back().template mutable_data_ptr<S>());
-    max_plane = std::max(max_plane, lv.height * lv.width);
-    max_width = std::max(max_width, lv.width);
+  for (size_t l = 0; l < maps.size(); ++l) {
+    grad_data.push_back(grads[l].template mutable_data_ptr<S>());
+    max_plane = std::max(max_plane, maps[l].height * maps[l].width);
+    max_width = std::max(max_width, maps[l].width);
   }
-  const std::vector<int64_t> zeros(level_of == nullptr ? static_cast<size_t>(k) : 0, 0);
-  const std::vector<int64_t>& level = level_of == nullptr ? zeros : *level_of;
-  const std::vector<AlignTables<T>> tables = build_tables(rois, level, levels, p);
+  const std::vector<int64_t> level = levels_of(a);
+  const std::vector<AlignTables<T>> tables = build_tables(rois, level, maps, p);
   std::vector<int64_t> key(static_cast<size_t>(k));
   // RoIs without a level go to an extra group that no gradient plane visits.
   for (int64_t r = 0; r < k; ++r)
@@ -185,7 +173,7 @@ std::vector<Tensor> align_backward(const char* op, const Tensor& grad, const Ten
   const auto groups = bucket(key, num_levels * n + 1);
 
   const S* g_data = grad.const_data_ptr<S>();
-  const Strides4 gs(grad);
+  const Strides gs = strides_of(grad);
   const int64_t bins = p.pooled_h * p.pooled_w;
   const int64_t planes = c * num_levels * n;
   double work = static_cast<double>(max_plane);
@@ -199,8 +187,8 @@ std::vector<Tensor> align_backward(const char* op, const Tensor& grad, const Ten
       const int64_t ch = i / (num_levels * n);
       const int64_t l = (i / n) % num_levels;
       const int64_t b = i % n;
-      const LevelShape& lv = levels[l];
-      const int64_t area = lv.height * lv.width;
+      const MapShape& m = maps[l];
+      const int64_t area = m.height * m.width;
       accumulate_plane(grad_data[l] + (b * c + ch) * area, area, scratch, [&](T* acc) {
         for (int64_t r : groups[l * n + b]) {
           const AlignTables<T>& t = tables[r];
@@ -210,12 +198,11 @@ std::vector<Tensor> align_backward(const char* op, const Tensor& grad, const Ten
               g[ph * p.pooled_w + pw] = static_cast<T>(gr[ph * gs.y + pw * gs.x]) / t.count;
             }
           }
-          align_plane_backward(t, g.data(), p.pooled_h, p.pooled_w, lv.width, buf.data(), acc);
+          align_plane_backward(t, g.data(), p.pooled_h, p.pooled_w, m.width, buf.data(), acc);
         }
       });
     }
   });
-  return grads;
 }
 
 }  // namespace detops::roi::cpu

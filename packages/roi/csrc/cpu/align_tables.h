@@ -30,15 +30,11 @@ struct AxisTable {
     lo = std::numeric_limits<int64_t>::max();
     hi = std::numeric_limits<int64_t>::min();
     for (int64_t p = 0; p < bins; ++p) {
-      int64_t first = 0, last = 0;
-      if (grid > 0) sample_range(start, bin, p, grid, size, first, last);
       const size_t begin = pos.size();
-      for (int64_t i = first; i < last; ++i) {
-        Tap<T> t;
-        if (!axis_tap(sample_pos(start, bin, p, i, grid), size, t)) continue;
+      for_each_tap(start, bin, p, grid, size, [&](const Tap<T>& t) {
         add(begin, t.lo, t.w_lo);
         add(begin, t.hi, t.w_hi);
-      }
+      });
       offset[static_cast<size_t>(p) + 1] = static_cast<int64_t>(pos.size());
     }
     if (pos.empty()) lo = hi = 0;

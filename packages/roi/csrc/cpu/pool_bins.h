@@ -31,8 +31,8 @@ std::vector<PoolBins> pool_bins(const Rois<T>& rois, T scale, bool inclusive, in
                                 int64_t pooled_w, int64_t height, int64_t width) {
   const int64_t k = rois.size();
   std::vector<PoolBins> out(static_cast<size_t>(k));
-  const int64_t limit_h = inclusive ? height : height - 1;
-  const int64_t limit_w = inclusive ? width : width - 1;
+  const int64_t limit_h = pool_limit(height, inclusive);
+  const int64_t limit_w = pool_limit(width, inclusive);
   for (int64_t r = 0; r < k; ++r) {
     const T* b = &rois.box[4 * r];
     const PoolBox<T> box = pool_box(b[0], b[1], b[2], b[3], scale, inclusive, pooled_h, pooled_w);

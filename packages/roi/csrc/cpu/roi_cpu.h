@@ -1,42 +1,32 @@
-// CPU plumbing shared by the RoI kernels: strided views, per-image RoI buckets, the
-// batch-index check and the parallel loop. The math lives in roi_geometry.h.
+// CPU plumbing shared by the RoI kernels: the backend traits, per-image RoI buckets, RoIs
+// in the compute type and the parallel loop. The math lives in roi_geometry.h, the checks
+// and allocations in roi_entry.h.
 //
 // Threading: forward passes split (channel, RoI) pairs over threads; backward passes split
 // the gradient planes (image, channel) so that every element of grad_input has exactly one
 // writer, which visits its RoIs in index order: no atomics, bitwise repeatable results.
 #pragma once
 
-#include <detops/cpu_memory.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <optional>
+#include <limits>
 #include <vector>
 
-#include "roi_checks.h"
+#include "roi_entry.h"
 
 namespace detops::roi::cpu {
 
 using torch::stable::Tensor;
 
-// Element (n, c, y, x) of a 4-D tensor with arbitrary strides (channels_last included).
-struct Strides4 {
-  int64_t n, c, y, x;
-  explicit Strides4(const Tensor& t)
-      : n(t.stride(0)), c(t.stride(1)), y(t.stride(2)), x(t.stride(3)) {}
-  int64_t plane(int64_t b, int64_t ch) const { return b * n + ch * c; }
+// What every CPU backend of roi_entry.h shares: rois and levels are host memory, so bad
+// batch indices and levels raise; any number of feature maps.
+struct CpuBackend {
+  static constexpr bool kChecksDataOnHost = true;
+  static constexpr size_t kMaxLevels = std::numeric_limits<size_t>::max();
 };
-
-// A new, uninitialised output on like's device, backed by huge pages when it is large
-// (see detops/cpu_memory.h): the kernels write every element of it.
-inline Tensor fresh_output(const Tensor& like, torch::headeronly::IntHeaderOnlyArrayRef size,
-                           std::optional<ScalarType> dtype = std::nullopt) {
-  Tensor t = torch::stable::new_empty(like, size, dtype);
-  advise_huge_pages(t);
-  return t;
-}
 
 // RoIs as (batch, x1, y1, x2, y2) in the compute type T, after the batch-index check.
 template <typename T>
@@ -46,17 +36,16 @@ struct Rois {
   int64_t size() const { return static_cast<int64_t>(batch.size()); }
 };
 
+// `rois` is the entry's contiguous [K, 5] tensor, its batch indices already checked.
 template <typename S, typename T>
-Rois<T> read_rois(const char* op, const Tensor& rois_in, int64_t batch_size) {
-  const Tensor rois = torch::stable::contiguous(rois_in);
+Rois<T> read_rois(const Tensor& rois, int64_t batch_size) {
   const int64_t k = rois.size(0);
   const S* data = rois.const_data_ptr<S>();
-  check_batch_indices(op, data, k, batch_size);
   Rois<T> r;
   r.batch.resize(k);
   r.box.resize(4 * k);
   for (int64_t i = 0; i < k; ++i) {
-    r.batch[i] = static_cast<int64_t>(static_cast<double>(data[5 * i]));
+    r.batch[i] = batch_index(data[5 * i], batch_size);
     for (int j = 0; j < 4; ++j) r.box[4 * i + j] = static_cast<T>(data[5 * i + 1 + j]);
   }
   return r;
