@@ -105,6 +105,9 @@ function(detops_add_extension)
   endif()
 
   pybind11_add_module(_C MODULE "${DETOPS_CORE_MODULE_SOURCE}" ${ARG_CPU_SOURCES})
+  # torch/include carries torch's own pybind11 copy, which (torch 2.11) refuses to compile
+  # with TORCH_TARGET_VERSION set: the pybind11 we build with must be found first.
+  target_include_directories(_C SYSTEM BEFORE PRIVATE ${pybind11_INCLUDE_DIRS})
   _detops_stable_abi(_C)
   target_include_directories(_C PRIVATE ${ARG_INCLUDE_DIRS})
   target_compile_definitions(_C PRIVATE DETOPS_BUILT_WITH_CUDA=$<BOOL:${DETOPS_BUILD_CUDA}>
