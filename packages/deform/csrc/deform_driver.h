@@ -1,8 +1,12 @@
-// The device-independent half of deform_conv2d: argument checks, chunking and the matrix
-// products (through torch's matmul). The device-specific half is a Backend:
+// The device-independent half of deform_conv2d: the op entry points, argument checks,
+// dtype dispatch, output allocation, chunking and the matrix products (through torch's
+// matmul). The device-specific half is a Backend, which holds only loops (CPU) or thread
+// mapping and launches (CUDA); the index formulas both use are deform_layout.h:
 //
+//   using Backend::DeviceGuard = /* a guard constructed from the input's device index */;
+//   static constexpr int64_t Backend::kColumnBytes;  // default column budget
 //   template <typename S, typename T> class Backend::Sampler {
-//     Sampler(const Geometry&, const Chunk&, const Tensor& input /* contiguous */,
+//     Sampler(const Layout& /* of the chunk */, const Tensor& input /* contiguous */,
 //             const S* offset, const S* mask /* or nullptr */);
 //     void im2col(T* col);                             // col: [C * K, nb, np]
 //     void col2im(const T* grad_col, T* grad_input);   // adds into the whole [B, C, H, W]
@@ -12,8 +16,8 @@
 //                     T* col /* or nullptr */);
 //   };
 //   template <typename S, typename T> static void Backend::finish_output(
-//       const Geometry&, const Chunk&, const T* prod /* [Oc, nb, np] */,
-//       const S* bias /* or nullptr */, S* out /* whole [B, Oc, out_h, out_w] */);
+//       const Layout&, const T* prod /* [Oc, nb, np] */, const S* bias /* or nullptr */,
+//       S* out /* whole [B, Oc, out_h, out_w] */);
 //
 // S is the tensor dtype, T the accumulation type (float32 for float16/bfloat16). With
 // C = in_channels, K = kernel_h * kernel_w, P = out_h * out_w and G = groups, a chunk is
@@ -36,6 +40,7 @@
 #include <vector>
 
 #include "deform_checks.h"
+#include "deform_layout.h"
 
 namespace detops::deform {
 
@@ -51,11 +56,6 @@ inline int64_t column_budget_bytes(int64_t backend_default) {
   }();
   return from_env > 0 ? from_env : backend_default;
 }
-
-// A piece of the work: images [b0, b0 + nb), output positions [p0, p0 + np) of each.
-struct Chunk {
-  int64_t b0, nb, p0, np;
-};
 
 // The chunks, in a fixed order: whole images while they fit, else slices of one image.
 inline std::vector<Chunk> make_chunks(const Geometry& g, int64_t element_bytes, int64_t budget) {
@@ -148,11 +148,12 @@ Tensor forward(const Tensor& input_in, const Tensor& offset_in, const Tensor& we
     Tensor col_storage = torch::stable::new_empty(input, {ck * largest_chunk(chunks)}, acc);
     for (const Chunk& ch : chunks) {
       Tensor col = column_view(g, col_storage, ch);
-      typename Backend::template Sampler<S, T> sampler(g, ch, input, offset.const_data_ptr<S>(),
+      const Layout layout(g, ch);
+      typename Backend::template Sampler<S, T> sampler(layout, input, offset.const_data_ptr<S>(),
                                                        optional_ptr<S>(mask));
       sampler.im2col(col.mutable_data_ptr<T>());
       const Tensor prod = torch::stable::matmul(w, col);  // [G, Oc / G, nb * np]
-      Backend::template finish_output<S, T>(g, ch, prod.const_data_ptr<T>(), optional_ptr<S>(bias),
+      Backend::template finish_output<S, T>(layout, prod.const_data_ptr<T>(), optional_ptr<S>(bias),
                                             out.mutable_data_ptr<S>());
     }
   });
@@ -212,8 +213,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     for (const Chunk& ch : chunks) {
       if (!need_grad_col && !need.weight) break;
       Tensor col = column_view(g, col_storage, ch);
-      typename Backend::template Sampler<S, T> sampler(g, ch, input, offset.const_data_ptr<S>(),
-                                                       optional_ptr<S>(mask));
+      typename Backend::template Sampler<S, T> sampler(
+          Layout(g, ch), input, offset.const_data_ptr<S>(), optional_ptr<S>(mask));
       const Tensor go = grad_output_columns(g, grad_out, ch, acc);  // [G, Oc / G, nb * np]
       T* col_ptr = need.weight ? col.mutable_data_ptr<T>() : nullptr;
       if (need_grad_col) {
@@ -236,6 +237,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     torch::stable::copy_(grad_bias, torch::stable::sum(grad_out, dims({0, 2, 3}), false, acc));
   });
   return {grad_input, grad_offset, grad_weight, grad_mask, grad_bias};
+}
+
+// The op entry points of both devices: a backend registers
+// TORCH_BOX(&deform_conv2d_op<Backend>) and TORCH_BOX(&deform_conv2d_backward_op<Backend>).
+template <typename Backend>
+Tensor deform_conv2d_op(Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> bias,
+                        std::optional<Tensor> mask, int64_t stride_h, int64_t stride_w,
+                        int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w) {
+  const typename Backend::DeviceGuard guard(input.get_device_index());
+  return forward<Backend>(input, offset, weight, bias, mask,
+                          {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
+}
+
+template <typename Backend>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward_op(
+    Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
+    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
+    int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight) {
+  const typename Backend::DeviceGuard guard(input.get_device_index());
+  return backward<Backend>(grad_out, input, offset, weight, mask,
+                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w},
+                           {need_input, need_offset_mask, need_weight});
 }
 
 }  // namespace detops::deform

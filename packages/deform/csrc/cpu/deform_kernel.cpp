@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "deform_driver.h"
+#include "deform_layout.h"
 #include "deform_math.h"
 
 namespace detops::deform::cpu {
@@ -36,49 +37,17 @@ constexpr int64_t kCheapPassWork = int64_t(1) << 20;
 template <typename S, typename T>
 class Sampler {
  public:
-  Sampler(const Geometry& g, const Chunk& ch, const Tensor& input, const S* offset, const S* mask)
-      : g_(g),
-        ch_(ch),
+  Sampler(const Layout& layout, const Tensor& input, const S* offset, const S* mask)
+      : d_(layout),
         input_(input.const_data_ptr<S>()),
         mask_ptr_(mask),
-        rows_(ch.nb * g.offset_groups * g.taps()),
-        taps_(rows_ * ch.np),
-        mask_(mask != nullptr ? rows_ * ch.np : 0) {
-    const int64_t P = g.positions();
-    const int64_t K = g.taps();
-    const int64_t np = ch.np;
-    torch::stable::parallel_for(
-        0, rows_, grain_for(np * 8, kCheapPassWork), [&](int64_t begin, int64_t end) {
-          for (int64_t r = begin; r < end; ++r) {
-            const int64_t b = r / (g.offset_groups * K);
-            const int64_t grp = (r / K) % g.offset_groups;
-            const int64_t k = r % K;
-            const int64_t i = k / g.kernel_w;
-            const int64_t j = k % g.kernel_w;
-            const int64_t image = ch.b0 + b;
-            const S* off_y = offset + ((image * g.offset_groups + grp) * 2 * K + 2 * k) * P + ch.p0;
-            const S* off_x = off_y + P;
-            Taps<T>* out = taps_.data() + r * np;
-            int64_t oy = ch.p0 / g.out_w;
-            int64_t ox = ch.p0 % g.out_w;
-            for (int64_t p = 0; p < np; ++p) {
-              const T y = sample_coordinate(oy, g.p.stride_h, g.p.pad_h, i, g.p.dilation_h,
-                                            static_cast<T>(off_y[p]));
-              const T x = sample_coordinate(ox, g.p.stride_w, g.p.pad_w, j, g.p.dilation_w,
-                                            static_cast<T>(off_x[p]));
-              out[p] = make_taps(y, x, g.height, g.width);
-              if (++ox == g.out_w) {
-                ox = 0;
-                ++oy;
-              }
-            }
-            if (mask != nullptr) {
-              const S* m = mask + ((image * g.offset_groups + grp) * K + k) * P + ch.p0;
-              T* dst = mask_.data() + r * np;
-              for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<T>(m[p]);
-            }
-          }
-        });
+        rows_(layout.nb * layout.og * layout.K),
+        taps_(rows_ * layout.np),
+        mask_(mask != nullptr ? rows_ * layout.np : 0) {
+    torch::stable::parallel_for(0, rows_, grain_for(d_.np * 8, kCheapPassWork),
+                                [&](int64_t begin, int64_t end) {
+                                  for (int64_t r = begin; r < end; ++r) tabulate(r, offset, mask);
+                                });
   }
 
   // col[(c * K + k), b, p] = mask * bilinear(input[b0 + b, c], taps of (b, group(c), k, p)).
@@ -86,11 +55,11 @@ class Sampler {
     for_each_plane([&](int64_t b, int64_t c, const Taps<T>* t, const T* m, int64_t at) {
       const S* plane = input_plane(b, c);
       T* dst = col + at;
-      for (int64_t p = 0; p < ch_.np; ++p) {
-        dst[p] = interpolate(t[p], load_quad<T>(plane, g_.width, t[p]));
+      for (int64_t p = 0; p < d_.np; ++p) {
+        dst[p] = interpolate(t[p], load_quad<T>(plane, d_.W, t[p]));
       }
       if (m != nullptr) {
-        for (int64_t p = 0; p < ch_.np; ++p) dst[p] *= m[p];
+        for (int64_t p = 0; p < d_.np; ++p) dst[p] *= m[p];
       }
     });
   }
@@ -98,11 +67,11 @@ class Sampler {
   // Adds to grad_input[b0 + b, c] the bilinear weights times mask * grad_col[(c * K + k), b, p]
   // of every (k, p), scattered onto the four neighbours. One task per plane.
   void col2im(const T* grad_col, T* grad_input) const {
-    const int64_t W = g_.width;
+    const int64_t W = d_.W;
     for_each_plane([&](int64_t b, int64_t c, const Taps<T>* t, const T* m, int64_t at) {
-      T* a = grad_input + ((ch_.b0 + b) * g_.in_channels + c) * g_.height * W;
+      T* a = grad_input + d_.plane(b, c);
       const T* gc = grad_col + at;
-      for (int64_t p = 0; p < ch_.np; ++p) {
+      for (int64_t p = 0; p < d_.np; ++p) {
         const Taps<T>& tp = t[p];
         if (!(tp.flags & kInside)) continue;
         const T gv = m != nullptr ? gc[p] * m[p] : gc[p];
@@ -120,11 +89,9 @@ class Sampler {
   // the channels of the offset group in order; writes the chunk's columns on the way
   // unless col is nullptr.
   void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask, T* col) const {
-    const int64_t np = ch_.np;
-    const int64_t P = g_.positions();
-    const int64_t K = g_.taps();
-    const int64_t nb = ch_.nb;
-    const int64_t cpg = g_.channels_per_offset_group();
+    const Layout& d = d_;
+    const int64_t np = d.np;
+    const int64_t cpg = d.cpg;
     const int64_t blocks = (np + kPositionBlock - 1) / kPositionBlock;
     const bool want_mask = grad_mask != nullptr;
     torch::stable::parallel_for(
@@ -134,9 +101,9 @@ class Sampler {
             const int64_t r = task / blocks;
             const int64_t p0 = (task % blocks) * kPositionBlock;
             const int64_t n = std::min(kPositionBlock, np - p0);
-            const int64_t b = r / (g_.offset_groups * K);
-            const int64_t grp = (r / K) % g_.offset_groups;
-            const int64_t k = r % K;
+            const int64_t b = r / (d.og * d.K);
+            const int64_t grp = (r / d.K) % d.og;
+            const int64_t k = r % d.K;
             T* ay = acc.data();
             T* ax = ay + kPositionBlock;
             T* am = ax + kPositionBlock;
@@ -145,7 +112,7 @@ class Sampler {
             const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np + p0 : nullptr;
             for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
               const S* plane = input_plane(b, c);
-              const int64_t at = ((c * K + k) * nb + b) * np + p0;
+              const int64_t at = d.column(c, k, b, p0);
               const T* gc = grad_col + at;
               T* cc = col != nullptr ? col + at : nullptr;
               for (int64_t p = 0; p < n; ++p) {
@@ -154,7 +121,7 @@ class Sampler {
                   if (cc != nullptr) cc[p] = m != nullptr ? T(0) * m[p] : T(0);
                   continue;
                 }
-                const Quad<T> v = load_quad<T>(plane, g_.width, t[p]);
+                const Quad<T> v = load_quad<T>(plane, d.W, t[p]);
                 const T sample = interpolate(t[p], v);
                 if (cc != nullptr) cc[p] = m != nullptr ? sample * m[p] : sample;
                 ay[p] += gc[p] * grad_y(t[p], v);
@@ -162,16 +129,15 @@ class Sampler {
                 if (want_mask) am[p] += gc[p] * sample;
               }
             }
-            const int64_t image = ch_.b0 + b;
-            const int64_t first = ch_.p0 + p0;  // position in the image
-            S* gy = grad_offset + ((image * g_.offset_groups + grp) * 2 * K + 2 * k) * P + first;
-            S* gx = gy + P;
+            const int64_t first = d.p0 + p0;  // position in the image
+            S* gy = grad_offset + d.offset_row(b, grp, k) + first;
+            S* gx = gy + d.P;
             for (int64_t p = 0; p < n; ++p) {
               gy[p] = static_cast<S>(m != nullptr ? m[p] * ay[p] : ay[p]);
               gx[p] = static_cast<S>(m != nullptr ? m[p] * ax[p] : ax[p]);
             }
             if (want_mask) {
-              S* gm = grad_mask + ((image * g_.offset_groups + grp) * K + k) * P + first;
+              S* gm = grad_mask + d.mask_row(b, grp, k) + first;
               for (int64_t p = 0; p < n; ++p) gm[p] = static_cast<S>(am[p]);
             }
           }
@@ -179,39 +145,67 @@ class Sampler {
   }
 
  private:
+  // Row r = (image b, group grp, tap k) of the tap and mask tables: taps_at() and mask_at()
+  // of every position of the chunk, the coordinates formed incrementally instead of with a
+  // division per position.
+  void tabulate(int64_t r, const S* offset, const S* mask) {
+    const Layout& d = d_;
+    const int64_t np = d.np;
+    const int64_t b = r / (d.og * d.K);
+    const int64_t grp = (r / d.K) % d.og;
+    const int64_t k = r % d.K;
+    const int64_t i = k / d.kernel_w;
+    const int64_t j = k % d.kernel_w;
+    const S* off_y = offset + d.offset_row(b, grp, k) + d.p0;
+    const S* off_x = off_y + d.P;
+    Taps<T>* out = taps_.data() + r * np;
+    int64_t oy = d.p0 / d.out_w;
+    int64_t ox = d.p0 % d.out_w;
+    for (int64_t p = 0; p < np; ++p) {
+      const T y = d.sample_y(oy, i, static_cast<T>(off_y[p]));
+      const T x = d.sample_x(ox, j, static_cast<T>(off_x[p]));
+      out[p] = make_taps(y, x, d.H, d.W);
+      if (++ox == d.out_w) {
+        ox = 0;
+        ++oy;
+      }
+    }
+    if (mask != nullptr) {
+      const S* m = mask + d.mask_row(b, grp, k) + d.p0;
+      T* dst = mask_.data() + r * np;
+      for (int64_t p = 0; p < np; ++p) dst[p] = static_cast<T>(m[p]);
+    }
+  }
+
   // One task per (image b, channel c) plane; within it, body(b, c, taps, mask, at) for each
   // kernel tap k in order, with the taps and mask rows of (b, group(c), k) (mask nullptr
   // without one) and `at` the column offset of row (c * K + k), image b.
   template <typename F>
   void for_each_plane(const F& body) const {
-    const int64_t np = ch_.np;
-    const int64_t K = g_.taps();
-    const int64_t C = g_.in_channels;
+    const int64_t np = d_.np;
+    const int64_t K = d_.K;
+    const int64_t C = d_.C;
     torch::stable::parallel_for(
-        0, ch_.nb * C, grain_for(K * np * 8), [&](int64_t begin, int64_t end) {
+        0, d_.nb * C, grain_for(K * np * 8), [&](int64_t begin, int64_t end) {
           for (int64_t task = begin; task < end; ++task) {
             const int64_t b = task / C;
             const int64_t c = task % C;
             for (int64_t k = 0; k < K; ++k) {
               const int64_t r = row(b, c, k);
               const T* m = mask_ptr_ != nullptr ? mask_.data() + r * np : nullptr;
-              body(b, c, taps_.data() + r * np, m, ((c * K + k) * ch_.nb + b) * np);
+              body(b, c, taps_.data() + r * np, m, d_.column(c, k, b, 0));
             }
           }
         });
   }
 
-  const S* input_plane(int64_t b, int64_t c) const {
-    return input_ + ((ch_.b0 + b) * g_.in_channels + c) * g_.height * g_.width;
-  }
+  const S* input_plane(int64_t b, int64_t c) const { return input_ + d_.plane(b, c); }
   // Row of the tap tables for image b of the chunk, channel c, kernel tap k.
   int64_t row(int64_t b, int64_t c, int64_t k) const {
-    const int64_t grp = c / g_.channels_per_offset_group();
-    return (b * g_.offset_groups + grp) * g_.taps() + k;
+    return (b * d_.og + d_.group_of(c)) * d_.K + k;
   }
 
-  const Geometry& g_;
-  Chunk ch_;
+  Layout d_;
   const S* input_;
   const S* mask_ptr_;
   int64_t rows_;
@@ -220,6 +214,11 @@ class Sampler {
 };
 
 struct Backend {
+  // No device to select.
+  struct DeviceGuard {
+    explicit DeviceGuard(int32_t) {}
+  };
+
   // 24 MiB: below glibc's largest mmap threshold (32 MiB), so the allocator reuses the
   // buffers instead of mapping and page-faulting them in on every call.
   static constexpr int64_t kColumnBytes = int64_t(24) << 20;
@@ -229,17 +228,15 @@ struct Backend {
 
   // out[b0 + b, o, p0 + p] = prod[o, b, p] + bias[o], converted to S.
   template <typename S, typename T>
-  static void finish_output(const Geometry& g, const Chunk& ch, const T* prod, const S* bias,
-                            S* out) {
-    const int64_t O = g.out_channels;
-    const int64_t np = ch.np;
-    torch::stable::parallel_for(0, ch.nb * O, grain_for(np, kCheapPassWork),
+  static void finish_output(const Layout& d, const T* prod, const S* bias, S* out) {
+    const int64_t np = d.np;
+    torch::stable::parallel_for(0, d.nb * d.O, grain_for(np, kCheapPassWork),
                                 [&](int64_t begin, int64_t end) {
                                   for (int64_t task = begin; task < end; ++task) {
-                                    const int64_t b = task / O;
-                                    const int64_t o = task % O;
-                                    const T* src = prod + (o * ch.nb + b) * np;
-                                    S* dst = out + ((ch.b0 + b) * O + o) * g.positions() + ch.p0;
+                                    const int64_t b = task / d.O;
+                                    const int64_t o = task % d.O;
+                                    const T* src = prod + d.product(o, b, 0);
+                                    S* dst = out + d.output(b, o, 0);
                                     if (bias != nullptr) {
                                       const T bo = static_cast<T>(bias[o]);
                                       for (int64_t p = 0; p < np; ++p)
@@ -253,26 +250,11 @@ struct Backend {
   }
 };
 
-Tensor deform_conv2d_cpu(Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> bias,
-                         std::optional<Tensor> mask, int64_t stride_h, int64_t stride_w,
-                         int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w) {
-  return forward<Backend>(input, offset, weight, bias, mask,
-                          {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward_cpu(
-    Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
-    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-    int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight) {
-  return backward<Backend>(grad_out, input, offset, weight, mask,
-                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w},
-                           {need_input, need_offset_mask, need_weight});
-}
-
 }  // namespace
 }  // namespace detops::deform::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  m.impl("deform_conv2d", TORCH_BOX(&detops::deform::cpu::deform_conv2d_cpu));
-  m.impl("_deform_conv2d_backward", TORCH_BOX(&detops::deform::cpu::deform_conv2d_backward_cpu));
+  using detops::deform::cpu::Backend;
+  m.impl("deform_conv2d", TORCH_BOX(&detops::deform::deform_conv2d_op<Backend>));
+  m.impl("_deform_conv2d_backward", TORCH_BOX(&detops::deform::deform_conv2d_backward_op<Backend>));
 }
