@@ -10,8 +10,14 @@ level in one native call (what MultiScaleRoIAlign needs).
 
 Defined behaviour where torchvision is silent or unsafe:
 
-- the batch index (column 0 of a Tensor[K, 5]) must be an integer in [0, N - 1]; anything
-  else (out of range, fractional, NaN) raises a RuntimeError naming the RoI;
+- the batch index (column 0 of a Tensor[K, 5]) must be an integer in [0, N - 1]. On CPU
+  anything else (out of range, fractional, NaN, infinite) raises a RuntimeError naming
+  ``rois[k, 0]``. On CUDA that check would copy the RoIs to the host and wait for the GPU
+  on every call, so the kernels test each RoI instead: a RoI with an invalid batch index
+  gets a zero output row (``roi_pool``'s argmax: -1) and no gradient, and the other RoIs
+  are unaffected. ``multi_level_roi_align``'s levels likewise: a level that is neither -1
+  nor in [0, L - 1] raises naming ``levels[k]`` on CPU, and is treated as -1 (zero row,
+  no gradient) on CUDA;
 - K = 0 RoIs gives an empty [0, C, h, w] result (and a zero gradient);
 - an empty feature map (H or W = 0) pools to zeros;
 - roi_align / ps_roi_align: a sample at a NaN or infinite position lies outside the map and
@@ -74,7 +80,9 @@ def roi_align(
     Args:
         input (Tensor[N, C, H, W]): feature maps.
         boxes (Tensor[K, 5] or List[Tensor[L, 4]]): (batch index, x1, y1, x2, y2) rows, or
-            one (x1, y1, x2, y2) tensor per image.
+            one (x1, y1, x2, y2) tensor per image. A batch index that is not an integer in
+            [0, N - 1] raises a RuntimeError naming ``rois[k, 0]`` on CPU; on CUDA that
+            RoI's output row is zero and gets no gradient (no host synchronisation).
         output_size (int or Tuple[int, int]): bins per RoI, (height, width).
         spatial_scale (float): factor from box coordinates to input coordinates.
         sampling_ratio (int): samples per bin and axis; <= 0: ceil(roi size / output size).
@@ -98,7 +106,8 @@ def roi_pool(
 ) -> Tensor:
     """RoI Pool (Fast R-CNN): maximum over integer bins of the rounded box.
 
-    Args: as :func:`roi_align` (without ``sampling_ratio`` and ``aligned``).
+    Args: as :func:`roi_align` (without ``sampling_ratio`` and ``aligned``); an invalid batch
+    index raises on CPU and gives a zero row, argmax -1 and no gradient on CUDA.
 
     Returns:
         Tensor[K, C, output_size[0], output_size[1]]
@@ -119,6 +128,9 @@ def ps_roi_align(
     """Position-sensitive RoI Align (R-FCN): bin (i, j) of output channel c averages input
     channel (c * output_size[0] + i) * output_size[1] + j.
 
+    Args: as :func:`roi_align` (without ``aligned``: boxes are always shifted by -0.5); an
+    invalid batch index raises on CPU and gives a zero row and no gradient on CUDA.
+
     Returns:
         Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
     """
@@ -136,6 +148,9 @@ def ps_roi_pool(
 ) -> Tensor:
     """Position-sensitive RoI Pool (R-FCN): average over integer bins, channel per bin as
     in :func:`ps_roi_align`.
+
+    Args: as :func:`roi_pool`; an invalid batch index raises on CPU and gives a zero row and
+    no gradient on CUDA.
 
     Returns:
         Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
@@ -158,9 +173,12 @@ def multi_level_roi_align(
 
     Args:
         features (List[Tensor[N, C, H_l, W_l]]): the levels (same N, C and dtype).
-        rois (Tensor[K, 5]): (batch index, x1, y1, x2, y2) rows.
+        rois (Tensor[K, 5]): (batch index, x1, y1, x2, y2) rows; an invalid batch index
+            as in :func:`roi_align` (CPU: RuntimeError, CUDA: zero row, no gradient).
         levels (Tensor[K], integer): the level of each RoI, in [0, len(features) - 1], or
-            -1 for "no level": that RoI's output row is zero and gets no gradient.
+            -1 for "no level": that RoI's output row is zero and gets no gradient. Any other
+            value raises a RuntimeError naming ``levels[k]`` on CPU and counts as -1 on
+            CUDA.
         output_size, sampling_ratio, aligned: as in :func:`roi_align`.
         spatial_scales (List[float]): one scale per level.
 
