@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import subprocess
@@ -110,6 +111,24 @@ def assert_cuda_matches_cpu(cuda, cpu, tol=None, what: str = "") -> None:
     torch.testing.assert_close(
         got.double() / scale, cpu.double() / scale, **tol, equal_nan=True, msg=lambda m: f"{what}: {m}"
     )
+
+
+@contextlib.contextmanager
+def full_float32():
+    """Inside the block, CUDA computes float32 convolutions (cuDNN) and matrix products
+    (cuBLAS) in float32. torch's default lets cuDNN use TF32 (a 10-bit mantissa), so a
+    last-bit difference in a tensor can become a 1e-3 difference after a convolution, and
+    the choice of algorithm alone (eager vs compiled, CPU vs CUDA) changes results by as
+    much: comparisons whose expected agreement is float32's need it. No effect on the CPU."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def run_isolated(code: str, timeout: float = 120.0) -> str:
