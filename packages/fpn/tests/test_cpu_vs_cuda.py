@@ -11,7 +11,7 @@ Tolerances, relative to the largest magnitude of each result:
   forward sums a bin's samples in another order on each device and whose CUDA backward
   adds with atomics (test_cpu_vs_cuda.py of detops-roi states the same figures).
 - FeaturePyramidNetwork: FPN_TOLERANCE below. Its convolutions are torch's (oneDNN or
-  the reference kernels on the CPU, cuDNN on CUDA, TF32 switched off here): other
+  the reference kernels on the CPU, cuDNN on CUDA, TF32 switched off: full_float32): other
   algorithms, other summation orders. float16 / bfloat16 round every layer's output to the
   narrow type, so a one-ulp difference in an intermediate map feeds the next 3x3
   convolution's ~150-term sums. Measured on the CPU against float64 on this case: 6e-7
@@ -20,14 +20,20 @@ Tolerances, relative to the largest magnitude of each result:
   still fail on a wrong or missing term, which is off by the order of the values.
 """
 
-import contextlib
 from collections import OrderedDict
 
 import pytest
 import torch
 
 import detops_fpn
-from detops_core.testing import assert_cuda_matches_cpu, cpu_vs_cuda_tolerance, float_dtypes, requires_cuda, to_device
+from detops_core.testing import (
+    assert_cuda_matches_cpu,
+    cpu_vs_cuda_tolerance,
+    float_dtypes,
+    full_float32,
+    requires_cuda,
+    to_device,
+)
 
 pytestmark = requires_cuda()
 
@@ -38,15 +44,6 @@ FPN_TOLERANCE = {
     torch.float16: dict(rtol=1e-2, atol=1e-2),
     torch.bfloat16: dict(rtol=6e-2, atol=6e-2),
 }
-
-
-@contextlib.contextmanager
-def _no_tf32():
-    # cuDNN computes float32 convolutions in TF32 (10-bit mantissa) by default: a 1e-3
-    # difference that says nothing about detops. Every flag is given: flags() resets the
-    # ones left out to its own defaults (enabled=False among them).
-    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
-        yield
 
 
 SIZES = [(5, 7, 10, 14), (3, 3, 7, 9), (7, 9, 5, 4), (1, 1, 6, 6), (25, 38, 50, 76), (13, 19, 25, 38)]
@@ -128,7 +125,7 @@ def test_feature_pyramid_network(extra, dtype):
     for device in ("cpu", "cuda"):
         fpn.to(device, dtype).zero_grad()
         x = to_device(feats, device, dtype)
-        with _no_tf32():
+        with full_float32():
             out = fpn(x)
             loss_weights = torch.Generator().manual_seed(2)
             loss = sum(
