@@ -1,13 +1,11 @@
 """A torchvision Mask R-CNN (random weights, nothing downloaded) gives the same detections,
 losses and gradients with detops swapped in (detops.use_detops), on every device."""
 
-import contextlib
-
 import pytest
 import torch
 
 import detops
-from detops_core.testing import devices
+from detops_core.testing import devices, full_float32
 
 torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed (the model comes from it)")
 from torchvision.models.detection import maskrcnn_resnet50_fpn  # noqa: E402
@@ -27,19 +25,6 @@ def _model():
         rpn_pre_nms_top_n_test=400,
         rpn_post_nms_top_n_test=200,
     )
-
-
-@contextlib.contextmanager
-def _full_float32(device):
-    # On CUDA, cuDNN computes float32 convolutions in TF32 (10-bit mantissa) by default: a
-    # last-bit difference between two RoIAlign kernels could then grow through the heads
-    # into differences far above what the ops themselves disagree by. Every flag is given:
-    # flags() resets the ones left out to its own defaults (enabled=False among them).
-    if device == "cpu":
-        yield
-        return
-    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False):
-        yield
 
 
 def _on(device, images, targets=None):
@@ -85,7 +70,7 @@ def test_swap_replaces_and_restores_modules():
 def test_eval_detections_match(device):
     model = _model().eval().to(device)
     images = _on(device, _images())
-    with torch.no_grad(), _full_float32(device):
+    with torch.no_grad(), full_float32():
         expected = model(images)
         with detops.use_detops(model):
             got = model(images)
@@ -101,13 +86,13 @@ def test_eval_detections_match(device):
 def test_train_losses_and_gradients_match(device):
     model = _model().train().to(device)
     images, targets = _on(device, _images(), _targets())
-    with _full_float32(device):
+    with full_float32():
         torch.manual_seed(3)  # the RPN and box samplers draw random subsets
         losses = model(images, targets)
         sum(losses.values()).backward()
     expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    with detops.use_detops(model), _full_float32(device):
+    with detops.use_detops(model), full_float32():
         torch.manual_seed(3)
         got = model(images, targets)
         sum(got.values()).backward()
