@@ -1,6 +1,7 @@
 // Argument checks of multi_level_roi_align, shared by its CPU and CUDA entry points.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "roi_checks.h"
@@ -23,10 +24,11 @@ inline void check_levels(const char* op, const std::vector<Tensor>& features,
     check(features[l].size(0) == features[0].size(0) && features[l].size(1) == features[0].size(1),
           op, "features[", l, "] must have the batch size and channels of features[0] ",
           shape_str(features[0]), ", got ", shape_str(features[l]));
-    check_same_dtype(op, "features[0]", features[0], "features[l]", features[l]);
-    check_same_device(op, "features[0]", features[0], "features[l]", features[l]);
+    const std::string name = "features[" + std::to_string(l) + "]";
+    check_same_dtype(op, "features[0]", features[0], name.c_str(), features[l]);
+    check_same_device(op, "features[0]", features[0], name.c_str(), features[l]);
   }
-  check_rois(op, features[0], rois);
+  check_rois(op, "features[0]", features[0], rois);
   check_defined(op, "levels", levels);
   check(levels.dim() == 1 && levels.size(0) == rois.size(0), op,
         "levels must be a 1-D tensor with one level per RoI (", rois.size(0), "), got shape ",

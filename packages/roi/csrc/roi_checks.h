@@ -20,14 +20,16 @@ inline void check_input(const char* op, const Tensor& input) {
   check_floating(op, "input", input);
 }
 
-inline void check_rois(const char* op, const Tensor& input, const Tensor& rois) {
+// `like` is the tensor rois must match in dtype and device, named `like_name` in messages.
+inline void check_rois(const char* op, const char* like_name, const Tensor& like,
+                       const Tensor& rois) {
   check_defined(op, "rois", rois);
   check(rois.dim() == 2 && rois.size(1) == 5, op,
         "rois must be a 2-D tensor of shape [K, 5] holding (batch index, x1, y1, x2, y2), "
         "got shape ",
         shape_str(rois));
-  check_same_dtype(op, "input", input, "rois", rois);
-  check_same_device(op, "input", input, "rois", rois);
+  check_same_dtype(op, like_name, like, "rois", rois);
+  check_same_device(op, like_name, like, "rois", rois);
 }
 
 inline void check_output_size(const char* op, int64_t pooled_h, int64_t pooled_w) {
@@ -86,7 +88,7 @@ inline void check_input_shape(const char* op, int64_t batch, int64_t channels, i
 inline void check_forward(const char* op, const Tensor& input, const Tensor& rois, int64_t pooled_h,
                           int64_t pooled_w, int64_t sampling_ratio, bool position_sensitive) {
   check_input(op, input);
-  check_rois(op, input, rois);
+  check_rois(op, "input", input, rois);
   check_output_size(op, pooled_h, pooled_w);
   check_sampling_ratio(op, sampling_ratio);
   if (position_sensitive) check_ps_channels(op, input.size(1), pooled_h, pooled_w);
@@ -102,7 +104,7 @@ inline void check_backward(const char* op, const Tensor& grad, const Tensor& roi
   check_sampling_ratio(op, sampling_ratio);
   check_input_shape(op, batch, channels, height, width);
   if (position_sensitive) check_ps_channels(op, channels, pooled_h, pooled_w);
-  check_rois(op, grad, rois);
+  check_rois(op, "grad", grad, rois);
   check_grad(op, grad, rois, position_sensitive ? channels / (pooled_h * pooled_w) : channels,
              pooled_h, pooled_w);
 }

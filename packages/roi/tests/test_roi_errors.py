@@ -257,3 +257,12 @@ def test_multi_level_mixed_devices_name_both():
         detops_roi.multi_level_roi_align(feats, rois.cpu(), ok, 2, [1.0, 0.5])
     with pytest.raises(RuntimeError, match=r"rois and levels " + MIXED):
         detops_roi.multi_level_roi_align(feats, rois, ok.cpu(), 2, [1.0, 0.5])
+
+
+def test_messages_name_the_right_argument():
+    rois = torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]])
+    with pytest.raises(RuntimeError, match=r"grad and rois must have the same dtype"):
+        torch.ops.detops._roi_align_backward(torch.zeros(1, 4, 2, 2), rois.double(), 1.0, 2, 2, 1, 4, 5, 5, -1, True)
+    maps = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4, dtype=torch.float64)]
+    with pytest.raises(RuntimeError, match=r"features\[0\] and features\[1\] must have the same dtype"):
+        detops_roi.multi_level_roi_align(maps, rois, torch.tensor([0]), 2, [1.0, 0.5])
