@@ -67,6 +67,14 @@ def _check_int(op: str, name: str, value: int) -> None:
             raise RuntimeError(op + ": " + name + " must be an int, got " + str(value))
 
 
+def _check_size(op: str, size: List[int]) -> None:
+    # _pair keeps any iterable as it is: (7,) or "7" would fail later with a bare
+    # "tuple index out of range".
+    if not torch.jit.is_scripting():
+        if len(size) < 2:
+            raise RuntimeError(op + ": output_size must be an int or a pair of ints, got " + str(size))
+
+
 def roi_align(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -95,6 +103,7 @@ def roi_align(
     _check_int("roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("roi_align", boxes, input)
     size = _pair(output_size)
+    _check_size("roi_align", size)
     return torch.ops.detops.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
 
 
@@ -114,6 +123,7 @@ def roi_pool(
     """
     rois = to_rois("roi_pool", boxes, input)
     size = _pair(output_size)
+    _check_size("roi_pool", size)
     out, _ = torch.ops.detops.roi_pool(input, rois, spatial_scale, size[0], size[1])
     return out
 
@@ -137,6 +147,7 @@ def ps_roi_align(
     _check_int("ps_roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("ps_roi_align", boxes, input)
     size = _pair(output_size)
+    _check_size("ps_roi_align", size)
     return torch.ops.detops.ps_roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio)
 
 
@@ -157,6 +168,7 @@ def ps_roi_pool(
     """
     rois = to_rois("ps_roi_pool", boxes, input)
     size = _pair(output_size)
+    _check_size("ps_roi_pool", size)
     return torch.ops.detops.ps_roi_pool(input, rois, spatial_scale, size[0], size[1])
 
 
@@ -188,6 +200,7 @@ def multi_level_roi_align(
     """
     _check_int("multi_level_roi_align", "sampling_ratio", sampling_ratio)
     size = _pair(output_size)
+    _check_size("multi_level_roi_align", size)
     if levels.dtype != torch.int64 and not levels.is_floating_point():
         levels = levels.to(torch.int64)
     return torch.ops.detops.multi_level_roi_align(

@@ -27,6 +27,12 @@ def _check_rois(op, input, rois):
         input.dtype == rois.dtype,
         lambda: f"{op}: input and rois must have the same dtype, got {input.dtype} and {rois.dtype}",
     )
+    # A meta tensor next to a CPU one dispatches here too: without this check the call
+    # would return an uninitialised tensor on the other device.
+    torch._check(
+        input.device == rois.device,
+        lambda: f"{op}: input and rois must be on the same device, got {input.device} and {rois.device}",
+    )
 
 
 def _check_size(op, ph, pw):
@@ -87,6 +93,10 @@ def _multi_level_fake(features, spatial_scales, rois, levels, pooled_height, poo
         _check_rois(op, f, rois)
     _check_size(op, pooled_height, pooled_width)
     torch._check(levels.dim() == 1 and levels.shape[0] == rois.shape[0], lambda: f"{op}: levels must have shape [K]")
+    torch._check(
+        levels.device == rois.device,
+        lambda: f"{op}: rois and levels must be on the same device, got {rois.device} and {levels.device}",
+    )
     return features[0].new_empty((rois.shape[0], features[0].shape[1], pooled_height, pooled_width))
 
 
