@@ -120,6 +120,15 @@ class DeformConv2d(nn.Module):
         bias: bool = True,
     ):
         super().__init__()
+        # torchvision lets these through to a ZeroDivisionError (groups 0, or an empty
+        # kernel or no input channel in the initialisation's fan-in) or a tensor with a
+        # negative size; name the argument instead.
+        if groups <= 0:
+            raise ValueError(f"groups must be a positive integer, got {groups}")
+        if in_channels <= 0:
+            raise ValueError(f"in_channels must be a positive integer, got {in_channels}")
+        if out_channels < 0:
+            raise ValueError(f"out_channels must be a non-negative integer, got {out_channels}")
         if in_channels % groups != 0:
             raise ValueError("in_channels must be divisible by groups")
         if out_channels % groups != 0:
@@ -127,6 +136,8 @@ class DeformConv2d(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _checked_pair(kernel_size, "kernel_size")
+        if min(self.kernel_size) <= 0:
+            raise ValueError(f"kernel_size must be positive, got {kernel_size}")
         self.stride = _checked_pair(stride, "stride")
         self.padding = _checked_pair(padding, "padding")
         self.dilation = _checked_pair(dilation, "dilation")

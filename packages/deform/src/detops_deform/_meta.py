@@ -26,6 +26,13 @@ def _check_same_kind(input, name, t):
 
 @torch.library.register_fake("detops::deform_conv2d")
 def _deform_conv2d_fake(input, offset, weight, bias, mask, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    # The kernels' parameter checks, first: the output size below divides by the stride.
+    torch._check(stride_h > 0 and stride_w > 0, lambda: f"{_OP}: stride must be positive, got ({stride_h}, {stride_w})")
+    torch._check(pad_h >= 0 and pad_w >= 0, lambda: f"{_OP}: padding must be non-negative, got ({pad_h}, {pad_w})")
+    torch._check(
+        dilation_h > 0 and dilation_w > 0,
+        lambda: f"{_OP}: dilation must be positive, got ({dilation_h}, {dilation_w})",
+    )
     torch._check(input.dim() == 4, lambda: f"{_OP}: input must be a 4-D tensor, got shape {list(input.shape)}")
     torch._check(offset.dim() == 4, lambda: f"{_OP}: offset must be a 4-D tensor, got shape {list(offset.shape)}")
     torch._check(weight.dim() == 4, lambda: f"{_OP}: weight must be a 4-D tensor, got shape {list(weight.shape)}")
