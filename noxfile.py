@@ -34,6 +34,16 @@ def tests(session: nox.Session) -> None:
     _run(session, "test.py", *session.posargs)
 
 
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Only the fuzzer (test_fuzz.py); `-- --long` for an hour of fresh random examples.
+
+    Without arguments: the fixed examples `tests` runs. `-- --long --fuzz-minutes=N`: N
+    minutes instead of 60, shared by the fuzz targets selected (`-k` narrows them)."""
+    _run(session, "build.py")
+    _run(session, "test.py", "meta", "-k", "test_fuzz", *session.posargs)
+
+
 def _package_tests(pkg: str):
     def run(session: nox.Session) -> None:
         _run(session, "build.py", pkg)
