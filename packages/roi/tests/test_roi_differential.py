@@ -14,7 +14,7 @@ from detops_core.testing import devices
 
 try:
     import torchvision.ops as tv_ops
-except ImportError:  # the compat environment has no torchvision
+except ImportError:  # the torch 2.13 and 2.15 compat environments have no torchvision
     tv_ops = None
 
 ORACLES = ["reference"] + (["torchvision"] if tv_ops is not None else [])
