@@ -92,8 +92,22 @@ def compat(session: nox.Session) -> None:
 
 
 @nox.session
+def sanitize(session: nox.Session) -> None:
+    """All tests against ASan + UBSan builds of the native packages; any report fails.
+
+    CPU kernels only, RelWithDebInfo, float-cast-overflow included, own build dirs; the
+    wheels go only into a folder of the run (never into .venvs/dev). Reports raised in a
+    test's subprocess fail the session too. `nox -s sanitize -- roi -x`: the tests of the
+    packages named first, the rest goes to pytest (see ci/sanitize.py)."""
+    _run(session, "sanitize.py", *session.posargs)
+
+
+@nox.session
 def cuda(session: nox.Session) -> None:
-    """Compile every .cu against the CUDA build of torch (sm_80, sm_90); any error fails."""
+    """Compile every .cu for sm_80 and sm_90, then run every CUDA kernel under the CPU
+    emulation (detops/cuda_emulation.h) against the CPU kernels, under ASan + UBSan (the
+    sanitize build) and ThreadSanitizer for kernels with barriers; prints
+    `emulated <op> <kernel>: <N> cases OK` per kernel (see ci/cuda_check.py)."""
     _run(session, "cuda_check.py", *session.posargs)
 
 

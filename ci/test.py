@@ -15,17 +15,25 @@ import envs  # noqa: E402
 
 import packages  # noqa: E402
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--env", default="dev")
-    parser.add_argument("packages", nargs="*")
-    args, extra = parser.parse_known_args()
-    python = envs.ensure(args.env)
-    names = args.packages or packages.present()
+# Run from a folder outside the sources so the installed wheels are what gets imported.
+CWD = os.path.join(packages.ROOT, "ci")
+
+
+def run(python: str, names: list[str], extra: list[str], env: dict[str, str] | None = None) -> int:
+    """pytest over the tests of `names` (default: every package) under `python`; returns
+    its exit status. `env` replaces the environment (ci/sanitize.py sets one)."""
+    names = names or packages.present()
     dirs = [d for d in (packages.tests_dir(p) for p in names) if d]
     if not dirs:
         raise SystemExit(f"no tests found for {names}")
     cmd = [python, "-m", "pytest", "--import-mode=importlib", "-q", "-ra", *dirs, *extra]
     print("[test]", " ".join(cmd), flush=True)
-    # Run from a folder outside the sources so the installed wheels are what gets imported.
-    sys.exit(subprocess.run(cmd, cwd=os.path.join(packages.ROOT, "ci")).returncode)
+    return subprocess.run(cmd, cwd=CWD, env=env).returncode
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env", default="dev")
+    parser.add_argument("packages", nargs="*")
+    args, extra = parser.parse_known_args()
+    sys.exit(run(envs.ensure(args.env), args.packages, extra))
