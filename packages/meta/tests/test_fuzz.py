@@ -357,6 +357,26 @@ def _roi_oracle(op: str, x: torch.Tensor, rois: torch.Tensor, params: dict) -> t
     return out.result.to(x.dtype)
 
 
+def _zero_rows(op: str, rois: torch.Tensor, params: dict, dtype: torch.dtype) -> torch.Tensor:
+    """Rows whose result is documented as 0 whatever the map holds.
+
+    Pooling ops: a non-finite (scaled) coordinate. Align ops: a box whose start or extent
+    is not finite on either axis, computed as torchvision computes them (in float32 unless
+    float64): then every sample is NaN or infinite, outside the map. roi_align's legacy
+    mode first raises the extent to at least 1, so an end at -inf is an ordinary box."""
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    scale = torch.tensor(float(params["spatial_scale"]), dtype=compute)
+    c = rois[:, 1:].detach().to(compute) * scale
+    if not op.endswith("align"):
+        return ~torch.isfinite(c).all(dim=1)
+    aligned = op == "ps_roi_align" or params.get("aligned", False)
+    c = c - (0.5 if aligned else 0.0)
+    start, extent = c[:, :2], c[:, 2:] - c[:, :2]
+    if op == "roi_align" and not params.get("aligned", False):
+        extent = torch.where(extent.isnan(), extent, extent.clamp(min=1.0))
+    return ~(torch.isfinite(start) & torch.isfinite(extent)).all(dim=1)
+
+
 def check_roi_result(label, op, x, rois, params, out, shape):
     """The documented result of a RoI call that returned."""
     assert isinstance(out, torch.Tensor), f"{label} returned {type(out)}"
@@ -369,10 +389,8 @@ def check_roi_result(label, op, x, rois, params, out, shape):
     assert out.dtype == x.dtype and out.device == x.device, f"{label}: {out.dtype} on {out.device}"
     if out.numel() == 0:
         return
-    scale = float(params["spatial_scale"])
-    coords = rois[:, 1:].detach().to(torch.float64)
-    zero_rows = ~torch.isfinite(coords).all(dim=1)
-    if not math.isfinite(scale) or x.shape[2] == 0 or x.shape[3] == 0:
+    zero_rows = _zero_rows(op, rois, params, x.dtype)
+    if x.shape[2] == 0 or x.shape[3] == 0:
         zero_rows[:] = True
     o = out.detach()
     if bool(zero_rows.any()):
@@ -562,7 +580,9 @@ def check_multiscale(call: Call):
         return
     rows = torch.cat([b.detach().to(torch.float64) for b in boxes])
     area = (rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1])
-    zero = ~torch.isfinite(rows).all(dim=1)
+    # Whatever the level's (finite, positive) scale: a NaN coordinate, an infinite start or
+    # an end at +inf leave no finite sample (an end at -inf is raised to a 1-pixel extent).
+    zero = rows.isnan().any(dim=1) | rows[:, :2].isinf().any(dim=1) | (rows[:, 2:] == math.inf).any(dim=1)
     if len(feats) > 1:
         # Several levels: the level of a box of negative or NaN area is no level at all in
         # torchvision, and its row stays 0.
