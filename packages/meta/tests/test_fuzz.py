@@ -36,8 +36,14 @@ import detops_fpn
 import detops_roi
 
 try:
+    import torchvision
     import torchvision.ops as tv
-except ImportError:  # the compat environments have no torchvision: documented results only
+
+    # The oracle is the torchvision detops follows, 0.29: older ones (compat-2.11 has 0.26)
+    # differ in places (box formats), and then only the documented results are checked.
+    if tuple(int(v) for v in torchvision.__version__.split(".")[:2]) < (0, 29):
+        tv = None
+except ImportError:  # some compat environments have no torchvision
     tv = None
 
 # ----------------------------------------------------------------------------- helpers
