@@ -51,6 +51,11 @@ def _scale_exponent(feature: Tensor, original_size: List[int]) -> int:
     # math (no tensor round trip) so torch.compile and TorchScript take it; feature maps are
     # image sizes divided by powers of two, far from the half-way points where float32 and
     # float64 rounding could disagree.
+    if feature.shape[-2] <= 0:
+        raise ValueError(
+            "MultiScaleRoIAlign: a feature map of height 0 (empty) has no scale to infer, got shape "
+            + str(list(feature.shape))
+        )
     approx = float(feature.shape[-2]) / float(original_size[0])
     return int(round(math.log(approx) / math.log(2.0)))
 
@@ -65,6 +70,8 @@ def _setup_scales(
     for shape in image_shapes:
         max_h = max(shape[0], max_h)
         max_w = max(shape[1], max_w)
+    if max_h <= 0:
+        raise ValueError("MultiScaleRoIAlign: image_shapes must hold a positive image height, got " + str(image_shapes))
     exponents = [_scale_exponent(f, [max_h, max_w]) for f in features]
     scales = [2.0 ** float(e) for e in exponents]
     # Levels are -log2(scale): exact integers, taken from the exponents themselves.
@@ -120,6 +127,8 @@ class MultiScaleRoIAlign(nn.Module):
         for name, feature in x.items():
             if name in self.featmap_names:
                 features.append(feature)
+        if len(features) == 0:
+            raise ValueError("MultiScaleRoIAlign: x holds no feature map named in featmap_names")
         scales = self.scales
         mapper = self.map_levels
         if scales is None or mapper is None:
@@ -131,10 +140,12 @@ class MultiScaleRoIAlign(nn.Module):
         if len(features) == 1:
             return detops_roi.roi_align(features[0], rois, size, scales[0], self.sampling_ratio)
         levels = mapper(boxes)
-        if mapper.k_max - mapper.k_min + 1 > len(features):
-            # torchvision pools only levels that have a feature map; boxes mapped past the
-            # last one keep a zero row (non-consecutive featmap_names), as level -1 gives.
-            levels = torch.where(levels < len(features), levels, torch.full_like(levels, -1))
+        if mapper.k_max - mapper.k_min + 1 != len(features):
+            # torchvision pools only levels that have a feature map; boxes mapped outside
+            # them keep a zero row, as level -1 gives: non-consecutive featmap_names, or maps
+            # that do not shrink level by level (k_max < k_min).
+            inside = (levels >= 0) & (levels < len(features))
+            levels = torch.where(inside, levels, torch.full_like(levels, -1))
         return detops_roi.multi_level_roi_align(features, rois, levels, size, scales, self.sampling_ratio)
 
     def __repr__(self) -> str:
