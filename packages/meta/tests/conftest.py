@@ -1,10 +1,6 @@
 import os
-import sys
 
-# The suite runs with --import-mode=importlib: make the helper module next to it importable.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import fuzz_support  # noqa: E402
+import fuzz_support
 
 
 def pytest_addoption(parser):

@@ -1,0 +1,87 @@
+"""The CPU emulation of the CUDA kernels (see detops/cuda_emulation.h): loading a package's
+emulated library and reading its launch record."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+
+EMULATION_NAMESPACE = "detops_emulated"
+_emulated_schemas = None
+
+
+def _define_emulated_schemas() -> None:
+    # The emulated libraries register kernels for `detops_emulated::<op>`; the schemas are
+    # the detops ones, copied here so the C++ sources need no second schema file.
+    global _emulated_schemas
+    if _emulated_schemas is not None:
+        return
+    import torch
+
+    lib = torch.library.Library(EMULATION_NAMESPACE, "FRAGMENT")
+    for name in torch._C._dispatch_get_all_op_names():
+        if name.startswith("detops::"):
+            schema = str(torch._C._get_schema(name, ""))
+            lib.define(schema.split("::", 1)[1])
+    _emulated_schemas = lib
+
+
+def emulated_ops(package: str):
+    """``torch.ops.detops_emulated`` with `package`'s emulated CUDA kernels loaded: the
+    package's `.cu` entry points and kernels, run on the CPU for CPU tensors. None when the
+    package was built without them (only the `nox -s cuda` and `sanitize` builds have them).
+    """
+    import importlib
+
+    import torch
+
+    module = importlib.import_module(package)  # registers the detops schemas
+    path = os.path.join(os.path.dirname(module.__file__), "_C_emulated.so")
+    if not os.path.exists(path):
+        return None
+    _define_emulated_schemas()
+    torch.ops.load_library(path)
+    report = os.environ.get("DETOPS_EMULATION_REPORT")
+    if report and package not in _reporting:
+        _reporting.add(package)
+        atexit.register(_write_launches, package, report)
+    return getattr(torch.ops, EMULATION_NAMESPACE)
+
+
+_reporting = set()
+
+
+def _write_launches(package: str, report: str) -> None:
+    # One JSON line per package, appended at exit: `nox -s cuda` prints the per-kernel report.
+    with open(report, "a") as f:
+        f.write(json.dumps({"package": package, "launches": emulated_launches(package)}) + "\n")
+
+
+def require_emulated_ops(package: str):
+    """emulated_ops(package), or a pytest skip that says why; a failure instead when the
+    environment variable DETOPS_REQUIRE_EMULATION is set (as `nox -s cuda` does)."""
+    import pytest
+
+    ops = emulated_ops(package)
+    if ops is None:
+        reason = f"{package} was built without the CUDA emulation (python3 -m nox -s cuda builds and runs it)"
+        if os.environ.get("DETOPS_REQUIRE_EMULATION"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return ops
+
+
+def emulated_launches(package: str) -> dict:
+    """Launch counts per kernel ("<file> <kernel>") of `package`'s emulated library."""
+    import ctypes
+    import importlib
+
+    module = importlib.import_module(package)
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(module.__file__), "_C_emulated.so"))
+    lib.detops_emulated_launches.restype = ctypes.c_char_p
+    counts = {}
+    for line in lib.detops_emulated_launches().decode().splitlines():
+        name, count = line.split("\t")
+        counts[name] = int(count)
+    return counts
