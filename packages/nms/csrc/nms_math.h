@@ -44,14 +44,26 @@ DETOPS_INLINE T box_area(T x1, T y1, T x2, T y2) {
   return mul(x2 - x1, y2 - y1);
 }
 
+// A box in (x1, y1, x2, y2) format with its area, which every IoU needs and which is
+// computed once per box rather than once per pair.
+template <typename T>
+struct Box {
+  T x1, y1, x2, y2;
+  T area;
+};
+
+template <typename T>
+DETOPS_INLINE Box<T> make_box(T x1, T y1, T x2, T y2) {
+  return Box<T>{x1, y1, x2, y2, box_area(x1, y1, x2, y2)};
+}
+
 // Whether kept box a suppresses box b: IoU(a, b) > threshold. NaN IoU never suppresses.
 template <typename T>
-DETOPS_INLINE bool suppresses(T ax1, T ay1, T ax2, T ay2, T a_area, T bx1, T by1, T bx2, T by2,
-                              T b_area, T threshold) {
-  const T w = max_like_std(T(0), min_like_std(ax2, bx2) - max_like_std(ax1, bx1));
-  const T h = max_like_std(T(0), min_like_std(ay2, by2) - max_like_std(ay1, by1));
+DETOPS_INLINE bool suppresses(const Box<T>& a, const Box<T>& b, T threshold) {
+  const T w = max_like_std(T(0), min_like_std(a.x2, b.x2) - max_like_std(a.x1, b.x1));
+  const T h = max_like_std(T(0), min_like_std(a.y2, b.y2) - max_like_std(a.y1, b.y1));
   const T inter = mul(w, h);
-  return inter / (a_area + b_area - inter) > threshold;
+  return inter / (a.area + b.area - inter) > threshold;
 }
 
 // torchvision compares the IoU, computed in T, with the threshold as a double. For every

@@ -33,22 +33,39 @@ struct Candidates {
   explicit Candidates(int64_t n) : x1(n), y1(n), x2(n), y2(n), area(n), rank(n) {}
 };
 
+// The coordinate and area columns of Candidates, seen from one position on.
+template <typename T>
+struct BoxColumns {
+  T* x1;
+  T* y1;
+  T* x2;
+  T* y2;
+  T* area;
+
+  BoxColumns from(int64_t k) const { return {x1 + k, y1 + k, x2 + k, y2 + k, area + k}; }
+  Box<T> at(int64_t j) const { return {x1[j], y1[j], x2[j], y2[j], area[j]}; }
+};
+
 // One mark per candidate, as wide as T so the marking loop vectorises in one lane width.
 template <typename T>
 using Mark = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
 
-// Marks every candidate in [0, count) that box a suppresses; returns how many were newly
-// marked. No branches in the body, so the compiler vectorises it.
+// Marks every candidate in [0, count) of b that box a suppresses; returns how many were
+// newly marked. No branches in the body, so the compiler vectorises it.
 template <typename T>
-int64_t mark_suppressed(T ax1, T ay1, T ax2, T ay2, T a_area, const T* __restrict x1,
-                        const T* __restrict y1, const T* __restrict x2, const T* __restrict y2,
-                        const T* __restrict area, Mark<T>* __restrict dead, int64_t count,
+int64_t mark_suppressed(Box<T> a, BoxColumns<T> b, Mark<T>* __restrict dead, int64_t count,
                         T threshold) {
+  // Compilers ignore __restrict on struct members; without it on these locals they assume
+  // the columns may alias `dead` and the loop is not vectorised.
+  const T* __restrict x1 = b.x1;
+  const T* __restrict y1 = b.y1;
+  const T* __restrict x2 = b.x2;
+  const T* __restrict y2 = b.y2;
+  const T* __restrict area = b.area;
   Mark<T> newly = 0;
   for (int64_t j = 0; j < count; ++j) {
-    const Mark<T> s =
-        suppresses(ax1, ay1, ax2, ay2, a_area, x1[j], y1[j], x2[j], y2[j], area[j], threshold) ? 1
-                                                                                               : 0;
+    const Box<T> candidate{x1[j], y1[j], x2[j], y2[j], area[j]};
+    const Mark<T> s = suppresses(a, candidate, threshold) ? 1 : 0;
     newly += s & ~dead[j];
     dead[j] |= s;
   }
@@ -61,11 +78,12 @@ int64_t mark_suppressed(T ax1, T ay1, T ax2, T ay2, T a_area, const T* __restric
 template <typename T>
 void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T threshold,
             uint8_t* kept) {
-  T* x1 = c.x1.data();
-  T* y1 = c.y1.data();
-  T* x2 = c.x2.data();
-  T* y2 = c.y2.data();
-  T* area = c.area.data();
+  const BoxColumns<T> boxes{c.x1.data(), c.y1.data(), c.x2.data(), c.y2.data(), c.area.data()};
+  T* x1 = boxes.x1;
+  T* y1 = boxes.y1;
+  T* x2 = boxes.x2;
+  T* y2 = boxes.y2;
+  T* area = boxes.area;
   int64_t* rank = c.rank.data();
   int64_t live_end = end;
   int64_t pos = begin;
@@ -74,8 +92,7 @@ void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T thres
     kept[rank[pos]] = 1;
     const int64_t next = pos + 1;
     dead_after_pos +=
-        mark_suppressed(x1[pos], y1[pos], x2[pos], y2[pos], area[pos], x1 + next, y1 + next,
-                        x2 + next, y2 + next, area + next, dead + next, live_end - next, threshold);
+        mark_suppressed(boxes.at(pos), boxes.from(next), dead + next, live_end - next, threshold);
     pos = next;
     while (pos < live_end && dead[pos]) {
       ++pos;
@@ -107,12 +124,14 @@ void gather(const S* boxes, const std::vector<int64_t>& order, const std::vector
             Candidates<T>& c) {
   for (size_t k = 0; k < order.size(); ++k) {
     const S* b = boxes + 4 * order[k];
-    c.x1[k] = static_cast<T>(b[0]);
-    c.y1[k] = static_cast<T>(b[1]);
-    c.x2[k] = static_cast<T>(b[2]);
-    c.y2[k] = static_cast<T>(b[3]);
     // torchvision computes areas with tensor ops in the input dtype: same operations here.
-    c.area[k] = box_area(c.x1[k], c.y1[k], c.x2[k], c.y2[k]);
+    const Box<T> box = make_box(static_cast<T>(b[0]), static_cast<T>(b[1]), static_cast<T>(b[2]),
+                                static_cast<T>(b[3]));
+    c.x1[k] = box.x1;
+    c.y1[k] = box.y1;
+    c.x2[k] = box.x2;
+    c.y2[k] = box.y2;
+    c.area[k] = box.area;
     c.rank[k] = rank_of[order[k]];
   }
 }

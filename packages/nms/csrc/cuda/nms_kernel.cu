@@ -37,16 +37,13 @@ __global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restri
   const int rows = static_cast<int>(min(n - row_start, int64_t(kTile)));
   const int cols = static_cast<int>(min(n - col_start, int64_t(kTile)));
 
-  __shared__ T tile[kTile][5];
+  __shared__ Box<T> tile[kTile];
   __shared__ int64_t tile_cls[kTile];
   const int t = threadIdx.x;
   if (t < cols) {
     const S* b = boxes + 4 * (col_start + t);
-    tile[t][0] = static_cast<T>(b[0]);
-    tile[t][1] = static_cast<T>(b[1]);
-    tile[t][2] = static_cast<T>(b[2]);
-    tile[t][3] = static_cast<T>(b[3]);
-    tile[t][4] = box_area(tile[t][0], tile[t][1], tile[t][2], tile[t][3]);
+    tile[t] = make_box(static_cast<T>(b[0]), static_cast<T>(b[1]), static_cast<T>(b[2]),
+                       static_cast<T>(b[3]));
     tile_cls[t] = cls != nullptr ? cls[col_start + t] : 0;
   }
   __syncthreads();
@@ -54,19 +51,15 @@ __global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restri
 
   const int64_t i = row_start + t;
   const S* a = boxes + 4 * i;
-  const T ax1 = static_cast<T>(a[0]), ay1 = static_cast<T>(a[1]);
-  const T ax2 = static_cast<T>(a[2]), ay2 = static_cast<T>(a[3]);
-  const T a_area = box_area(ax1, ay1, ax2, ay2);
+  const Box<T> row = make_box(static_cast<T>(a[0]), static_cast<T>(a[1]), static_cast<T>(a[2]),
+                              static_cast<T>(a[3]));
   const int64_t a_cls = cls != nullptr ? cls[i] : 0;
   unsigned long long bits = 0;
   // Classes ascend along the sorted list: a tile wholly of other classes has no pairs.
   const bool same_class_possible = tile_cls[0] <= a_cls && a_cls <= tile_cls[cols - 1];
   if (same_class_possible) {
     for (int j = (row_tile == col_tile) ? t + 1 : 0; j < cols; ++j) {
-      if (tile_cls[j] == a_cls && suppresses(ax1, ay1, ax2, ay2, a_area, tile[j][0], tile[j][1],
-                                             tile[j][2], tile[j][3], tile[j][4], threshold)) {
-        bits |= 1ULL << j;
-      }
+      if (tile_cls[j] == a_cls && suppresses(row, tile[j], threshold)) bits |= 1ULL << j;
     }
   }
   mask[i * words + col_tile] = bits;
