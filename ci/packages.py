@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD_ORDER = ["core", "nms", "roi", "deform", "fpn", "meta"]
+BUILD_ORDER = ["core", "nms", "roi", "deform", "deform_attn", "fpn", "meta"]
 # What each package needs at run time, besides torch.
 DEPENDS = {
     "core": [],
     "nms": ["core"],
     "roi": ["core"],
     "deform": ["core"],
+    "deform_attn": ["core"],
     "fpn": ["core", "roi"],
-    "meta": ["core", "nms", "roi", "deform", "fpn"],
+    "meta": ["core", "nms", "roi", "deform", "deform_attn", "fpn"],
 }
 
 

@@ -1,0 +1,21 @@
+// Schemas of the detops multi-scale deformable attention ops. Kernels:
+// cpu/deform_attn_kernel.cpp, cuda/deform_attn_kernel.cu.
+#include <torch/csrc/stable/library.h>
+
+STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {
+  // value [B, S, H, D], value_spatial_shapes [L, 2] (int64 (height, width) per level),
+  // sampling_locations [B, Q, H, L, P, 2] (normalised (x, y)), attention_weights
+  // [B, Q, H, L, P] -> [B, Q, H * D]. value_level_start_index, when given, must be the
+  // exclusive cumulative sum of height * width (it is checked, not trusted).
+  m.def(
+      "multi_scale_deformable_attention(Tensor value, Tensor value_spatial_shapes, "
+      "Tensor sampling_locations, Tensor attention_weights, "
+      "Tensor? value_level_start_index=None) -> Tensor");
+  // Its gradients: (value, sampling_locations, attention_weights). Those whose need_* flag
+  // is false come back as zeros without being computed.
+  m.def(
+      "_multi_scale_deformable_attention_backward(Tensor grad_output, Tensor value, "
+      "Tensor value_spatial_shapes, Tensor sampling_locations, Tensor attention_weights, "
+      "Tensor? value_level_start_index=None, bool need_value=True, "
+      "bool need_sampling=True) -> (Tensor, Tensor, Tensor)");
+}

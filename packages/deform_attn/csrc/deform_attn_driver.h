@@ -1,0 +1,150 @@
+// The device-independent half of multi_scale_deformable_attention: the op entry points,
+// argument checks, dtype dispatch and output allocation. The device-specific half is a
+// Backend holding only loops (CPU) or thread mapping and launches (CUDA):
+//
+//   using Backend::DeviceGuard = /* a guard constructed from value's device index */;
+//   template <typename S, typename T> static void Backend::forward(
+//       const Geometry&, const Inputs<S>&, S* out /* [B, Q, H * D] */);
+//   template <typename S, typename T> static void Backend::backward(
+//       const Geometry&, const Inputs<S>&, const S* grad_out /* [B, Q, H * D] */,
+//       T* grad_value /* [B, S, H, D], zeroed, accumulated into; or nullptr */,
+//       S* grad_loc /* [B, Q, H, L, P, 2], or nullptr */,
+//       S* grad_attn /* [B, Q, H, L, P], or nullptr */);
+//
+// S is the tensor dtype, T the accumulation type (float32 for float16/bfloat16). Every
+// pointer is to contiguous memory on value's device.
+#pragma once
+
+#include <detops/dispatch.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "deform_attn_checks.h"
+
+namespace detops::deform_attn {
+
+using torch::stable::Tensor;
+
+template <typename S>
+struct Inputs {
+  const S* value;         // [B, S, H, D]
+  const S* loc;           // [B, Q, H, L, P, 2]
+  const S* attn;          // [B, Q, H, L, P]
+  const S* zeros;         // D zeros: the row a neighbour outside its level reads
+  const int64_t* levels;  // [L, kLevelFields]: height, width, first row of value
+};
+
+template <typename T>
+constexpr ScalarType scalar_type_of() {
+  return sizeof(T) == 8 ? ScalarType::Double : ScalarType::Float;
+}
+
+// The level table on value's device (copied there from the host for CUDA).
+inline Tensor level_table(const Tensor& value, const std::vector<int64_t>& levels) {
+  const int64_t n = static_cast<int64_t>(levels.size());
+  Tensor host = torch::stable::empty({n}, ScalarType::Long, std::nullopt,
+                                     torch::stable::Device(torch::headeronly::DeviceType::CPU));
+  int64_t* p = host.mutable_data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) p[i] = levels[i];
+  if (value.is_cpu()) return host;
+  Tensor table = torch::stable::new_empty(value, {n}, ScalarType::Long);
+  torch::stable::copy_(table, host);
+  return table;
+}
+
+// The contiguous tensors a kernel reads, and the pointers to them.
+template <typename S>
+struct Prepared {
+  Tensor value, loc, attn, zeros, levels;
+  Inputs<S> ptrs() const {
+    return {value.const_data_ptr<S>(), loc.const_data_ptr<S>(), attn.const_data_ptr<S>(),
+            zeros.const_data_ptr<S>(), levels.const_data_ptr<int64_t>()};
+  }
+};
+
+template <typename S>
+Prepared<S> prepare(const Geometry& g, const Tensor& value, const Tensor& loc, const Tensor& attn,
+                    const std::vector<int64_t>& levels) {
+  Prepared<S> p{torch::stable::contiguous(value), torch::stable::contiguous(loc),
+                torch::stable::contiguous(attn),
+                torch::stable::new_zeros(value, {g.D > 0 ? g.D : 1}), level_table(value, levels)};
+  return p;
+}
+
+template <typename Backend>
+Tensor forward(const Tensor& value, const Tensor& shapes, const Tensor& loc, const Tensor& attn,
+               const std::optional<Tensor>& start_index) {
+  std::vector<int64_t> levels;
+  const Geometry g = check_inputs(kOp, value, shapes, loc, attn, start_index, levels);
+  Tensor out = torch::stable::new_empty(value, {g.B, g.Q, g.H * g.D});
+  if (out.numel() == 0) return out;
+  dispatch_floating(value.scalar_type(), kOp, "value", [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    using T = acc_t<S>;
+    const Prepared<S> p = prepare<S>(g, value, loc, attn, levels);
+    Backend::template forward<S, T>(g, p.ptrs(), out.mutable_data_ptr<S>());
+  });
+  return out;
+}
+
+// (grad_value, grad_sampling_locations, grad_attention_weights); unneeded ones are zeros.
+template <typename Backend>
+std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_in, const Tensor& value,
+                                            const Tensor& shapes, const Tensor& loc,
+                                            const Tensor& attn,
+                                            const std::optional<Tensor>& start_index,
+                                            bool need_value, bool need_sampling) {
+  std::vector<int64_t> levels;
+  const Geometry g = check_inputs(kBackwardOp, value, shapes, loc, attn, start_index, levels);
+  check_grad_output(g, value, grad_in);
+  Tensor grad_value = torch::stable::new_zeros(value, value.sizes());
+  Tensor grad_loc = torch::stable::new_zeros(loc, loc.sizes());
+  Tensor grad_attn = torch::stable::new_zeros(attn, attn.sizes());
+  if (grad_in.numel() == 0 || g.L * g.P == 0 || (!need_value && !need_sampling)) {
+    return {grad_value, grad_loc, grad_attn};
+  }
+  dispatch_floating(value.scalar_type(), kBackwardOp, "value", [&](auto tag) {
+    using S = typename decltype(tag)::type;
+    using T = acc_t<S>;
+    constexpr ScalarType acc = scalar_type_of<T>();
+    const Prepared<S> p = prepare<S>(g, value, loc, attn, levels);
+    const Tensor grad = torch::stable::contiguous(grad_in);
+    // The value gradient accumulates in T (float32 for narrow types), then is rounded once.
+    const bool narrow_type = value.scalar_type() != acc;
+    Tensor gv = narrow_type && need_value ? torch::stable::new_zeros(value, value.sizes(), acc)
+                                          : grad_value;
+    Backend::template backward<S, T>(g, p.ptrs(), grad.const_data_ptr<S>(),
+                                     need_value ? gv.mutable_data_ptr<T>() : nullptr,
+                                     need_sampling ? grad_loc.mutable_data_ptr<S>() : nullptr,
+                                     need_sampling ? grad_attn.mutable_data_ptr<S>() : nullptr);
+    if (narrow_type && need_value) torch::stable::copy_(grad_value, gv);
+  });
+  return {grad_value, grad_loc, grad_attn};
+}
+
+// The op entry points of both devices: a backend registers TORCH_BOX(&forward_op<Backend>)
+// and TORCH_BOX(&backward_op<Backend>).
+template <typename Backend>
+Tensor forward_op(Tensor value, Tensor value_spatial_shapes, Tensor sampling_locations,
+                  Tensor attention_weights, std::optional<Tensor> value_level_start_index) {
+  const typename Backend::DeviceGuard guard(value.get_device_index());
+  return forward<Backend>(value, value_spatial_shapes, sampling_locations, attention_weights,
+                          value_level_start_index);
+}
+
+template <typename Backend>
+std::tuple<Tensor, Tensor, Tensor> backward_op(Tensor grad_output, Tensor value,
+                                               Tensor value_spatial_shapes,
+                                               Tensor sampling_locations, Tensor attention_weights,
+                                               std::optional<Tensor> value_level_start_index,
+                                               bool need_value, bool need_sampling) {
+  const typename Backend::DeviceGuard guard(value.get_device_index());
+  return backward<Backend>(grad_output, value, value_spatial_shapes, sampling_locations,
+                           attention_weights, value_level_start_index, need_value, need_sampling);
+}
+
+}  // namespace detops::deform_attn
