@@ -50,8 +50,8 @@ inline void check_levels_backward(const char* op, const Tensor& grad, const Tens
         op, "spatial_scales, heights and widths must have one entry per level (1 to ", max_levels,
         " levels), got ", scales.size(), ", ", heights.size(), " and ", widths.size());
   for (size_t l = 0; l < scales.size(); ++l) {
-    check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch, channels, heights[l],
-                   widths[l], false);
+    check_backward(op, grad, rois, {pooled_h, pooled_w, sampling_ratio, Channels::kSame},
+                   {batch, channels, heights[l], widths[l]});
   }
   check(levels.dim() == 1 && levels.size(0) == rois.size(0) &&
             levels.scalar_type() == ScalarType::Long,

@@ -84,29 +84,50 @@ inline void check_input_shape(const char* op, int64_t batch, int64_t channels, i
         "]");
 }
 
-// Everything a forward entry point checks. Pooling ops pass sampling_ratio 0.
-inline void check_forward(const char* op, const Tensor& input, const Tensor& rois, int64_t pooled_h,
-                          int64_t pooled_w, int64_t sampling_ratio, bool position_sensitive) {
+// How an op's output channels relate to its input channels.
+enum class Channels {
+  kSame,               // roi_align, roi_pool: output channel c reads input channel c
+  kPositionSensitive,  // ps_*: C / (pooled_h * pooled_w) outputs, one input channel per bin
+};
+
+// What the forward and backward checks need to know of an op besides its tensors.
+struct OpSpec {
+  int64_t pooled_h, pooled_w;
+  int64_t sampling_ratio;  // pooling ops, which sample no points, use kNoSampling
+  Channels channels;
+};
+
+// The sampling_ratio of the pooling ops: it passes check_sampling_ratio.
+constexpr int64_t kNoSampling = 0;
+
+// The shape [batch, channels, height, width] of a backward op's input (and gradient).
+struct InputShape {
+  int64_t batch, channels, height, width;
+};
+
+// Everything a forward entry point checks.
+inline void check_forward(const char* op, const Tensor& input, const Tensor& rois,
+                          const OpSpec& spec) {
   check_input(op, input);
   check_rois(op, "input", input, rois);
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  if (position_sensitive) check_ps_channels(op, input.size(1), pooled_h, pooled_w);
+  check_output_size(op, spec.pooled_h, spec.pooled_w);
+  check_sampling_ratio(op, spec.sampling_ratio);
+  if (spec.channels == Channels::kPositionSensitive) {
+    check_ps_channels(op, input.size(1), spec.pooled_h, spec.pooled_w);
+  }
 }
 
-// Everything a backward entry point checks; (batch, channels, height, width) is the input's
-// shape. Pooling ops pass sampling_ratio 0.
-inline void check_backward(const char* op, const Tensor& grad, const Tensor& rois, int64_t pooled_h,
-                           int64_t pooled_w, int64_t sampling_ratio, int64_t batch,
-                           int64_t channels, int64_t height, int64_t width,
-                           bool position_sensitive) {
-  check_output_size(op, pooled_h, pooled_w);
-  check_sampling_ratio(op, sampling_ratio);
-  check_input_shape(op, batch, channels, height, width);
-  if (position_sensitive) check_ps_channels(op, channels, pooled_h, pooled_w);
+// Everything a backward entry point checks.
+inline void check_backward(const char* op, const Tensor& grad, const Tensor& rois,
+                           const OpSpec& spec, const InputShape& in) {
+  check_output_size(op, spec.pooled_h, spec.pooled_w);
+  check_sampling_ratio(op, spec.sampling_ratio);
+  check_input_shape(op, in.batch, in.channels, in.height, in.width);
+  const bool ps = spec.channels == Channels::kPositionSensitive;
+  if (ps) check_ps_channels(op, in.channels, spec.pooled_h, spec.pooled_w);
   check_rois(op, "grad", grad, rois);
-  check_grad(op, grad, rois, position_sensitive ? channels / (pooled_h * pooled_w) : channels,
-             pooled_h, pooled_w);
+  check_grad(op, grad, rois, ps ? in.channels / (spec.pooled_h * spec.pooled_w) : in.channels,
+             spec.pooled_h, spec.pooled_w);
 }
 
 // roi_pool stores argmax as int32 plane offsets.

@@ -139,7 +139,7 @@ struct AlignEntry {
   static Tensor roi_align(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                           int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
     const char* op = "detops.roi_align";
-    check_forward(op, input, rois, pooled_h, pooled_w, sampling_ratio, false);
+    check_forward(op, input, rois, {pooled_h, pooled_w, sampling_ratio, Channels::kSame});
     const AlignArgs a{op,
                       torch::stable::contiguous(rois),
                       Tensor(),
@@ -158,8 +158,8 @@ struct AlignEntry {
                                    int64_t height, int64_t width, int64_t sampling_ratio,
                                    bool aligned) {
     const char* op = "detops._roi_align_backward";
-    check_backward(op, grad, rois, pooled_h, pooled_w, sampling_ratio, batch_size, channels, height,
-                   width, false);
+    check_backward(op, grad, rois, {pooled_h, pooled_w, sampling_ratio, Channels::kSame},
+                   {batch_size, channels, height, width});
     const AlignArgs a{op,
                       torch::stable::contiguous(rois),
                       Tensor(),
@@ -264,7 +264,7 @@ struct PoolEntry {
   static std::tuple<Tensor, Tensor> forward(Tensor input, Tensor rois, double spatial_scale,
                                             int64_t pooled_h, int64_t pooled_w) {
     const char* op = "detops.roi_pool";
-    check_forward(op, input, rois, pooled_h, pooled_w, 0, false);
+    check_forward(op, input, rois, {pooled_h, pooled_w, kNoSampling, Channels::kSame});
     check_plane_fits_int32(op, input);
     const RoiArgs a = args(op, rois, input.size(0), input.size(1), input.size(2), input.size(3),
                            pooled_h, pooled_w, spatial_scale);
@@ -283,8 +283,8 @@ struct PoolEntry {
                          int64_t pooled_h, int64_t pooled_w, int64_t batch_size, int64_t channels,
                          int64_t height, int64_t width) {
     const char* op = "detops._roi_pool_backward";
-    check_backward(op, grad, rois, pooled_h, pooled_w, 0, batch_size, channels, height, width,
-                   false);
+    check_backward(op, grad, rois, {pooled_h, pooled_w, kNoSampling, Channels::kSame},
+                   {batch_size, channels, height, width});
     check_argmax(op, argmax, grad);
     const RoiArgs a =
         args(op, rois, batch_size, channels, height, width, pooled_h, pooled_w, spatial_scale);
@@ -298,7 +298,8 @@ struct PoolEntry {
  private:
   static RoiArgs args(const char* op, const Tensor& rois, int64_t n, int64_t c, int64_t h,
                       int64_t w, int64_t pooled_h, int64_t pooled_w, double scale) {
-    return {op, torch::stable::contiguous(rois), n, c, h, w, pooled_h, pooled_w, 0, scale};
+    return {op,   torch::stable::contiguous(rois), n, c, h, w, pooled_h, pooled_w, kNoSampling,
+            scale};
   }
 };
 
@@ -308,17 +309,23 @@ struct PoolEntry {
 //       Tensor& out);                              // [K, C / (pooled_h * pooled_w), ...]
 //   template <typename S> static void backward(const RoiArgs&, const Tensor& grad,
 //       Tensor& grad_input);                       // [N, C, H, W]
-// kSampled: ps_roi_align (takes a sampling_ratio); otherwise ps_roi_pool.
 
-template <typename Backend, bool kSampled>
+enum class PsOp {
+  kAlign,  // ps_roi_align: takes a sampling_ratio
+  kPool,   // ps_roi_pool
+};
+
+template <typename Backend, PsOp kPsOp>
 struct PsEntry {
+  static constexpr bool kSampled = kPsOp == PsOp::kAlign;
   static constexpr const char* kOp = kSampled ? "detops.ps_roi_align" : "detops.ps_roi_pool";
   static constexpr const char* kBackwardOp =
       kSampled ? "detops._ps_roi_align_backward" : "detops._ps_roi_pool_backward";
 
   static Tensor forward(const Tensor& input, const Tensor& rois, double spatial_scale,
                         int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio) {
-    check_forward(kOp, input, rois, pooled_h, pooled_w, sampling_ratio, true);
+    check_forward(kOp, input, rois,
+                  {pooled_h, pooled_w, sampling_ratio, Channels::kPositionSensitive});
     const RoiArgs a{kOp,
                     torch::stable::contiguous(rois),
                     input.size(0),
@@ -338,8 +345,9 @@ struct PsEntry {
   static Tensor backward(const Tensor& grad, const Tensor& rois, double spatial_scale,
                          int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
                          int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
-    check_backward(kBackwardOp, grad, rois, pooled_h, pooled_w, sampling_ratio, batch_size,
-                   channels, height, width, true);
+    check_backward(kBackwardOp, grad, rois,
+                   {pooled_h, pooled_w, sampling_ratio, Channels::kPositionSensitive},
+                   {batch_size, channels, height, width});
     const RoiArgs a{kBackwardOp,    torch::stable::contiguous(rois),
                     batch_size,     channels,
                     height,         width,
@@ -365,19 +373,19 @@ struct PsEntry {
   }
   static Tensor ps_roi_pool(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                             int64_t pooled_w) {
-    return forward(input, rois, spatial_scale, pooled_h, pooled_w, 0);
+    return forward(input, rois, spatial_scale, pooled_h, pooled_w, kNoSampling);
   }
   static Tensor ps_roi_pool_backward(Tensor grad, Tensor rois, double spatial_scale,
                                      int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
                                      int64_t channels, int64_t height, int64_t width) {
-    return backward(grad, rois, spatial_scale, pooled_h, pooled_w, 0, batch_size, channels, height,
-                    width);
+    return backward(grad, rois, spatial_scale, pooled_h, pooled_w, kNoSampling, batch_size,
+                    channels, height, width);
   }
 };
 
 template <typename Backend>
-using PsAlignEntry = PsEntry<Backend, true>;
+using PsAlignEntry = PsEntry<Backend, PsOp::kAlign>;
 template <typename Backend>
-using PsPoolEntry = PsEntry<Backend, false>;
+using PsPoolEntry = PsEntry<Backend, PsOp::kPool>;
 
 }  // namespace detops::roi

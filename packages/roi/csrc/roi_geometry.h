@@ -84,17 +84,23 @@ DETOPS_INLINE int64_t grid_size(T extent, int64_t bins, int64_t sampling_ratio) 
   return static_cast<int64_t>(g);
 }
 
+// The smallest box extent, in feature-map pixels, align_box lets through.
+enum class MinExtent {
+  kNone,      // ps_roi_align, aligned roi_align
+  kOnePixel,  // legacy (unaligned) roi_align
+};
+
 // roi_align: offset is 0.5 when aligned, and legacy (unaligned) boxes are at least 1x1.
 // ps_roi_align: offset 0.5, no minimum size.
 template <typename T>
-DETOPS_INLINE AlignBox<T> align_box(T x1, T y1, T x2, T y2, T scale, T offset, bool at_least_one,
+DETOPS_INLINE AlignBox<T> align_box(T x1, T y1, T x2, T y2, T scale, T offset, MinExtent min_extent,
                                     int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio) {
   AlignBox<T> b;
   b.start_w = x1 * scale - offset;
   b.start_h = y1 * scale - offset;
   T width = (x2 * scale - offset) - b.start_w;
   T height = (y2 * scale - offset) - b.start_h;
-  if (at_least_one) {
+  if (min_extent == MinExtent::kOnePixel) {
     width = width < T(1) ? T(1) : width;  // NaN stays NaN
     height = height < T(1) ? T(1) : height;
   }
@@ -111,14 +117,16 @@ template <typename T>
 DETOPS_INLINE AlignBox<T> roi_align_box(T x1, T y1, T x2, T y2, T scale, bool aligned,
                                         int64_t pooled_h, int64_t pooled_w,
                                         int64_t sampling_ratio) {
-  return align_box(x1, y1, x2, y2, scale, aligned ? T(0.5) : T(0), !aligned, pooled_h, pooled_w,
+  return align_box(x1, y1, x2, y2, scale, aligned ? T(0.5) : T(0),
+                   aligned ? MinExtent::kNone : MinExtent::kOnePixel, pooled_h, pooled_w,
                    sampling_ratio);
 }
 
 template <typename T>
 DETOPS_INLINE AlignBox<T> ps_roi_align_box(T x1, T y1, T x2, T y2, T scale, int64_t pooled_h,
                                            int64_t pooled_w, int64_t sampling_ratio) {
-  return align_box(x1, y1, x2, y2, scale, T(0.5), false, pooled_h, pooled_w, sampling_ratio);
+  return align_box(x1, y1, x2, y2, scale, T(0.5), MinExtent::kNone, pooled_h, pooled_w,
+                   sampling_ratio);
 }
 
 // Position of sample i (of `grid`) in bin p along an axis starting at `start`.
@@ -255,9 +263,13 @@ DETOPS_INLINE bool finite4(T a, T b, T c, T d) {
   return (a - a) == T(0) && (b - b) == T(0) && (c - c) == T(0) && (d - d) == T(0);
 }
 
-// roi_pool uses inclusive ends (extent = end - start + 1); ps_roi_pool does not.
+// The two pooling ops round boxes to bins by different conventions (torchvision's):
+// roi_pool counts the end pixel (extent = end - start + 1) and clamps bins to the map
+// size; ps_roi_pool does not count it (extent = end - start) and clamps to size - 1.
+enum class PoolOp { kRoiPool, kPsRoiPool };
+
 template <typename T>
-DETOPS_INLINE PoolBox<T> pool_box(T x1, T y1, T x2, T y2, T scale, bool inclusive, int64_t pooled_h,
+DETOPS_INLINE PoolBox<T> pool_box(T x1, T y1, T x2, T y2, T scale, PoolOp pool_op, int64_t pooled_h,
                                   int64_t pooled_w) {
   PoolBox<T> b;
   const T sx1 = x1 * scale, sy1 = y1 * scale, sx2 = x2 * scale, sy2 = y2 * scale;
@@ -269,7 +281,7 @@ DETOPS_INLINE PoolBox<T> pool_box(T x1, T y1, T x2, T y2, T scale, bool inclusiv
   }
   b.start_w = round_coord(sx1);
   b.start_h = round_coord(sy1);
-  const int64_t extra = inclusive ? 1 : 0;
+  const int64_t extra = pool_op == PoolOp::kRoiPool ? 1 : 0;
   int64_t width = round_coord(sx2) - b.start_w + extra;
   int64_t height = round_coord(sy2) - b.start_h + extra;
   width = width < 1 ? 1 : width;
@@ -294,8 +306,8 @@ DETOPS_INLINE void pool_bin(int64_t start, T bin, int64_t p, int64_t limit, int6
 
 // The last pixel a bin may reach: roi_pool's bins stop at the map size, ps_roi_pool's at
 // size - 1, as torchvision's ps_roi_pool forward does.
-DETOPS_INLINE int64_t pool_limit(int64_t size, bool inclusive) {
-  return inclusive ? size : size - 1;
+DETOPS_INLINE int64_t pool_limit(int64_t size, PoolOp pool_op) {
+  return pool_op == PoolOp::kRoiPool ? size : size - 1;
 }
 
 // roi_pool: the maximum over rows [y0, y1) x columns [x0, x1) of G planes `sc` apart and

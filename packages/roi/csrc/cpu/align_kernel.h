@@ -48,8 +48,12 @@ inline std::vector<int64_t> levels_of(const AlignArgs& a) {
   return std::vector<int64_t>(data, data + a.num_rois());
 }
 
+// The column stride of a plane, as a template argument: a unit stride lets the row loop
+// read contiguous values (and vectorise).
+enum class ColumnStride { kUnit, kAny };
+
 // One RoI, one channel: out[ph * pooled_w + pw] for every bin. `buf` holds >= span values.
-template <bool kUnitStride, typename S, typename T>
+template <ColumnStride kStride, typename S, typename T>
 void align_plane(const AlignTables<T>& t, const S* plane, int64_t sy, int64_t sx, int64_t pooled_h,
                  int64_t pooled_w, T* buf, T* out) {
   const int64_t span = t.x.hi - t.x.lo;
@@ -58,7 +62,7 @@ void align_plane(const AlignTables<T>& t, const S* plane, int64_t sy, int64_t sx
     for (int64_t e = t.y.offset[ph]; e < t.y.offset[ph + 1]; ++e) {
       const T wy = t.y.weight[e];
       const S* row = plane + t.y.pos[e] * sy + t.x.lo * sx;
-      if constexpr (kUnitStride) {
+      if constexpr (kStride == ColumnStride::kUnit) {
         for (int64_t j = 0; j < span; ++j) buf[j] += wy * static_cast<T>(row[j]);
       } else {
         for (int64_t j = 0; j < span; ++j) buf[j] += wy * static_cast<T>(row[j * sx]);
@@ -134,11 +138,11 @@ void align_forward(const AlignArgs& a, const std::vector<Tensor>& inputs, Tensor
       const Strides& st = strides[l];
       const S* plane = data[l] + st.plane(rois.batch[r], ch);
       if (st.x == 1) {
-        align_plane<true>(tables[r], plane, st.y, st.x, p.pooled_h, p.pooled_w, buf.data(),
-                          bin_out.data());
+        align_plane<ColumnStride::kUnit>(tables[r], plane, st.y, st.x, p.pooled_h, p.pooled_w,
+                                         buf.data(), bin_out.data());
       } else {
-        align_plane<false>(tables[r], plane, st.y, st.x, p.pooled_h, p.pooled_w, buf.data(),
-                           bin_out.data());
+        align_plane<ColumnStride::kAny>(tables[r], plane, st.y, st.x, p.pooled_h, p.pooled_w,
+                                        buf.data(), bin_out.data());
       }
       for (int64_t b = 0; b < bins; ++b) dst[b] = static_cast<S>(bin_out[b]);
     }

@@ -14,28 +14,22 @@ struct PoolBins {
   std::vector<int64_t> h_lo, h_hi, w_lo, w_hi;
 
   bool empty(int64_t ph, int64_t pw) const { return h_hi[ph] <= h_lo[ph] || w_hi[pw] <= w_lo[pw]; }
-  // Columns spanned by the bins: [w_lo[0], w_hi[last]) (bins are ordered).
-  int64_t span_w() const {
-    const int64_t s = w_hi.empty() ? 0 : w_hi.back() - w_lo.front();
-    return s > 0 ? s : 0;
-  }
   int64_t area(int64_t ph, int64_t pw) const {
     return (h_hi[ph] - h_lo[ph]) * (w_hi[pw] - w_lo[pw]);
   }
 };
 
-// inclusive: roi_pool (extent end - start + 1, bins clamped to [0, size]);
-// otherwise ps_roi_pool (extent end - start, bins clamped to [0, size - 1]).
+// The bins of every RoI, by pool_op's conventions (see PoolOp).
 template <typename T>
-std::vector<PoolBins> pool_bins(const Rois<T>& rois, T scale, bool inclusive, int64_t pooled_h,
+std::vector<PoolBins> pool_bins(const Rois<T>& rois, T scale, PoolOp pool_op, int64_t pooled_h,
                                 int64_t pooled_w, int64_t height, int64_t width) {
   const int64_t k = rois.size();
   std::vector<PoolBins> out(static_cast<size_t>(k));
-  const int64_t limit_h = pool_limit(height, inclusive);
-  const int64_t limit_w = pool_limit(width, inclusive);
+  const int64_t limit_h = pool_limit(height, pool_op);
+  const int64_t limit_w = pool_limit(width, pool_op);
   for (int64_t r = 0; r < k; ++r) {
     const T* b = &rois.box[4 * r];
-    const PoolBox<T> box = pool_box(b[0], b[1], b[2], b[3], scale, inclusive, pooled_h, pooled_w);
+    const PoolBox<T> box = pool_box(b[0], b[1], b[2], b[3], scale, pool_op, pooled_h, pooled_w);
     PoolBins& bins = out[r];
     bins.h_lo.assign(pooled_h, 0);
     bins.h_hi.assign(pooled_h, 0);

@@ -23,8 +23,8 @@ struct PsPoolCpu : CpuBackend {
     const int64_t pooled_h = a.pooled_h, pooled_w = a.pooled_w, c_out = a.channels_out();
     const Rois<T> rois = read_rois<S, T>(a.rois, a.batch);
     const int64_t k = rois.size();
-    const auto bins =
-        pool_bins(rois, static_cast<T>(a.scale), false, pooled_h, pooled_w, a.height, a.width);
+    const auto bins = pool_bins(rois, static_cast<T>(a.scale), PoolOp::kPsRoiPool, pooled_h,
+                                pooled_w, a.height, a.width);
     const S* in = input.const_data_ptr<S>();
     const Strides st = strides_of(input);
     S* out_data = out.mutable_data_ptr<S>();
@@ -53,8 +53,8 @@ struct PsPoolCpu : CpuBackend {
     const int64_t n = a.batch, c = a.channels, width = a.width;
     const int64_t pooled_h = a.pooled_h, pooled_w = a.pooled_w;
     const Rois<T> rois = read_rois<S, T>(a.rois, n);
-    const auto bins =
-        pool_bins(rois, static_cast<T>(a.scale), false, pooled_h, pooled_w, a.height, a.width);
+    const auto bins = pool_bins(rois, static_cast<T>(a.scale), PoolOp::kPsRoiPool, pooled_h,
+                                pooled_w, a.height, a.width);
     const S* g = grad.const_data_ptr<S>();
     const Strides gs = strides_of(grad);
     S* gi = grad_input.mutable_data_ptr<S>();

@@ -44,8 +44,8 @@ struct PoolCpu : CpuBackend {
     const int64_t c = a.channels, width = a.width, pooled_h = a.pooled_h, pooled_w = a.pooled_w;
     const Rois<T> rois = read_rois<S, T>(a.rois, a.batch);
     const int64_t k = rois.size();
-    const auto bins =
-        pool_bins(rois, static_cast<T>(a.scale), true, pooled_h, pooled_w, a.height, width);
+    const auto bins = pool_bins(rois, static_cast<T>(a.scale), PoolOp::kRoiPool, pooled_h, pooled_w,
+                                a.height, width);
     const S* in = input.const_data_ptr<S>();
     const Strides st = strides_of(input);
     S* out_data = out.mutable_data_ptr<S>();

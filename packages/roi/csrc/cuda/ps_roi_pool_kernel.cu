@@ -21,11 +21,11 @@ __device__ __forceinline__ void ps_bin(const S* roi, T scale, const Params& p, i
                                        int64_t& w1) {
   const PoolBox<T> box =
       pool_box(static_cast<T>(roi[1]), static_cast<T>(roi[2]), static_cast<T>(roi[3]),
-               static_cast<T>(roi[4]), scale, false, p.pooled_h, p.pooled_w);
+               static_cast<T>(roi[4]), scale, PoolOp::kPsRoiPool, p.pooled_h, p.pooled_w);
   h0 = h1 = w0 = w1 = 0;
   if (!box.valid) return;
-  pool_bin(box.start_h, box.bin_h, ph, pool_limit(p.height, false), h0, h1);
-  pool_bin(box.start_w, box.bin_w, pw, pool_limit(p.width, false), w0, w1);
+  pool_bin(box.start_h, box.bin_h, ph, pool_limit(p.height, PoolOp::kPsRoiPool), h0, h1);
+  pool_bin(box.start_w, box.bin_w, pw, pool_limit(p.width, PoolOp::kPsRoiPool), w0, w1);
 }
 
 template <typename S, typename T>

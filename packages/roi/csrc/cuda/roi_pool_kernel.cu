@@ -24,11 +24,11 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, const S*
     const int64_t b = batch_index(roi[0], p.batch);
     const PoolBox<T> box =
         pool_box(static_cast<T>(roi[1]), static_cast<T>(roi[2]), static_cast<T>(roi[3]),
-                 static_cast<T>(roi[4]), scale, true, p.pooled_h, p.pooled_w);
+                 static_cast<T>(roi[4]), scale, PoolOp::kRoiPool, p.pooled_h, p.pooled_w);
     int64_t h0 = 0, h1 = 0, w0 = 0, w1 = 0;
     if (box.valid && b >= 0) {
-      pool_bin(box.start_h, box.bin_h, at.ph, pool_limit(p.height, true), h0, h1);
-      pool_bin(box.start_w, box.bin_w, at.pw, pool_limit(p.width, true), w0, w1);
+      pool_bin(box.start_h, box.bin_h, at.ph, pool_limit(p.height, PoolOp::kRoiPool), h0, h1);
+      pool_bin(box.start_w, box.bin_w, at.pw, pool_limit(p.width, PoolOp::kRoiPool), w0, w1);
     }
     // An invalid RoI's bins are empty: its plane pointer is never read.
     const S* plane = b >= 0 ? input + st.plane(b, at.channel) : input;
