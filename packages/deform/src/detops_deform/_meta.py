@@ -4,6 +4,7 @@ under torch.compile and torch.export, differentiate, and run under autocast."""
 import torch
 
 from detops_core.autocast import register_autocast_float32
+from detops_core.autograd import register_autograd
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
@@ -66,35 +67,22 @@ def _deform_conv2d_backward_fake(grad_out, input, offset, weight, mask, *params)
     )
 
 
-def _setup_context(ctx, inputs, output):
-    input, offset, weight, bias, mask = inputs[:5]
-    ctx.save_for_backward(input, offset, weight, mask)
-    ctx.params = inputs[5:]
-    ctx.has_bias = bias is not None
+_PARAMS = ("stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w")
 
 
-def _backward(ctx, grad):
-    input, offset, weight, mask = ctx.saved_tensors
-    need = ctx.needs_input_grad  # (input, offset, weight, bias, mask, ...)
+def _backward(args, grad):
+    need = args.needs_grad
     grad_input, grad_offset, grad_weight, grad_mask, grad_bias = torch.ops.detops._deform_conv2d_backward(
-        grad, input, offset, weight, mask, *ctx.params, need[0], need[1] or need[4], need[2]
-    )
-    return (
-        grad_input if need[0] else None,
-        grad_offset if need[1] else None,
-        grad_weight if need[2] else None,
-        grad_bias if ctx.has_bias and need[3] else None,
-        grad_mask if mask is not None and need[4] else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
+        grad, args.input, args.offset, args.weight, args.mask, *(getattr(args, p) for p in _PARAMS),
+        need_input=need["input"], need_offset_mask=need["offset"] or need["mask"], need_weight=need["weight"],
+    )  # fmt: skip
+    grads = {"input": grad_input, "offset": grad_offset, "weight": grad_weight, "bias": grad_bias}
+    if args.mask is not None:
+        grads["mask"] = grad_mask
+    return grads
 
 
-torch.library.register_autograd("detops::deform_conv2d", _backward, setup_context=_setup_context)
+register_autograd("detops::deform_conv2d", _backward, save=("input", "offset", "weight", "mask"))
 
 # Under autocast every floating tensor argument is computed in float32 (the kernels need
 # one dtype for input, offset, weight, mask and bias; autocast regions mix them) and the

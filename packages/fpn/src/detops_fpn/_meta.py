@@ -7,6 +7,8 @@ promotes mixed dtypes the way ``lateral + upsampled`` would.
 
 import torch
 
+from detops_core.autograd import register_autograd
+
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
 
@@ -44,28 +46,16 @@ def _upsample_add_backward_fake(grad, top_height, top_width):
     return grad.new_empty((grad.shape[0], grad.shape[1], top_height, top_width))
 
 
-def _setup(ctx, inputs, output):
-    top, _ = inputs
-    ctx.top_height, ctx.top_width = top.shape[2], top.shape[3]
+def _backward(args, grad):
+    _, _, top_height, top_width = args.top
+    return {"top": torch.ops.detops._fpn_upsample_add_backward(grad, top_height, top_width), "lateral": grad}
 
 
-def _backward(ctx, grad):
-    grad_top = torch.ops.detops._fpn_upsample_add_backward(grad, ctx.top_height, ctx.top_width)
-    return grad_top, grad
-
-
-torch.library.register_autograd("detops::fpn_upsample_add", _backward, setup_context=_setup)
-
-
-def _setup_backward(ctx, inputs, output):
-    grad, _, _ = inputs
-    ctx.grad_shape = grad.shape
-
-
-def _double_backward(ctx, grad_grad_top):
+def _double_backward(args, grad_grad_top):
     # The backward is linear in grad; its adjoint is the nearest upsample itself.
-    zeros = grad_grad_top.new_zeros(ctx.grad_shape)
-    return torch.ops.detops.fpn_upsample_add(grad_grad_top, zeros), None, None
+    zeros = grad_grad_top.new_zeros(args.grad)
+    return {"grad": torch.ops.detops.fpn_upsample_add(grad_grad_top, zeros)}
 
 
-torch.library.register_autograd("detops::_fpn_upsample_add_backward", _double_backward, setup_context=_setup_backward)
+register_autograd("detops::fpn_upsample_add", _backward)
+register_autograd("detops::_fpn_upsample_add_backward", _double_backward)

@@ -9,6 +9,7 @@ them (double backward) raises a RuntimeError.
 import torch
 
 from detops_core.autocast import register_autocast_float32
+from detops_core.autograd import forbid_double_backward, register_autograd
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
@@ -128,113 +129,62 @@ def _multi_level_backward_fake(grad, rois, levels, scales, heights, widths, batc
 # ----------------------------------------------------------------------------- autograd
 
 
-def _save(ctx, input, rois, params):
-    ctx.save_for_backward(rois)
-    ctx.input_shape = tuple(input.shape)
-    ctx.params = params
+def _roi_align_backward(args, grad):
+    n, c, h, w = args.input
+    grad_input = _lib._roi_align_backward(
+        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w,
+        args.sampling_ratio, args.aligned,
+    )  # fmt: skip
+    return {"input": grad_input}
 
 
-def _roi_align_setup(ctx, inputs, output):
-    input, rois, *params = inputs
-    _save(ctx, input, rois, params)
+def _roi_pool_backward(args, grad, grad_argmax):
+    if grad is None:  # only argmax (an integer output) was used
+        return {}
+    n, c, h, w = args.input
+    grad_input = _lib._roi_pool_backward(
+        grad, args.rois, args.outputs[1], args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w
+    )
+    return {"input": grad_input}
 
 
-def _roi_align_backward(ctx, grad):
-    (rois,) = ctx.saved_tensors
-    scale, ph, pw, sr, aligned = ctx.params
-    n, c, h, w = ctx.input_shape
-    grad_input = _lib._roi_align_backward(grad, rois, scale, ph, pw, n, c, h, w, sr, aligned)
-    return grad_input, None, None, None, None, None, None
+def _ps_roi_align_backward(args, grad):
+    n, c, h, w = args.input
+    grad_input = _lib._ps_roi_align_backward(
+        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, args.sampling_ratio, n, c, h, w
+    )
+    return {"input": grad_input}
 
 
-def _roi_pool_setup(ctx, inputs, output):
-    input, rois, scale, ph, pw = inputs
-    # argmax is an int32 output: without this autograd fills a zero gradient of its size
-    # (as large as the output) before every backward, only for it to be ignored.
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(rois, output[1])
-    ctx.input_shape = tuple(input.shape)
-    ctx.params = (scale, ph, pw)
+def _ps_roi_pool_backward(args, grad):
+    n, c, h, w = args.input
+    grad_input = _lib._ps_roi_pool_backward(
+        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w
+    )
+    return {"input": grad_input}
 
 
-def _roi_pool_backward(ctx, grad, grad_argmax):
-    if grad is None:
-        return None, None, None, None, None
-    rois, argmax = ctx.saved_tensors
-    scale, ph, pw = ctx.params
-    n, c, h, w = ctx.input_shape
-    grad_input = _lib._roi_pool_backward(grad, rois, argmax, scale, ph, pw, n, c, h, w)
-    return grad_input, None, None, None, None
+def _multi_level_backward(args, grad):
+    n, c = args.features[0][:2]
+    heights = [shape[2] for shape in args.features]
+    widths = [shape[3] for shape in args.features]
+    grads = _lib._multi_level_roi_align_backward(
+        grad, args.rois, args.levels, list(args.spatial_scales), heights, widths, n, c,
+        args.pooled_height, args.pooled_width, args.sampling_ratio, args.aligned,
+    )  # fmt: skip
+    return {"features": list(grads)}
 
 
-def _ps_roi_align_setup(ctx, inputs, output):
-    input, rois, *params = inputs
-    _save(ctx, input, rois, params)
-
-
-def _ps_roi_align_backward(ctx, grad):
-    (rois,) = ctx.saved_tensors
-    scale, ph, pw, sr = ctx.params
-    n, c, h, w = ctx.input_shape
-    grad_input = _lib._ps_roi_align_backward(grad, rois, scale, ph, pw, sr, n, c, h, w)
-    return grad_input, None, None, None, None, None
-
-
-def _ps_roi_pool_setup(ctx, inputs, output):
-    input, rois, *params = inputs
-    _save(ctx, input, rois, params)
-
-
-def _ps_roi_pool_backward(ctx, grad):
-    (rois,) = ctx.saved_tensors
-    scale, ph, pw = ctx.params
-    n, c, h, w = ctx.input_shape
-    grad_input = _lib._ps_roi_pool_backward(grad, rois, scale, ph, pw, n, c, h, w)
-    return grad_input, None, None, None, None
-
-
-def _multi_level_setup(ctx, inputs, output):
-    features, scales, rois, levels, ph, pw, sr, aligned = inputs
-    ctx.save_for_backward(rois, levels)
-    ctx.shapes = [(f.shape[2], f.shape[3]) for f in features]
-    ctx.nc = (features[0].shape[0], features[0].shape[1])
-    ctx.params = (list(scales), ph, pw, sr, aligned)
-
-
-def _multi_level_backward(ctx, grad):
-    rois, levels = ctx.saved_tensors
-    scales, ph, pw, sr, aligned = ctx.params
-    n, c = ctx.nc
-    heights = [h for h, _ in ctx.shapes]
-    widths = [w for _, w in ctx.shapes]
-    grads = _lib._multi_level_roi_align_backward(grad, rois, levels, scales, heights, widths, n, c, ph, pw, sr, aligned)
-    return list(grads), None, None, None, None, None, None, None
-
-
-torch.library.register_autograd("detops::roi_align", _roi_align_backward, setup_context=_roi_align_setup)
-torch.library.register_autograd("detops::roi_pool", _roi_pool_backward, setup_context=_roi_pool_setup)
-torch.library.register_autograd("detops::ps_roi_align", _ps_roi_align_backward, setup_context=_ps_roi_align_setup)
-torch.library.register_autograd("detops::ps_roi_pool", _ps_roi_pool_backward, setup_context=_ps_roi_pool_setup)
-torch.library.register_autograd(
-    "detops::multi_level_roi_align", _multi_level_backward, setup_context=_multi_level_setup
-)
-
-
-def _no_double_backward(name):
-    def setup(ctx, inputs, output):
-        pass
-
-    def backward(ctx, *grads):
-        raise RuntimeError(
-            f"detops.{name}: double backward is not supported (the gradient of the RoI ops is "
-            "implemented for first derivatives only)"
-        )
-
-    torch.library.register_autograd(f"detops::_{name}_backward", backward, setup_context=setup)
-
+register_autograd("detops::roi_align", _roi_align_backward, save=("rois",))
+# argmax is an int32 output: materialising its gradient would fill a zero tensor as large
+# as the output before every backward, only for it to be ignored.
+register_autograd("detops::roi_pool", _roi_pool_backward, save=("rois",), save_outputs=(1,), materialize_grads=False)
+register_autograd("detops::ps_roi_align", _ps_roi_align_backward, save=("rois",))
+register_autograd("detops::ps_roi_pool", _ps_roi_pool_backward, save=("rois",))
+register_autograd("detops::multi_level_roi_align", _multi_level_backward, save=("rois", "levels"))
 
 for _name in ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_level_roi_align"):
-    _no_double_backward(_name)
+    forbid_double_backward(f"detops::_{_name}_backward", f"detops.{_name}")
 
 # ----------------------------------------------------------------------------- autocast
 

@@ -1,0 +1,85 @@
+"""Autograd registrations derived from an op's schema, so a package's ``_meta.py`` names the
+arguments it needs instead of repeating each schema's argument list by position (the
+``None, None, ...`` gradient tuples, one setup function per op).
+
+    register_autograd("detops::roi_align", backward, save=("rois",))
+
+    def backward(args, grad):
+        n, c, h, w = args.input            # a tensor argument not saved: its shape
+        return {"input": torch.ops.detops._roi_align_backward(grad, args.rois, ...)}
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Callable, Dict, Sequence
+
+import torch
+
+
+def _op(qualname: str):
+    namespace, name = qualname.split("::")
+    return getattr(getattr(torch.ops, namespace), name).default
+
+
+def _shape_of(value):
+    if isinstance(value, torch.Tensor):
+        return value.shape
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return [v.shape for v in value]
+    return value
+
+
+def register_autograd(
+    qualname: str,
+    backward: Callable[..., Dict[str, object]],
+    *,
+    save: Sequence[str] = (),
+    save_outputs: Sequence[int] = (),
+    materialize_grads: bool = True,
+) -> None:
+    """Register `backward` as the gradient of op `qualname` ("namespace::name").
+
+    ``backward(args, *grads)`` gets one attribute per schema argument: the tensors named in
+    `save` themselves; every other tensor argument as its shape (a list of shapes for a
+    list of tensors); the rest as passed. ``args.outputs`` holds the outputs whose indices
+    are in `save_outputs` and ``args.needs_grad`` maps argument names to whether autograd
+    wants their gradient. It returns ``{argument name: gradient}``; arguments it leaves out
+    get none. With `materialize_grads` False, outputs nobody differentiated arrive as None
+    instead of zeros (for integer outputs such as an argmax).
+    """
+    names = [a.name for a in _op(qualname)._schema.arguments]
+    saved = list(save)
+    unknown = [n for n in saved if n not in names]
+    if unknown:
+        raise ValueError(f"{qualname} has no argument(s) {unknown}; its arguments are {names}")
+
+    def setup_context(ctx, inputs, output):
+        values = dict(zip(names, inputs))
+        outputs = output if isinstance(output, (list, tuple)) else (output,)
+        ctx.set_materialize_grads(materialize_grads)
+        ctx.save_for_backward(*(values[n] for n in saved), *(outputs[i] for i in save_outputs))
+        ctx.kept = {n: _shape_of(v) for n, v in values.items() if n not in saved}
+
+    def run_backward(ctx, *grads):
+        tensors = ctx.saved_tensors
+        args = SimpleNamespace(**ctx.kept, **dict(zip(saved, tensors)))
+        args.outputs = dict(zip(save_outputs, tensors[len(saved) :]))
+        args.needs_grad = dict(zip(names, ctx.needs_input_grad))
+        result = backward(args, *grads)
+        extra = set(result) - set(names)
+        if extra:
+            raise ValueError(f"{qualname}: backward returned gradients for unknown arguments {sorted(extra)}")
+        return tuple(result.get(n) if args.needs_grad[n] else None for n in names)
+
+    torch.library.register_autograd(qualname, run_backward, setup_context=setup_context)
+
+
+def forbid_double_backward(qualname: str, what: str) -> None:
+    """Differentiating op `qualname` (a backward op) raises a RuntimeError saying that
+    `what` has first derivatives only, instead of silently returning no gradient."""
+
+    def backward(ctx, *grads):
+        raise RuntimeError(f"{what}: double backward is not supported (its gradient is implemented once)")
+
+    torch.library.register_autograd(qualname, backward, setup_context=lambda ctx, inputs, output: None)
