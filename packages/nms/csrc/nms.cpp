@@ -1,9 +1,27 @@
-// Schemas of the detops NMS ops. Kernels: cpu/nms_kernel.cpp, cuda/nms_kernel.cu.
+// Schemas of the detops NMS ops. Kernels: cpu/nms_kernel.cpp, cpu/soft_nms_kernel.cpp,
+// cuda/nms_kernel.cu, cuda/soft_nms_kernel.cu.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {
-  // Indices of the boxes kept by greedy NMS, in decreasing score order.
-  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  // Indices of the boxes kept by greedy NMS, in decreasing score order; with max_output,
+  // only the first max_output of them (the kernel stops there).
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold, int? max_output=None) -> Tensor");
   // Same, with boxes of different idxs (classes) never suppressing each other.
-  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  m.def(
+      "batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold, "
+      "int? max_output=None) -> Tensor");
+  // nms (or batched_nms when idxs is given) of each image of boxes [B, N, 4]: rows
+  // (image, box) of the kept boxes, image by image; max_output limits each image.
+  m.def(
+      "nms_per_image(Tensor boxes, Tensor scores, Tensor? idxs, float iou_threshold, "
+      "int? max_output=None) -> Tensor");
+  // Soft-NMS: (kept indices in selection order, their decayed scores). method is
+  // "gaussian" or "linear".
+  m.def(
+      "soft_nms(Tensor boxes, Tensor scores, float iou_threshold=0.3, float sigma=0.5, "
+      "float score_threshold=0.001, str method=\"gaussian\") -> (Tensor, Tensor)");
+  // Soft-NMS per class; kept boxes of all classes by decreasing decayed score.
+  m.def(
+      "batched_soft_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold=0.3, "
+      "float sigma=0.5, float score_threshold=0.001, str method=\"gaussian\") -> (Tensor, Tensor)");
 }

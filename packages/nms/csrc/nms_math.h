@@ -76,4 +76,59 @@ inline T threshold_in(double t) {
   return r;
 }
 
+// IoU of boxes a and b, computed as suppresses() computes it.
+template <typename T>
+DETOPS_INLINE T iou(const Box<T>& a, const Box<T>& b) {
+  const T w = max_like_std(T(0), min_like_std(a.x2, b.x2) - max_like_std(a.x1, b.x1));
+  const T h = max_like_std(T(0), min_like_std(a.y2, b.y2) - max_like_std(a.y1, b.y1));
+  const T inter = mul(w, h);
+  return inter / (a.area + b.area - inter);
+}
+
+// Soft-NMS (soft_nms, batched_soft_nms).
+enum class SoftMethod { kLinear, kGaussian };
+
+struct SoftParams {
+  SoftMethod method;
+  double iou_threshold;    // linear only
+  double sigma;            // gaussian only, > 0
+  double score_threshold;  // scores below it are dropped
+};
+
+// Score of a box after a box with IoU `overlap` with it was selected. The weight is
+// computed in double and the product rounded once to T. A weight of exactly 1 (no
+// overlap, or a NaN IoU, which leaves the score alone) returns the score unchanged, as
+// multiplying by 1 would.
+template <typename T>
+DETOPS_INLINE T decayed(T score, T overlap, const SoftParams& p) {
+  const double o = static_cast<double>(overlap);
+  double weight;
+  if (p.method == SoftMethod::kLinear) {
+    if (!(o > p.iou_threshold)) return score;
+    weight = 1.0 - o;
+  } else {
+    if (!(o < 0.0 || o > 0.0)) return score;  // 0 or NaN: exp(-0) = 1, NaN left alone
+#ifdef __CUDA_ARCH__
+    weight = ::exp(-mul(o, o) / p.sigma);
+#else
+    weight = std::exp(-mul(o, o) / p.sigma);
+#endif
+  }
+  return static_cast<T>(mul(static_cast<double>(score), weight));
+}
+
+template <typename T>
+DETOPS_INLINE bool dropped(T score, const SoftParams& p) {
+  return static_cast<double>(score) < p.score_threshold;  // NaN never is
+}
+
+// Whether a box scoring a (input index ia) is selected before one scoring b (index ib):
+// NaN above every number, then the higher score, then the lower index.
+template <typename T>
+DETOPS_INLINE bool selected_before(T a, int64_t ia, T b, int64_t ib) {
+  const bool a_nan = a != a, b_nan = b != b;
+  if (a_nan || b_nan) return a_nan && (!b_nan || ia < ib);
+  return a > b || (a == b && ia < ib);
+}
+
 }  // namespace detops::nms

@@ -10,6 +10,7 @@
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -73,11 +74,11 @@ int64_t mark_suppressed(Box<T> a, BoxColumns<T> b, Mark<T>* __restrict dead, int
 }
 
 // Greedy NMS over candidates [begin, end) of c (decreasing score). Sets kept[rank] = 1 for
-// every kept box. Reorders the range in place; `dead` is scratch for the same range and
-// must be zero on entry.
+// every kept box, and stops once `limit` boxes are kept. Reorders the range in place;
+// `dead` is scratch for the same range and must be zero on entry.
 template <typename T>
 void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T threshold,
-            uint8_t* kept) {
+            int64_t limit, uint8_t* kept) {
   const BoxColumns<T> boxes{c.x1.data(), c.y1.data(), c.x2.data(), c.y2.data(), c.area.data()};
   T* x1 = boxes.x1;
   T* y1 = boxes.y1;
@@ -88,8 +89,9 @@ void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T thres
   int64_t live_end = end;
   int64_t pos = begin;
   int64_t dead_after_pos = 0;
-  while (pos < live_end) {
+  for (int64_t count = 0; pos < live_end && count < limit; ++count) {
     kept[rank[pos]] = 1;
+    if (count + 1 == limit) break;  // the last box that may be kept suppresses nothing we need
     const int64_t next = pos + 1;
     dead_after_pos +=
         mark_suppressed(boxes.at(pos), boxes.from(next), dead + next, live_end - next, threshold);
@@ -136,15 +138,11 @@ void gather(const S* boxes, const std::vector<int64_t>& order, const std::vector
   }
 }
 
+// Kept indices of boxes [n, 4] / scores [n] (classes `cls`, or null for one class), in
+// decreasing score order, at most `limit` of them. `parallel` lets classes run in parallel.
 template <typename T, typename S>
-Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
-                  double iou_threshold) {
-  const int64_t n = boxes_in.size(0);
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
-  const S* box_data = boxes.const_data_ptr<S>();
-  const S* score_data = scores.const_data_ptr<S>();
-
+std::vector<int64_t> keep(const S* box_data, const S* score_data, const int64_t* cls, int64_t n,
+                          double iou_threshold, int64_t limit, bool parallel) {
   std::vector<T> score_values(n);
   for (int64_t i = 0; i < n; ++i) score_values[i] = static_cast<T>(score_data[i]);
   std::vector<int64_t> order = order_by_score(score_values.data(), n);
@@ -154,17 +152,14 @@ Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor*
   // Class runs [group_start[g], group_start[g + 1]) of the candidate list.
   std::vector<int64_t> group_start{0};
   std::vector<int64_t> by_class;  // batched_nms only: `order` grouped by class
-  Tensor idxs;
-  if (idxs_in != nullptr) {
-    idxs = torch::stable::contiguous(*idxs_in);
-    const int64_t* cls = idxs.const_data_ptr<int64_t>();
+  if (cls != nullptr) {
     by_class = order;
     group_by_class(cls, by_class);
     for (int64_t k = 1; k < n; ++k) {
       if (cls[by_class[k]] != cls[by_class[k - 1]]) group_start.push_back(k);
     }
   }
-  const std::vector<int64_t>& candidate_order = idxs_in != nullptr ? by_class : order;
+  const std::vector<int64_t>& candidate_order = cls != nullptr ? by_class : order;
   group_start.push_back(n);
 
   Candidates<T> c(n);
@@ -173,24 +168,40 @@ Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor*
   std::vector<uint8_t> kept(n, 0);
   const T threshold = threshold_in<T>(iou_threshold);
   const int64_t groups = static_cast<int64_t>(group_start.size()) - 1;
+  // The first `limit` kept boxes overall are among the first `limit` of each class: every
+  // class may stop there.
   auto run_groups = [&](int64_t g_begin, int64_t g_end) {
     for (int64_t g = g_begin; g < g_end; ++g) {
-      greedy(c, dead.data(), group_start[g], group_start[g + 1], threshold, kept.data());
+      greedy(c, dead.data(), group_start[g], group_start[g + 1], threshold, limit, kept.data());
     }
   };
   // Classes run in parallel only when there is enough work: a parallel region costs a
   // thread wake-up, which for a few thousand boxes is more than the NMS itself.
   constexpr int64_t kParallelMinBoxes = 65536;
-  if (groups > 1 && n >= kParallelMinBoxes) {
+  if (parallel && groups > 1 && n >= kParallelMinBoxes) {
     torch::stable::parallel_for(0, groups, 1, run_groups);
   } else {
     run_groups(0, groups);
   }
 
   std::vector<int64_t> result;
-  for (int64_t r = 0; r < n; ++r) {
+  for (int64_t r = 0; r < n && static_cast<int64_t>(result.size()) < limit; ++r) {
     if (kept[r]) result.push_back(order[r]);
   }
+  return result;
+}
+
+template <typename T, typename S>
+Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
+                  double iou_threshold, int64_t limit) {
+  const Tensor boxes = torch::stable::contiguous(boxes_in);
+  const Tensor scores = torch::stable::contiguous(scores_in);
+  Tensor idxs;
+  if (idxs_in != nullptr) idxs = torch::stable::contiguous(*idxs_in);
+  const std::vector<int64_t> result =
+      keep<T>(boxes.const_data_ptr<S>(), scores.const_data_ptr<S>(),
+              idxs_in != nullptr ? idxs.const_data_ptr<int64_t>() : nullptr, boxes.size(0),
+              iou_threshold, limit, /*parallel=*/true);
   Tensor out =
       torch::stable::new_empty(boxes, {static_cast<int64_t>(result.size())}, ScalarType::Long);
   if (!result.empty()) {
@@ -199,11 +210,53 @@ Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor*
   return out;
 }
 
+// nms / batched_nms of each image of boxes [B, N, 4]; images run in parallel.
+template <typename T, typename S>
+Tensor run_per_image(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
+                     double iou_threshold, int64_t limit) {
+  const int64_t images = boxes_in.size(0);
+  const int64_t n = boxes_in.size(1);
+  const Tensor boxes = torch::stable::contiguous(boxes_in);
+  const Tensor scores = torch::stable::contiguous(scores_in);
+  Tensor idxs;
+  if (idxs_in != nullptr) idxs = torch::stable::contiguous(*idxs_in);
+  const S* box_data = boxes.const_data_ptr<S>();
+  const S* score_data = scores.const_data_ptr<S>();
+  const int64_t* cls = idxs_in != nullptr ? idxs.const_data_ptr<int64_t>() : nullptr;
+  std::vector<std::vector<int64_t>> kept(images);
+  // One image of a few hundred boxes already outweighs a thread wake-up.
+  const int64_t grain = std::max<int64_t>(1, 512 / std::max<int64_t>(n, 1));
+  torch::stable::parallel_for(0, images, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      kept[b] = keep<T>(box_data + 4 * n * b, score_data + n * b,
+                        cls != nullptr ? cls + n * b : nullptr, n, iou_threshold, limit,
+                        /*parallel=*/false);
+    }
+  });
+  int64_t total = 0;
+  for (const auto& k : kept) total += static_cast<int64_t>(k.size());
+  Tensor out = torch::stable::new_empty(boxes, {total, 2}, ScalarType::Long);
+  int64_t* rows = out.mutable_data_ptr<int64_t>();
+  for (int64_t b = 0; b < images; ++b) {
+    for (const int64_t i : kept[b]) {
+      *rows++ = b;
+      *rows++ = i;
+    }
+  }
+  return out;
+}
+
 struct CpuKernel {
   static constexpr int64_t kMaxBoxes = std::numeric_limits<int64_t>::max();
   template <typename S>
-  static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr) {
-    return run_greedy<acc_t<S>, S>(boxes, scores, idxs, thr);
+  static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr,
+                    int64_t limit) {
+    return run_greedy<acc_t<S>, S>(boxes, scores, idxs, thr, limit);
+  }
+  template <typename S>
+  static Tensor run_per_image(const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
+                              double thr, int64_t limit) {
+    return cpu::run_per_image<acc_t<S>, S>(boxes, scores, idxs, thr, limit);
   }
 };
 
@@ -214,4 +267,5 @@ STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
   using Entry = detops::nms::Entry<detops::nms::cpu::CpuKernel>;
   m.impl("nms", TORCH_BOX(&Entry::nms));
   m.impl("batched_nms", TORCH_BOX(&Entry::batched_nms));
+  m.impl("nms_per_image", TORCH_BOX(&Entry::nms_per_image));
 }

@@ -14,6 +14,8 @@
 
 #include <detops/cuda_launch.cuh>
 
+#include <vector>
+
 #include "nms_entry.h"
 #include "nms_math.h"
 
@@ -67,12 +69,16 @@ __global__ void mask_kernel(const S* __restrict__ boxes, const int64_t* __restri
 
 // Sequential greedy pass over the tiles, on one block. `removed` (words, zeroed) holds the
 // boxes suppressed so far; kept[rank_of[p]] (or kept[p]) is set for every kept position p.
+// Stops once `limit` boxes are kept (positions in score order: nms, not batched_nms).
 __global__ void keep_kernel(const unsigned long long* __restrict__ mask, int64_t n, int64_t words,
                             unsigned long long* __restrict__ removed,
-                            const int64_t* __restrict__ rank_of, bool* __restrict__ kept) {
+                            const int64_t* __restrict__ rank_of, int64_t limit,
+                            bool* __restrict__ kept) {
   __shared__ unsigned long long diagonal[kTile];
   __shared__ unsigned long long tile_kept;
+  __shared__ int64_t kept_so_far;
   const int t = threadIdx.x;
+  if (t == 0) kept_so_far = 0;
   for (int64_t w = 0; w < words; ++w) {
     const int64_t start = w * kTile;
     const int count = static_cast<int>(min(n - start, int64_t(kTile)));
@@ -81,17 +87,20 @@ __global__ void keep_kernel(const unsigned long long* __restrict__ mask, int64_t
     if (t == 0) {
       unsigned long long gone = removed[w];
       unsigned long long keep_bits = 0;
-      for (int k = 0; k < count; ++k) {
+      for (int k = 0; k < count && kept_so_far < limit; ++k) {
         if (!((gone >> k) & 1ULL)) {
           keep_bits |= 1ULL << k;
           gone |= diagonal[k];
+          ++kept_so_far;
         }
       }
       tile_kept = keep_bits;
     }
     __syncthreads();
     const unsigned long long keep_bits = tile_kept;
-    for (int64_t later = w + 1 + t; later < words; later += blockDim.x) {
+    // Read by every thread between the same two barriers: all leave together.
+    const bool done = kept_so_far >= limit;
+    for (int64_t later = w + 1 + t; !done && later < words; later += blockDim.x) {
       unsigned long long acc = removed[later];
       for (unsigned long long bits = keep_bits; bits != 0; bits &= bits - 1) {
         const int k = __ffsll(static_cast<long long>(bits)) - 1;
@@ -104,12 +113,13 @@ __global__ void keep_kernel(const unsigned long long* __restrict__ mask, int64_t
       kept[rank_of != nullptr ? rank_of[p] : p] = true;
     }
     __syncthreads();
+    if (done) return;
   }
 }
 
 template <typename S>
 Tensor run_bitmask(const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
-                   double iou_threshold) {
+                   double iou_threshold, int64_t limit) {
   using T = acc_t<S>;
   const char* op = idxs != nullptr ? "detops.batched_nms" : "detops.nms";
   const int64_t n = boxes.size(0);
@@ -144,16 +154,55 @@ Tensor run_bitmask(const Tensor& boxes, const Tensor& scores, const Tensor* idxs
   detops::cuda::launch<keep_kernel>(
       op, detops::cuda::Shape(1, kKeepThreads, stream), mask_data, n, words,
       reinterpret_cast<unsigned long long*>(removed.mutable_data_ptr<int64_t>()),
-      idxs != nullptr ? rank_of.const_data_ptr<int64_t>() : nullptr, kept.mutable_data_ptr<bool>());
+      idxs != nullptr ? rank_of.const_data_ptr<int64_t>() : nullptr,
+      idxs != nullptr ? kNoLimit : limit, kept.mutable_data_ptr<bool>());
 
-  return torch::stable::index_select(order, 0, nonzero_1d(kept));
+  Tensor result = torch::stable::index_select(order, 0, nonzero_1d(kept));
+  // batched_nms walks the positions class by class: the limit applies to the merged list.
+  if (result.size(0) > limit) result = torch::stable::narrow(result, 0, 0, limit);
+  return result;
+}
+
+// One image after the other (each sorts, masks and keeps on the device); the rows are
+// written into one [K, 2] output.
+template <typename S>
+Tensor run_per_image(const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
+                     double iou_threshold, int64_t limit) {
+  const int64_t images = boxes.size(0);
+  std::vector<Tensor> kept;
+  int64_t total = 0;
+  for (int64_t b = 0; b < images; ++b) {
+    const Tensor classes = idxs != nullptr ? torch::stable::select(*idxs, 0, b) : Tensor();
+    kept.push_back(run_bitmask<S>(torch::stable::select(boxes, 0, b),
+                                  torch::stable::select(scores, 0, b),
+                                  idxs != nullptr ? &classes : nullptr, iou_threshold, limit));
+    total += kept.back().size(0);
+  }
+  Tensor out = torch::stable::new_empty(boxes, {total, 2}, ScalarType::Long);
+  int64_t offset = 0;
+  for (int64_t b = 0; b < images; ++b) {
+    const int64_t k = kept[b].size(0);
+    if (k == 0) continue;
+    Tensor rows = torch::stable::narrow(out, 0, offset, k);
+    torch::stable::fill_(torch::stable::select(rows, 1, 0), static_cast<double>(b));
+    Tensor box_column = torch::stable::select(rows, 1, 1);
+    torch::stable::copy_(box_column, kept[b]);
+    offset += k;
+  }
+  return out;
 }
 
 struct CudaKernel {
   static constexpr int64_t kMaxBoxes = int64_t(65535) * kTile;  // grid.y limit on row tiles
   template <typename S>
-  static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr) {
-    return run_bitmask<S>(boxes, scores, idxs, thr);
+  static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr,
+                    int64_t limit) {
+    return run_bitmask<S>(boxes, scores, idxs, thr, limit);
+  }
+  template <typename S>
+  static Tensor run_per_image(const Tensor& boxes, const Tensor& scores, const Tensor* idxs,
+                              double thr, int64_t limit) {
+    return cuda::run_per_image<S>(boxes, scores, idxs, thr, limit);
   }
 };
 
@@ -164,4 +213,5 @@ DETOPS_CUDA_LIBRARY_IMPL(m) {
   using Entry = detops::nms::Entry<detops::nms::cuda::CudaKernel>;
   m.impl("nms", TORCH_BOX(&Entry::nms));
   m.impl("batched_nms", TORCH_BOX(&Entry::batched_nms));
+  m.impl("nms_per_image", TORCH_BOX(&Entry::nms_per_image));
 }

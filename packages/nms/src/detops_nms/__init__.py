@@ -1,7 +1,9 @@
-"""detops-nms: non-maximum suppression with torchvision.ops semantics.
+"""detops-nms: non-maximum suppression with torchvision.ops semantics, and the variants
+detection pipelines need: soft-NMS, a limit on kept boxes, many images in one call.
 
 ``nms`` and ``batched_nms`` run native CPU and CUDA kernels registered as
-``torch.ops.detops.nms`` and ``torch.ops.detops.batched_nms``; they script with
+``torch.ops.detops.nms`` and ``torch.ops.detops.batched_nms``; ``soft_nms``,
+``batched_soft_nms`` and ``nms_per_image`` as ``torch.ops.detops.<name>``. All script with
 TorchScript, trace under ``torch.compile(fullgraph=True)`` and ``torch.export``, and
 compute float16/bfloat16 inputs in float32.
 
@@ -15,16 +17,22 @@ Defined behaviour on unusual input (identical to torchvision's CPU kernel):
 - empty input returns an empty int64 tensor.
 """
 
+from typing import Optional, Tuple
+
 import torch
 from torch import Tensor
 
-from . import _meta  # noqa: F401  (registers fake kernels and autocast)
+from . import _meta, _meta_variants  # noqa: F401  (register fake kernels and autocast)
 from ._library import build_info
+from ._script import scripts_as
 from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, remove_small_boxes
 
 __all__ = [
     "nms",
     "batched_nms",
+    "nms_per_image",
+    "soft_nms",
+    "batched_soft_nms",
     "box_area",
     "box_convert",
     "box_iou",
@@ -35,7 +43,12 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: Optional[int] = None) -> Tensor:
+    return torch.ops.detops.nms(boxes, scores, iou_threshold, max_output)
+
+
+@scripts_as(_nms)
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_output: Optional[int] = None) -> Tensor:
     """Greedy non-maximum suppression.
 
     Args:
@@ -43,14 +56,28 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         scores (Tensor[N]): one score per box, same dtype as ``boxes``.
         iou_threshold (float): boxes with IoU > iou_threshold with a kept, higher-scoring
             box are discarded.
+        max_output (int, optional, keyword-only): keep at most this many boxes: the result
+            is the first ``max_output`` entries of the unlimited one, and the kernel stops
+            as soon as it has them. None (default): no limit. Must be >= 0.
 
     Returns:
         Tensor[K] (int64): indices of the kept boxes, in decreasing order of score.
     """
-    return torch.ops.detops.nms(boxes, scores, iou_threshold)
+    return _nms(boxes, scores, iou_threshold, max_output)
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+def _batched_nms(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, max_output: Optional[int] = None
+) -> Tensor:
+    if idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
+        idxs = idxs.to(torch.int64)
+    return torch.ops.detops.batched_nms(boxes, scores, idxs, iou_threshold, max_output)
+
+
+@scripts_as(_batched_nms)
+def batched_nms(
+    boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, *, max_output: Optional[int] = None
+) -> Tensor:
     """Non-maximum suppression applied independently to each category in one native call:
     boxes with different ``idxs`` never suppress each other.
 
@@ -60,11 +87,118 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         idxs (Tensor[N]): integer category of each box (any integer dtype; any values).
         iou_threshold (float): IoU above which a lower-scoring box of the same category is
             discarded.
+        max_output (int, optional, keyword-only): keep at most this many boxes in all: the
+            first ``max_output`` entries of the unlimited result (each category stops once
+            it has that many). None (default): no limit. Must be >= 0.
 
     Returns:
         Tensor[K] (int64): indices of the kept boxes, in decreasing order of score (equal
         scores in input order).
     """
+    return _batched_nms(boxes, scores, idxs, iou_threshold, max_output)
+
+
+def _nms_per_image(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    idxs: Optional[Tensor] = None,
+    max_output: Optional[int] = None,
+) -> Tensor:
+    if idxs is not None and idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
+        idxs = idxs.to(torch.int64)
+    return torch.ops.detops.nms_per_image(boxes, scores, idxs, iou_threshold, max_output)
+
+
+@scripts_as(_nms_per_image)
+def nms_per_image(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    idxs: Optional[Tensor] = None,
+    *,
+    max_output: Optional[int] = None,
+) -> Tensor:
+    """NMS of each image of a batch, in one native call (images in parallel on the CPU).
+
+    Args:
+        boxes (Tensor[B, N, 4]): N boxes per image in ``(x1, y1, x2, y2)`` format.
+        scores (Tensor[B, N]): one score per box, same dtype as ``boxes``.
+        iou_threshold (float): as for :func:`nms`.
+        idxs (Tensor[B, N], optional): category of each box: then each image is a
+            :func:`batched_nms` call (boxes of different categories never suppress each
+            other); None: each image is an :func:`nms` call.
+        max_output (int, optional, keyword-only): at most this many boxes per image (the
+            first ones of that image's result). None (default): no limit. Must be >= 0.
+
+    Returns:
+        Tensor[K, 2] (int64): one row ``(image, box)`` per kept box, images in increasing
+        order, each image's boxes in the order :func:`nms` / :func:`batched_nms` returns
+        them for ``boxes[image]``. ``boxes[keep[:, 0], keep[:, 1]]`` gathers them; images
+        with fewer real boxes can be padded with boxes scored ``-inf`` and those rows
+        dropped afterwards.
+    """
+    return _nms_per_image(boxes, scores, iou_threshold, idxs, max_output)
+
+
+def soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    score_threshold: float = 0.001,
+    method: str = "gaussian",
+) -> Tuple[Tensor, Tensor]:
+    """Soft-NMS (Bodla et al. 2017): instead of discarding the boxes that overlap a selected
+    box, lower their scores.
+
+    Repeatedly select the remaining box with the highest current score and output it with
+    that score; then multiply the score of every other remaining box b by a weight of the
+    IoU of the selected box with b:
+
+    - ``method="linear"``: ``1 - IoU`` when ``IoU > iou_threshold``, else 1;
+    - ``method="gaussian"``: ``exp(-IoU**2 / sigma)`` (``iou_threshold`` is not used).
+
+    Boxes whose score is, or falls, below ``score_threshold`` are dropped.
+
+    Exact rules: scores and IoU are computed in float32 (float64 for float64 input), IoU
+    exactly as :func:`nms` computes it; the weight in float64, the product rounded once.
+    NaN scores rank above every number and are never dropped; equal scores are selected in
+    input order; a NaN IoU (a box with a NaN coordinate) leaves the score unchanged.
+
+    Args:
+        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format.
+        scores (Tensor[N]): one score per box, same dtype as ``boxes``.
+        iou_threshold (float): the linear method's overlap threshold.
+        sigma (float): the gaussian method's width; must be > 0 for it.
+        score_threshold (float): boxes scoring below it are dropped.
+        method (str): ``"gaussian"`` or ``"linear"``.
+
+    Returns:
+        (Tensor[K] int64, Tensor[K]): indices of the kept boxes in the order they were
+        selected, and their decayed scores (dtype of ``scores``).
+    """
+    return torch.ops.detops.soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method)
+
+
+def batched_soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    idxs: Tensor,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    score_threshold: float = 0.001,
+    method: str = "gaussian",
+) -> Tuple[Tensor, Tensor]:
+    """:func:`soft_nms` applied independently to each category in one native call (the
+    categories in parallel on the CPU): boxes with different ``idxs`` never decay each
+    other.
+
+    Returns:
+        (Tensor[K] int64, Tensor[K]): the kept boxes of every category and their decayed
+        scores, by decreasing decayed score (NaN first; equal scores in input order), which
+        within one category is its selection order.
+    """
     if idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
         idxs = idxs.to(torch.int64)
-    return torch.ops.detops.batched_nms(boxes, scores, idxs, iou_threshold)
+    return torch.ops.detops.batched_soft_nms(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
