@@ -112,3 +112,61 @@ def test_inexact_exports_raise(model, args, words):
     with pytest.raises(Exception, match=words) as info:
         onnx_session(model, args, onnx.translation_table())
     assert "detops.onnx" in str(info.value)
+
+
+class LimitedNms(Nms):
+    def __init__(self, iou_threshold, max_output):
+        super().__init__(iou_threshold)
+        self.max_output = max_output
+
+    def forward(self, boxes, scores):
+        return detops_nms.nms(boxes, scores, self.iou_threshold, max_output=self.max_output)
+
+
+class LimitedBatchedNms(LimitedNms):
+    def forward(self, boxes, scores, idxs):
+        return detops_nms.batched_nms(boxes, scores, idxs, self.iou_threshold, max_output=self.max_output)
+
+
+@pytest.mark.parametrize("max_output", [0, 1, 5, 40, 1000])
+def test_max_output_matches_eager(max_output):
+    # NonMaxSuppression's max_output_boxes_per_class stops its greedy pass at k boxes, which
+    # for nms are the first k kept; batched_nms slices the unlimited result.
+    boxes, scores = _boxes(300, seed=7)
+    run = onnx_session(LimitedNms(0.5, max_output), (boxes, scores), onnx.translation_table(), _dims(2))
+    for n, seed in ((300, 7), (50, 8), (0, 9)):
+        b, s = _boxes(n, seed)
+        (got,) = run(b, s)
+        np.testing.assert_array_equal(got, detops_nms.nms(b, s, 0.5, max_output=max_output).numpy())
+    idxs = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(max_output))
+    run = onnx_session(LimitedBatchedNms(0.5, max_output), (boxes, scores, idxs), onnx.translation_table(), _dims(3))
+    (got,) = run(boxes, scores, idxs)
+    np.testing.assert_array_equal(got, detops_nms.batched_nms(boxes, scores, idxs, 0.5, max_output=max_output).numpy())
+
+
+class SoftNms(torch.nn.Module):
+    def forward(self, boxes, scores):
+        return detops_nms.soft_nms(boxes, scores)
+
+
+class BatchedSoftNms(torch.nn.Module):
+    def forward(self, boxes, scores, idxs):
+        return detops_nms.batched_soft_nms(boxes, scores, idxs, method="linear")
+
+
+class PerImage(torch.nn.Module):
+    def forward(self, boxes, scores):
+        return detops_nms.nms_per_image(boxes, scores, 0.5)
+
+
+@pytest.mark.parametrize(
+    "model, args, name",
+    [
+        (SoftNms(), _boxes(10, 0), "soft_nms"),
+        (BatchedSoftNms(), (*_boxes(10, 0), torch.zeros(10, dtype=torch.int64)), "batched_soft_nms"),
+        (PerImage(), tuple(t[None] for t in _boxes(10, 0)), "nms_per_image"),
+    ],
+)
+def test_ops_without_an_exact_translation_are_refused(model, args, name):
+    with pytest.raises(Exception, match=f"detops.onnx: {name} cannot be exported"):
+        onnx_session(model, args, onnx.translation_table())

@@ -20,15 +20,24 @@ maps both ops to the standard ``NonMaxSuppression`` operator with exactly detops
   back in detops' order. No coordinate offsets: NaN, huge coordinates and any category
   values are exact.
 
+- ``max_output=k``: for ``nms`` the operator's ``max_output_boxes_per_class`` is k; it
+  selects greedily in decreasing (stand-in) score and stops at k, so it returns the first k
+  kept boxes, as detops does. For ``batched_nms`` that argument would limit each category,
+  not the total: the translation keeps the unlimited operator and slices the first k of the
+  result (exact, without stopping early).
+
 What cannot be exact raises ``ValueError`` at export time: a negative or NaN
 ``iou_threshold`` (the operator never suppresses boxes without overlap; detops would), and
 float64 boxes (the operator computes in float32). float16/bfloat16 are computed in float32,
-as in detops.
+as in detops. ``soft_nms`` and ``batched_soft_nms`` have no standard operator (ONNX's only
+NMS discards boxes, it never decays scores) and ``nms_per_image`` has no translation yet:
+exporting any of them raises ``ValueError`` naming the op.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -92,7 +101,7 @@ def _selected(selected):
     return op.Reshape(op.Slice(selected, [2], [3], [1]), [-1])
 
 
-def nms(boxes, scores, iou_threshold: float):
+def nms(boxes, scores, iou_threshold: float, max_output: Optional[int] = None):
     """Translation of ``detops::nms``."""
     threshold = _threshold("nms", iou_threshold)
     order = _score_order(scores)
@@ -100,14 +109,14 @@ def nms(boxes, scores, iou_threshold: float):
     selected = op.NonMaxSuppression(
         op.Unsqueeze(sorted_boxes, [0]),
         op.Reshape(_stand_in_scores(order), [1, 1, -1]),
-        op.Constant(value_ints=[_ALL]),
+        op.Constant(value_ints=[_ALL if max_output is None else max_output]),
         op.Constant(value_floats=[threshold]),
     )
     # Selected in decreasing stand-in score: increasing position, detops' order.
     return op.Gather(order, _selected(selected))
 
 
-def batched_nms(boxes, scores, idxs, iou_threshold: float):
+def batched_nms(boxes, scores, idxs, iou_threshold: float, max_output: Optional[int] = None):
     """Translation of ``detops::batched_nms``."""
     threshold = _threshold("batched_nms", iou_threshold)
     order = _score_order(scores)
@@ -127,9 +136,37 @@ def batched_nms(boxes, scores, idxs, iou_threshold: float):
     # Selected class by class: positions back in increasing order, detops' order.
     positions = _selected(selected)
     positions, _ = op.TopK(positions, op.Shape(positions), largest=0, sorted=1)
+    if max_output is not None:
+        positions = op.Slice(positions, [0], [max_output])
     return op.Gather(order, positions)
+
+
+def _refuse(name: str, why: str):
+    def translation(*args, **kwargs):
+        raise ValueError(f"detops.onnx: {name} cannot be exported: {why}")
+
+    return translation
+
+
+soft_nms = _refuse(
+    "soft_nms", "no standard ONNX operator decays scores (NonMaxSuppression discards boxes); run it outside the graph"
+)
+batched_soft_nms = _refuse(
+    "batched_soft_nms",
+    "no standard ONNX operator decays scores (NonMaxSuppression discards boxes); run it outside the graph",
+)
+nms_per_image = _refuse(
+    "nms_per_image", "it has no ONNX translation yet; export a loop of detops.nms / batched_nms over the images"
+)
 
 
 def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for this package's ops."""
-    return {torch.ops.detops.nms.default: nms, torch.ops.detops.batched_nms.default: batched_nms}
+    ops = torch.ops.detops
+    return {
+        ops.nms.default: nms,
+        ops.batched_nms.default: batched_nms,
+        ops.soft_nms.default: soft_nms,
+        ops.batched_soft_nms.default: batched_soft_nms,
+        ops.nms_per_image.default: nms_per_image,
+    }
