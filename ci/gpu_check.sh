@@ -34,6 +34,7 @@ SANITIZE=(
   "nms test_differential.py cuda and test_nms_matches_oracle and reference"
   "roi test_roi_differential.py cuda and roi_align and not ps_roi_align and not torchvision"
   "deform test_devices.py cuda"
+  "deform_attn test_devices.py cuda"
   "fpn test_upsample_add.py cuda"
 )
 SANITIZER_ERROR_EXIT=86 # as ci/gpu_report.py's SANITIZER_ERROR_EXIT

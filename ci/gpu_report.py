@@ -258,7 +258,15 @@ def kernels(args) -> int:
 
     result: dict = {"imports": {}, "cuda": [], "no_cuda": []}
     site = os.path.realpath(args.site) if args.site else None
-    for module in ("detops_core", "detops_nms", "detops_roi", "detops_deform", "detops_fpn", "detops"):
+    for module in (
+        "detops_core",
+        "detops_nms",
+        "detops_roi",
+        "detops_deform",
+        "detops_deform_attn",
+        "detops_fpn",
+        "detops",
+    ):
         try:
             where = os.path.dirname(importlib.import_module(module).__file__)
         except Exception as e:

@@ -6,11 +6,12 @@
 
 Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
 ``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
-``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``).
+``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``), plus
+multi-scale deformable attention (``detops.deform_attn``), which torchvision does not have.
 :func:`use_detops` runs an existing torchvision detection model on detops.
 """
 
-from . import boxes, deform_conv, feature_pyramid_network, poolers
+from . import boxes, deform_attn, deform_conv, feature_pyramid_network, poolers
 
 # As in torchvision.ops, `detops.roi_align` etc. name the functions while the submodules of
 # the same names stay importable (`import detops.roi_align`).
@@ -20,6 +21,7 @@ from . import roi_align as _roi_align_module  # noqa: F401
 from . import roi_pool as _roi_pool_module  # noqa: F401
 from ._torchvision import use_detops
 from .boxes import batched_nms, box_area, box_convert, box_iou, clip_boxes_to_image, nms, remove_small_boxes
+from .deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attention
 from .deform_conv import DeformConv2d, deform_conv2d
 from .feature_pyramid_network import FeaturePyramidNetwork
 from .poolers import MultiScaleRoIAlign
@@ -31,6 +33,7 @@ from .roi_pool import RoIPool, roi_pool
 __all__ = [
     "DeformConv2d",
     "FeaturePyramidNetwork",
+    "MultiScaleDeformableAttention",
     "MultiScaleRoIAlign",
     "PSRoIAlign",
     "PSRoIPool",
@@ -42,9 +45,11 @@ __all__ = [
     "box_iou",
     "boxes",
     "clip_boxes_to_image",
+    "deform_attn",
     "deform_conv",
     "deform_conv2d",
     "feature_pyramid_network",
+    "multi_scale_deformable_attention",
     "nms",
     "poolers",
     "ps_roi_align",
