@@ -65,7 +65,7 @@ inline std::vector<Chunk> make_chunks(const Geometry& g, int64_t element_bytes, 
   if (per_position * P <= budget) {
     const int64_t nb = std::max<int64_t>(1, budget / (per_position * P));
     for (int64_t b0 = 0; b0 < g.batch; b0 += nb) {
-      chunks.push_back({b0, std::min(nb, g.batch - b0), 0, P});
+      chunks.push_back({b0, std::min(nb, g.batch - b0), /*p0=*/0, /*np=*/P});
     }
   } else {
     const int64_t pieces = (per_position * P + budget - 1) / budget;
@@ -234,7 +234,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     }
     if (narrow_type && need.input) torch::stable::copy_(grad_input, grad_input_acc);
     if (need.weight) torch::stable::copy_(grad_weight, torch::stable::view(gw, weight_in.sizes()));
-    torch::stable::copy_(grad_bias, torch::stable::sum(grad_out, dims({0, 2, 3}), false, acc));
+    torch::stable::copy_(grad_bias,
+                         torch::stable::sum(grad_out, dims({0, 2, 3}), /*keepdim=*/false, acc));
   });
   return {grad_input, grad_offset, grad_weight, grad_mask, grad_bias};
 }

@@ -21,9 +21,12 @@ Defined behaviour on unusual input:
   in_channels not divisible by groups or offset_groups, non-positive stride or dilation,
   negative padding, mismatched dtypes or devices).
 
-Memory: the batch is processed in chunks whose column buffer stays within 64 MiB (override
-with the environment variable ``DETOPS_DEFORM_COLUMN_BYTES``, read once); a single image
-larger than that is processed alone.
+Memory: the batch is processed in chunks whose column buffer (in_channels * kernel_h *
+kernel_w values per output position, in float32 for float16/bfloat16 inputs) stays within
+24 MiB on CPU and 256 MiB on CUDA. The environment variable ``DETOPS_DEFORM_COLUMN_BYTES``
+(a number of bytes, read once per process) overrides both. A chunk holds whole images
+while they fit; an image whose columns alone exceed the budget is processed in slices of
+its output positions.
 """
 
 import math
