@@ -7,6 +7,9 @@ import math
 
 import torch
 
+import detops_roi
+from detops_core.testing import register_op
+
 
 def _grid(extent, bins, sampling_ratio):
     if sampling_ratio > 0:
@@ -70,8 +73,12 @@ def _average(plane, samples, count, channels):
     return acc / count
 
 
+def _pair(output_size):
+    return (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+
 def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
-    ph, pw = output_size
+    ph, pw = _pair(output_size)
     c = input.shape[1]
     out = []
     for roi in rois:
@@ -85,7 +92,7 @@ def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, al
 
 
 def ps_roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1):
-    ph, pw = output_size
+    ph, pw = _pair(output_size)
     c_out = input.shape[1] // (ph * pw)
     out = []
     for roi in rois:
@@ -123,7 +130,7 @@ def _pool_bins(roi, scale, ph, pw, h, w, inclusive):
 
 
 def roi_pool(input, rois, output_size, spatial_scale=1.0):
-    ph, pw = output_size
+    ph, pw = _pair(output_size)
     n, c, h, w = input.shape
     out = []
     for roi in rois:
@@ -144,7 +151,7 @@ def roi_pool(input, rois, output_size, spatial_scale=1.0):
 
 
 def ps_roi_pool(input, rois, output_size, spatial_scale=1.0):
-    ph, pw = output_size
+    ph, pw = _pair(output_size)
     n, c, h, w = input.shape
     c_out = c // (ph * pw)
     out = []
@@ -165,4 +172,10 @@ def ps_roi_pool(input, rois, output_size, spatial_scale=1.0):
     return torch.stack(out) if out else input.new_zeros((0, c_out, ph, pw))
 
 
-REFERENCE = {"roi_align": roi_align, "roi_pool": roi_pool, "ps_roi_align": ps_roi_align, "ps_roi_pool": ps_roi_pool}
+for _name, _reference in (
+    ("roi_align", roi_align),
+    ("roi_pool", roi_pool),
+    ("ps_roi_align", ps_roi_align),
+    ("ps_roi_pool", ps_roi_pool),
+):
+    register_op(_name, detops=getattr(detops_roi, _name), reference=_reference)

@@ -21,9 +21,8 @@ import zlib
 
 import pytest
 import torch
-from test_roi_differential import H, W, channels, make_rois
+from roi_cases import MODULES, OPS, H, W, channels, make_rois, op_args, options
 
-import detops_roi
 from detops_core.testing import assert_cuda_matches_cpu, cpu_vs_cuda_tolerance, float_dtypes, requires_cuda, to_device
 
 pytestmark = requires_cuda()
@@ -95,14 +94,8 @@ CASES = [
 
 
 def _op(op, size, scale, sr, aligned):
-    ph, pw = size
-    if op == "roi_align":
-        return lambda x, r: torch.ops.detops.roi_align(x, r, scale, ph, pw, sr, aligned)
-    if op == "roi_pool":
-        return lambda x, r: torch.ops.detops.roi_pool(x, r, scale, ph, pw)
-    if op == "ps_roi_align":
-        return lambda x, r: torch.ops.detops.ps_roi_align(x, r, scale, ph, pw, sr)
-    return lambda x, r: torch.ops.detops.ps_roi_pool(x, r, scale, ph, pw)
+    forward = getattr(torch.ops.detops, op)
+    return lambda x, r: forward(*op_args(op, x, r, size, scale, sr, aligned))
 
 
 @pytest.mark.parametrize("dtype", float_dtypes())
@@ -117,7 +110,7 @@ def test_roi_op(op, size, scale, sr, aligned, dtype):
 
 @pytest.mark.parametrize("dtype", float_dtypes())
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
-@pytest.mark.parametrize("op", ["roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool"])
+@pytest.mark.parametrize("op", OPS)
 def test_roi_op_layouts(op, layout, dtype):
     """Non-contiguous feature maps and RoIs: the CUDA kernels index through strides."""
     g = torch.Generator().manual_seed(17)
@@ -147,14 +140,6 @@ def test_multi_level_roi_align(sr, aligned, dtype):
     _compare(fn, [feats, rois, levels], dtype, TOLERANCE["multi_level_roi_align"], 23)
 
 
-MODULES = {
-    "roi_align": lambda: detops_roi.RoIAlign((2, 2), 0.5, -1, True),
-    "roi_pool": lambda: detops_roi.RoIPool((2, 2), 0.5),
-    "ps_roi_align": lambda: detops_roi.PSRoIAlign((2, 2), 0.5, 2),
-    "ps_roi_pool": lambda: detops_roi.PSRoIPool((2, 2), 0.5),
-}
-
-
 @pytest.mark.parametrize("dtype", float_dtypes())
 @pytest.mark.parametrize("op", sorted(MODULES))
 def test_modules_and_box_lists(op, dtype):
@@ -163,5 +148,6 @@ def test_modules_and_box_lists(op, dtype):
     x = torch.randn(2, 8, H, W, generator=g).to(dtype).requires_grad_()
     rois = _rois(2, 0.5, 29)
     boxes = [rois[rois[:, 0] == i, 1:].to(dtype) for i in range(2)]
-    module = MODULES[op]()
+    # roi_align adaptive and aligned, ps_roi_align with 2 x 2 samples: both sampling paths.
+    module = MODULES[op](**options(op, (2, 2), 0.5, -1 if op == "roi_align" else 2, True))
     _compare(lambda t, *b: module(t, list(b)), [x, *boxes], dtype, TOLERANCE[op], 29)

@@ -42,6 +42,7 @@ import zlib
 
 import pytest
 import torch
+from roi_cases import backward_args, op_args
 
 from detops_core.testing import cpu_vs_cuda_tolerance, emulated_launches, float_dtypes, require_emulated_ops
 
@@ -134,37 +135,24 @@ def assert_exact(got, expected):
     torch.testing.assert_close(got, expected, rtol=0, atol=0, equal_nan=True)
 
 
-# ---------------------------------------------------------------------------------- ops
-# Each returns (output, input gradient) of one implementation (`ops`: cpu or emulated).
+def forward_backward(ops, op, x, rois, grad_of, size=(2, 3), scale=0.5, sr=-1, aligned=True):
+    """(output, argmax or None, input gradient) of `op` in `ops` (cpu or emulated);
+    grad_of(out) is the output gradient."""
+    result = getattr(ops, op)(*op_args(op, x, rois, size, scale, sr, aligned, ops=ops))
+    out, argmax = result if op == "roi_pool" else (result, None)
+    args = backward_args(op, grad_of(out), rois, x.shape, size, scale, sr, aligned, argmax=argmax, ops=ops)
+    return out, argmax, getattr(ops, f"_{op}_backward")(*args)
 
 
-def roi_align(ops, x, rois, grad_kind, g, scale, sr, aligned, size=(2, 3)):
-    out = ops.roi_align(x, rois, scale, *size, sr, aligned)
-    grad = grad_like(g, out, grad_kind)
-    gi = ops._roi_align_backward(grad, rois, scale, *size, *x.shape, sr, aligned)
-    return out, gi
-
-
-def ps_roi_align(ops, x, rois, grad_kind, g, scale, sr, size=(2, 3)):
-    out = ops.ps_roi_align(x, rois, scale, *size, sr)
-    grad = grad_like(g, out, grad_kind)
-    gi = ops._ps_roi_align_backward(grad, rois, scale, *size, sr, *x.shape)
-    return out, gi
-
-
-def ps_roi_pool(ops, x, rois, grad_kind, g, scale, size=(2, 3)):
-    out = ops.ps_roi_pool(x, rois, scale, *size)
-    grad = grad_like(g, out, grad_kind)
-    gi = ops._ps_roi_pool_backward(grad, rois, scale, *size, *x.shape)
-    return out, gi
-
-
-def compare(emu, fn, x, rois, dtype, key, exact_forward=False, **kw):
-    """fn on both devices with the same gradient: the forward exact or within the
+def compare(emu, op, x, rois, dtype, key, exact_forward=False, **kw):
+    """`op` on both devices with the same gradient: the forward exact or within the
     tolerance, the backward within the tolerance."""
     grad_kind = LAYOUTS[zlib.crc32(repr(key).encode()) % 3]
-    out_c, gi_c = fn(cpu, x, rois, grad_kind, seed("grad", key), **kw)
-    out_e, gi_e = fn(emu, x, rois, grad_kind, seed("grad", key), **kw)
+    results = []
+    for ops in (cpu, emu):
+        g = seed("grad", key)
+        results.append(forward_backward(ops, op, x, rois, lambda out, g=g: grad_like(g, out, grad_kind), **kw))
+    (out_c, _, gi_c), (out_e, _, gi_e) = results
     (assert_exact if exact_forward else lambda a, b: assert_close(a, b, dtype))(out_e, out_c)
     assert_close(gi_e, gi_c, dtype)
     return out_c
@@ -180,7 +168,7 @@ def test_roi_align(emu, dtype, scale, aligned, sr, kind):
     g = seed(key)
     x = inputs(g, dtype, kind)
     rois = boxes(g, scale).to(dtype)
-    out = compare(emu, roi_align, x, rois, dtype, key, scale=scale, sr=sr, aligned=aligned)
+    out = compare(emu, "roi_align", x, rois, dtype, key, scale=scale, sr=sr, aligned=aligned)
     assert out.abs().sum() > 0  # the random boxes pool something
 
 
@@ -213,7 +201,7 @@ def test_ps_roi_align(emu, dtype, sr, kind):
     g = seed(key)
     x = inputs(g, dtype, kind, c=2 * 6)
     rois = boxes(g, 0.5).to(dtype)
-    compare(emu, ps_roi_align, x, rois, dtype, key, scale=0.5, sr=sr)
+    compare(emu, "ps_roi_align", x, rois, dtype, key, scale=0.5, sr=sr)
 
 
 @pytest.mark.parametrize("kind", LAYOUTS)
@@ -224,7 +212,7 @@ def test_ps_roi_pool(emu, dtype, scale, kind):
     g = seed(key)
     x = inputs(g, dtype, kind, c=2 * 6)
     rois = boxes(g, scale).to(dtype)
-    compare(emu, ps_roi_pool, x, rois, dtype, key, exact_forward=True, scale=scale)
+    compare(emu, "ps_roi_pool", x, rois, dtype, key, exact_forward=True, scale=scale)
 
 
 LEVEL_SHAPES = [(11, 13), (6, 7), (3, 4)]
@@ -286,13 +274,8 @@ def test_no_rois_and_empty_maps(emu, dtype):
     rois = boxes(seed("empty"), 1.0).to(dtype)
     for h, w in ((0, W), (H, 0)):
         x = torch.randn(N, 12, h, w).to(dtype)
-        for name, fn, kw in (
-            ("roi_align", roi_align, {"scale": 1.0, "sr": -1, "aligned": True}),
-            ("ps_roi_align", ps_roi_align, {"scale": 1.0, "sr": 2}),
-            ("ps_roi_pool", ps_roi_pool, {"scale": 1.0}),
-        ):
-            key = (name, h, w)
-            out = compare(emu, fn, x, rois, dtype, key, exact_forward=True, **kw)
+        for name, sr in (("roi_align", -1), ("ps_roi_align", 2), ("ps_roi_pool", -1)):
+            out = compare(emu, name, x, rois, dtype, (name, h, w), exact_forward=True, scale=1.0, sr=sr)
             assert torch.count_nonzero(out) == 0
         out_c, arg_c = cpu.roi_pool(x, rois, 1.0, 2, 3)
         out_e, arg_e = emu.roi_pool(x, rois, 1.0, 2, 3)
@@ -307,27 +290,18 @@ BAD_ROWS = [1, 4, 7]
 ALL_OPS = ["roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_level_roi_align"]
 
 
-def forward_backward(ops, op, x, rois, grad_of):
-    """(output, argmax or None, input gradient) of `op`; grad_of(out) is the gradient."""
+def forward_backward_any(ops, op, x, rois, grad_of):
+    """forward_backward for every op of ALL_OPS; multi_level_roi_align's gradient is its
+    levels' gradients, flattened and concatenated."""
+    if op != "multi_level_roi_align":
+        return forward_backward(ops, op, x, rois, grad_of, sr=-1 if op == "roi_align" else 2)
     n, c, h, w = x.shape
-    if op == "roi_align":
-        out = ops.roi_align(x, rois, 0.5, 2, 3, -1, True)
-        return out, None, ops._roi_align_backward(grad_of(out), rois, 0.5, 2, 3, n, c, h, w, -1, True)
-    if op == "roi_pool":
-        out, arg = ops.roi_pool(x, rois, 0.5, 2, 3)
-        return out, arg, ops._roi_pool_backward(grad_of(out), rois, arg, 0.5, 2, 3, n, c, h, w)
-    if op == "multi_level_roi_align":
-        feats = [x, x[:, :, ::2, ::2].contiguous()]
-        levels = torch.arange(rois.shape[0]) % 2
-        out = ops.multi_level_roi_align(feats, [0.5, 0.25], rois, levels, 2, 3, 2, False)
-        hs, ws = [f.shape[2] for f in feats], [f.shape[3] for f in feats]
-        gis = ops._multi_level_roi_align_backward(grad_of(out), rois, levels, [0.5, 0.25], hs, ws, n, c, 2, 3, 2, False)
-        return out, None, torch.cat([gi.flatten() for gi in gis])
-    if op == "ps_roi_align":
-        out = ops.ps_roi_align(x, rois, 0.5, 2, 3, 2)
-        return out, None, ops._ps_roi_align_backward(grad_of(out), rois, 0.5, 2, 3, 2, n, c, h, w)
-    out = ops.ps_roi_pool(x, rois, 0.5, 2, 3)
-    return out, None, ops._ps_roi_pool_backward(grad_of(out), rois, 0.5, 2, 3, n, c, h, w)
+    feats = [x, x[:, :, ::2, ::2].contiguous()]
+    levels = torch.arange(rois.shape[0]) % 2
+    out = ops.multi_level_roi_align(feats, [0.5, 0.25], rois, levels, 2, 3, 2, False)
+    hs, ws = [f.shape[2] for f in feats], [f.shape[3] for f in feats]
+    gis = ops._multi_level_roi_align_backward(grad_of(out), rois, levels, [0.5, 0.25], hs, ws, n, c, 2, 3, 2, False)
+    return out, None, torch.cat([gi.flatten() for gi in gis])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
@@ -346,17 +320,17 @@ def test_invalid_batch_index(emu, op, bad, dtype):
 
     # CPU: raises, naming the first bad row.
     with pytest.raises(RuntimeError, match=r"rois\[1, 0\] is the batch index of RoI 1 and must be an integer"):
-        forward_backward(cpu, op, x, rois, grad_of)
+        forward_backward_any(cpu, op, x, rois, grad_of)
 
     # CUDA: the bad rows are zero (argmax -1) and send no gradient. The expectation is the
     # CPU on the same RoIs with the bad rows moved to image 0 and given a zero gradient.
-    out_e, arg_e, gi_e = forward_backward(emu, op, x, rois, grad_of)
+    out_e, arg_e, gi_e = forward_backward_any(emu, op, x, rois, grad_of)
     assert torch.count_nonzero(out_e[~keep]) == 0
     if arg_e is not None:
         assert (arg_e[~keep] == -1).all()
     valid = rois.clone()
     valid[~keep, 0] = 0
-    out_c, arg_c, gi_c = forward_backward(cpu, op, x, valid, lambda out: grad_of(out) * keep[:, None, None, None])
+    out_c, arg_c, gi_c = forward_backward_any(cpu, op, x, valid, lambda out: grad_of(out) * keep[:, None, None, None])
     if op in ("roi_pool", "ps_roi_pool"):
         assert_exact(out_e[keep], out_c[keep])
     else:

@@ -4,10 +4,20 @@ repeatability of the RoI ops."""
 import pytest
 import roi_reference
 import torch
-from test_roi_differential import OPS, ORACLES, call, channels, make_rois, tv_ops
+from roi_cases import MODULES, OPS, box_list, channels, make_rois, op_args, options
 
 import detops_roi
-from detops_core.testing import devices
+from detops_core.testing import (
+    assert_autocast_float32,
+    assert_compiles,
+    assert_exports,
+    assert_opcheck,
+    assert_scripts,
+    call,
+    devices,
+    oracles,
+    torchvision_ops,
+)
 
 H, W = 9, 10
 
@@ -25,14 +35,6 @@ def _nondet_tol(device):
     return 0.0 if device == "cpu" else 1e-12
 
 
-def _op_args(op, x, rois, size=2, scale=0.5, sr=2, aligned=True):
-    if op == "roi_align":
-        return (x, rois, scale, size, size, sr, aligned)
-    if op == "ps_roi_align":
-        return (x, rois, scale, size, size, sr)
-    return (x, rois, scale, size, size)
-
-
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("device", devices())
 def test_gradcheck_float64(op, device):
@@ -41,7 +43,7 @@ def test_gradcheck_float64(op, device):
     x.requires_grad_()
 
     def fn(t):
-        return call(op, "detops", t, rois, 2, 0.5, -1, True)
+        return call(op, "detops", t, rois, **options(op, 2, 0.5, -1, True))
 
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5, nondet_tol=_nondet_tol(device))
 
@@ -51,7 +53,7 @@ def test_gradcheck_float64(op, device):
 def test_opcheck(op, device):
     x, rois = _inputs(op, torch.float32, device=device)
     x.requires_grad_()
-    torch.library.opcheck(getattr(torch.ops.detops, op).default, _op_args(op, x, rois))
+    assert_opcheck(getattr(torch.ops.detops, op).default, op_args(op, x, rois, (2, 2), 0.5, 2, True))
 
 
 @pytest.mark.parametrize("device", devices())
@@ -61,9 +63,7 @@ def test_opcheck_multi_level(device):
     feats = [f.to(device).requires_grad_() for f in feats]
     rois = make_rois(2, 0.5, g, torch.float32).to(device)
     levels = (torch.arange(rois.shape[0]) % 2).to(device)
-    torch.library.opcheck(
-        torch.ops.detops.multi_level_roi_align.default, (feats, [0.5, 0.25], rois, levels, 3, 2, 2, True)
-    )
+    assert_opcheck(torch.ops.detops.multi_level_roi_align.default, (feats, [0.5, 0.25], rois, levels, 3, 2, 2, True))
 
 
 @pytest.mark.parametrize("device", devices())
@@ -81,24 +81,17 @@ def test_double_backward_raises(device):
 @pytest.mark.parametrize("device", devices())
 def test_scripted_function_and_module(op, device):
     x, rois = _inputs(op, torch.float32, device=device)
-    fn = torch.jit.script(getattr(detops_roi, op))
-    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    kw = options(op, (2, 2), 0.5, 2, True)
     order = torch.argsort(rois[:, 0], stable=True)
-    expected = call(op, "detops", x, rois, (2, 2), 0.5, 2, True)
-    module = {
-        "roi_align": lambda: detops_roi.RoIAlign(2, 0.5, 2, True),
-        "roi_pool": lambda: detops_roi.RoIPool((2, 2), 0.5),
-        "ps_roi_align": lambda: detops_roi.PSRoIAlign(2, 0.5, 2),
-        "ps_roi_pool": lambda: detops_roi.PSRoIPool(2, 0.5),
-    }[op]()
-    scripted = torch.jit.script(module)
-    torch.testing.assert_close(scripted(x, rois), expected)
-    torch.testing.assert_close(scripted(x, boxes), expected[order])
-    extra = (2, True) if op == "roi_align" else ((2,) if op == "ps_roi_align" else ())
-    torch.testing.assert_close(fn(x, rois, [2, 2], 0.5, *extra), expected)
+    expected = call(op, "detops", x, rois, **kw)
+    module = MODULES[op](**kw)
+    assert_scripts(module, (x, rois), expected)
+    assert_scripts(module, (x, box_list(rois, 2)), expected[order])
+    fn = getattr(detops_roi, op)
+    assert_scripts(fn, (x, rois, *kw.values()), expected)
 
 
-@pytest.mark.parametrize("oracle", ORACLES)
+@pytest.mark.parametrize("oracle", oracles("roi_align"))
 def test_module_repr(oracle):
     modules = [
         ("RoIAlign", (7, 0.25, 2, True)),
@@ -116,7 +109,7 @@ def test_module_repr(oracle):
     }
     for i, (name, args) in enumerate(modules):
         ours = repr(getattr(detops_roi, name)(*args))
-        theirs = repr(getattr(tv_ops, name)(*args)) if oracle == "torchvision" else expected["reference"][i]
+        theirs = repr(getattr(torchvision_ops(), name)(*args)) if oracle == "torchvision" else expected["reference"][i]
         assert ours == theirs
 
 
@@ -132,15 +125,8 @@ def test_compile_fullgraph_forward_backward(device):
             + detops_roi.ps_roi_pool(t, r, 2, 0.5).sum()
         )
 
-    x1 = x.clone().requires_grad_()
-    x2 = x.clone().requires_grad_()
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    c = compiled(x1, rois)
-    e = f(x2, rois)
-    torch.testing.assert_close(c, e)
-    c.backward()
-    e.backward()
-    torch.testing.assert_close(x1.grad, x2.grad)
+    tol = dict(rtol=1.3e-6, atol=1e-5)  # torch.testing's float32 defaults: aot_eager may reorder the sums
+    assert_compiles(f, (x.requires_grad_(), rois), backward=True, backend="aot_eager", **tol)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -151,11 +137,9 @@ def test_compile_inductor_and_export(device):
         def forward(self, t, r):
             return detops_roi.roi_align(t, r, 3, 0.5, -1, False) * 2
 
-    m = M()
-    compiled = torch.compile(m, fullgraph=True)
-    torch.testing.assert_close(compiled(x, rois), m(x, rois))
-    exported = torch.export.export(m, (x, rois))
-    torch.testing.assert_close(exported.module()(x, rois), m(x, rois))
+    tol = dict(rtol=1.3e-6, atol=1e-5)  # torch.testing's float32 defaults: inductor may fuse the * 2
+    assert_compiles(M(), (x, rois), **tol)
+    assert_exports(M(), (x, rois), **tol)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -200,7 +184,7 @@ def test_backward_bitwise_repeatable(op):
         for n in (threads, 1, threads):
             torch.set_num_threads(n)
             xg = x.clone().requires_grad_()
-            out = call(op, "detops", xg, rois, 3, 1.0, -1, True)
+            out = call(op, "detops", xg, rois, **options(op, 3, 1.0, -1, True))
             grads.append(torch.autograd.grad(out, xg, torch.ones_like(out))[0])
     finally:
         torch.set_num_threads(threads)
@@ -212,14 +196,15 @@ def test_backward_bitwise_repeatable(op):
 def test_empty_rois_and_empty_maps(op, device):
     x, rois = _inputs(op, torch.float32, device=device)
     xg = x.clone().requires_grad_()
-    out = call(op, "detops", xg, rois[:0], 2, 0.5, 2, True)
+    kw = options(op, 2, 0.5, 2, True)
+    out = call(op, "detops", xg, rois[:0], **kw)
     assert out.shape == (0, x.shape[1] // (4 if op.startswith("ps_") else 1), 2, 2)
     out.sum().backward()
     assert torch.equal(xg.grad, torch.zeros_like(x))
-    assert call(op, "detops", x, [], 2, 0.5, 2, True).shape[0] == 0
+    assert call(op, "detops", x, [], **kw).shape[0] == 0
     for shape in ((2, x.shape[1], 0, W), (2, x.shape[1], H, 0)):
         e = torch.zeros(shape, device=device, requires_grad=True)
-        out = call(op, "detops", e, rois, 2, 0.5, -1, True)
+        out = call(op, "detops", e, rois, **options(op, 2, 0.5, -1, True))
         assert out.shape[0] == rois.shape[0] and torch.equal(out, torch.zeros_like(out))
         out.sum().backward()
         assert e.grad.shape == e.shape
@@ -243,18 +228,18 @@ def test_non_finite_and_huge_boxes(op, device):
         device=device,
     )
     for sr in (-1, 2):
+        kw = options(op, 2, 0.5, sr, True)
         xg = x.clone().requires_grad_()
-        out = call(op, "detops", xg, rois, 2, 0.5, sr, True)
+        out = call(op, "detops", xg, rois, **kw)
         # Non-finite boxes pool to 0; the finite ones give finite values.
         assert torch.equal(out[:4], torch.zeros_like(out[:4]))
         assert torch.isfinite(out).all()
         out.sum().backward()
         assert torch.isfinite(xg.grad).all()
-        torch.testing.assert_close(out[6:], call(op, "detops", x, rois[6:], 2, 0.5, sr, True))
+        torch.testing.assert_close(out[6:], call(op, "detops", x, rois[6:], **kw))
 
 
-@pytest.mark.parametrize("oracle", ORACLES)
-@pytest.mark.parametrize("op", ["roi_align", "ps_roi_align"])
+@pytest.mark.parametrize("oracle,op", [(oracle, op) for op in ("roi_align", "ps_roi_align") for oracle in oracles(op)])
 @pytest.mark.parametrize("device", devices())
 def test_large_adaptive_grid(oracle, op, device):
     """Boxes several times the map with adaptive sampling: grids of dozens of samples per
@@ -267,20 +252,18 @@ def test_large_adaptive_grid(oracle, op, device):
         device=device,
     )
     for aligned in (False, True):
-        ours = call(op, "detops", x, rois, 1, 1.0, -1, aligned)
-        theirs = call(op, oracle, x, rois, 1, 1.0, -1, aligned)
+        kw = options(op, 1, 1.0, -1, aligned)
+        ours = call(op, "detops", x, rois, **kw)
+        theirs = call(op, oracle, x, rois, **kw)
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("device", devices())
 def test_autocast_computes_in_float32(device):
     x, rois = _inputs("roi_align", torch.float32, device=device)
-    with torch.autocast(device, dtype=torch.bfloat16):
-        out = detops_roi.roi_align(x.bfloat16(), rois, 2, 0.5, 2, True)  # float32 boxes
-        pooled, _ = torch.ops.detops.roi_pool(x.bfloat16(), rois, 0.5, 2, 2)
-    assert out.dtype == torch.bfloat16 and pooled.dtype == torch.bfloat16
-    expected = detops_roi.roi_align(x.bfloat16().float(), rois, 2, 0.5, 2, True).bfloat16()
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # The boxes stay float32 while the features are bfloat16: autocast must reconcile them.
+    assert_autocast_float32(lambda t: detops_roi.roi_align(t, rois, 2, 0.5, 2, True), [x], device, torch.bfloat16)
+    assert_autocast_float32(lambda t: torch.ops.detops.roi_pool(t, rois, 0.5, 2, 2), [x], device, torch.bfloat16)
 
 
 def test_reference_sanity():

@@ -1,24 +1,21 @@
 """Bad input raises a RuntimeError naming the argument, never crashes."""
 
 import pytest
+import roi_reference  # noqa: F401  (registers the ops for call())
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from roi_cases import OPS, backward_args, op_args, options
 
 import detops_roi
-from detops_core.testing import devices, requires_cuda
+from detops_core.testing import assert_fake_raises_like_native, call, devices, requires_cuda
 
-OPS = ["roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool"]
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run(op, x, boxes, size=2, scale=1.0, sr=-1):
-    fn = getattr(detops_roi, op)
-    if op == "roi_align":
-        return fn(x, boxes, size, scale, sr, True)
-    if op == "ps_roi_align":
-        return fn(x, boxes, size, scale, sr)
-    return fn(x, boxes, size, scale)
+def run(op, x, boxes, size=2, sr=-1):
+    """detops_roi.<op> with the options every case here shares."""
+    return call(op, "detops", x, boxes, **options(op, size, 1.0, sr, True))
 
 
 def good(op, device="cpu"):
@@ -119,7 +116,7 @@ def test_ps_channels(device, op, c, size):
 def test_sampling_ratio_too_large(device, op, sr):
     x, rois = good(op, device)
     with pytest.raises(RuntimeError, match="sampling_ratio"):
-        run(op, x, rois, 2, 1.0, sr)
+        run(op, x, rois, 2, sr)
 
 
 @pytest.mark.parametrize("op", ["roi_align", "ps_roi_align"])
@@ -128,7 +125,7 @@ def test_sampling_ratio_too_large(device, op, sr):
 def test_sampling_ratio_type(op, sr, device):
     x, rois = good(op, device)
     with pytest.raises(RuntimeError, match="sampling_ratio"):
-        run(op, x, rois, 2, 1.0, sr)
+        run(op, x, rois, 2, sr)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -230,22 +227,14 @@ def test_mixed_devices_name_both(op, on_cpu):
 def test_backward_ops_mixed_devices_name_both(op):
     x, rois = good(op, "cuda")
     grad = torch.ones_like(run(op, x, rois))
-    n, c, h, w = x.shape
-    backward = {
-        "roi_align": lambda g, r: torch.ops.detops._roi_align_backward(g, r, 1.0, 2, 2, n, c, h, w, -1, True),
-        "ps_roi_align": lambda g, r: torch.ops.detops._ps_roi_align_backward(g, r, 1.0, 2, 2, -1, n, c, h, w),
-        "ps_roi_pool": lambda g, r: torch.ops.detops._ps_roi_pool_backward(g, r, 1.0, 2, 2, n, c, h, w),
-        "roi_pool": lambda g, r: torch.ops.detops._roi_pool_backward(
-            g, r, torch.zeros(g.shape, dtype=torch.int32, device=g.device), 1.0, 2, 2, n, c, h, w
-        ),
-    }[op]
+    argmax = torch.zeros(grad.shape, dtype=torch.int32, device="cuda")
+    backward = getattr(torch.ops.detops, f"_{op}_backward")
     for g, r in ((grad, rois.cpu()), (grad.cpu(), rois)):
         with pytest.raises(RuntimeError, match=MIXED):
-            backward(g, r)
+            backward(*backward_args(op, g, r, x.shape, argmax=argmax))
     if op == "roi_pool":
-        argmax = torch.zeros(grad.shape, dtype=torch.int32)  # on the CPU, grad on CUDA
         with pytest.raises(RuntimeError, match=r"grad and argmax " + MIXED):
-            torch.ops.detops._roi_pool_backward(grad, rois, argmax, 1.0, 2, 2, n, c, h, w)
+            backward(*backward_args(op, grad, rois, x.shape, argmax=argmax.cpu()))
 
 
 @requires_cuda()
@@ -266,3 +255,86 @@ def test_messages_name_the_right_argument():
     maps = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4, dtype=torch.float64)]
     with pytest.raises(RuntimeError, match=r"features\[0\] and features\[1\] must have the same dtype"):
         detops_roi.multi_level_roi_align(maps, rois, torch.tensor([0]), 2, [1.0, 0.5])
+
+
+def _bad_calls():
+    """(op, args) the native checks reject before reading any data: shapes, dtypes, sizes."""
+    x = torch.randn(2, 8, 6, 6)
+    rois = torch.tensor([[0, 1.0, 1.0, 4.0, 4.0], [1, 0.0, 0.0, 5.0, 3.0]])
+    # A plane of 2^31 elements that takes no memory (roi_pool's argmax is an int32 offset).
+    huge_plane = torch.zeros(1, 1, 1, 1).expand(2, 1, 2**16, 2**15)
+    calls = []
+    for op in OPS:
+        forward = getattr(torch.ops.detops, op).default
+        bad = {
+            "input 3-D": op_args(op, x[0], rois),
+            "input int64": op_args(op, x.long(), rois.long()),
+            "rois [K, 4]": op_args(op, x, rois[:, :4]),
+            "rois 1-D": op_args(op, x, rois[0]),
+            "rois float64": op_args(op, x, rois.double()),
+            "output_size 0": op_args(op, x, rois, (0, 2)),
+            "output_size negative": op_args(op, x, rois, (2, -3)),
+            "output_size overflows": op_args(op, x, rois, (2**62, 4)),
+        }
+        if "align" in op:
+            bad["sampling_ratio too large"] = op_args(op, x, rois, sampling_ratio=1025)
+        if op.startswith("ps_"):
+            bad["channels not divisible"] = op_args(op, x, rois, (3, 3))
+        if op == "roi_pool":
+            bad["plane of 2^31"] = op_args(op, huge_plane, rois)
+        calls += [pytest.param(forward, args, id=f"{op}-{what}") for what, args in bad.items()]
+
+        backward = getattr(torch.ops.detops, f"_{op}_backward").default
+        c_out = 2 if op.startswith("ps_") else 8
+        grad = torch.randn(2, c_out, 2, 2)
+        argmax = torch.zeros(grad.shape, dtype=torch.int32)
+        bad = {
+            "grad shape": backward_args(op, grad[:1], rois, x.shape, argmax=argmax[:1]),
+            "grad int64": backward_args(op, grad.long(), rois.long(), x.shape, argmax=argmax),
+            "grad and rois dtypes": backward_args(op, grad, rois.double(), x.shape, argmax=argmax),
+            "rois [K, 4]": backward_args(op, grad, rois[:, :4], x.shape, argmax=argmax),
+            "negative batch size": backward_args(op, grad, rois, (-1, 8, 6, 6), argmax=argmax),
+            "output_size 0": backward_args(op, grad, rois, x.shape, (2, 0), argmax=argmax),
+        }
+        if "align" in op:
+            bad["sampling_ratio too large"] = backward_args(op, grad, rois, x.shape, sampling_ratio=1025)
+        if op.startswith("ps_"):
+            bad["channels not divisible"] = backward_args(op, grad, rois, (2, 7, 6, 6))
+        if op == "roi_pool":
+            bad["argmax int64"] = backward_args(op, grad, rois, x.shape, argmax=argmax.long())
+            bad["argmax shape"] = backward_args(op, grad, rois, x.shape, argmax=argmax[:, :1])
+        calls += [pytest.param(backward, args, id=f"_{op}_backward-{what}") for what, args in bad.items()]
+
+    feats, rois, levels = _multi_level_case("cpu")
+    forward = torch.ops.detops.multi_level_roi_align.default
+    bad = {
+        "no features": ([], [], rois, levels, 2, 2, -1, True),
+        "output_size 0": (feats, [1.0, 0.5], rois, levels, 0, 2, -1, True),
+        "sampling_ratio too large": (feats, [1.0, 0.5], rois, levels, 2, 2, 1025, True),
+        "one scale for two maps": (feats, [1.0], rois, levels, 2, 2, -1, True),
+        "features[1] 3-D": ([feats[0], feats[1][0]], [1.0, 0.5], rois, levels, 2, 2, -1, True),
+        "features[1] int64": ([feats[0], feats[1].long()], [1.0, 0.5], rois, levels, 2, 2, -1, True),
+        "features[1] channels": ([feats[0], feats[1][:, :2]], [1.0, 0.5], rois, levels, 2, 2, -1, True),
+        "features[1] float64": ([feats[0], feats[1].double()], [1.0, 0.5], rois, levels, 2, 2, -1, True),
+        "rois float64": (feats, [1.0, 0.5], rois.double(), levels, 2, 2, -1, True),
+        "levels shape": (feats, [1.0, 0.5], rois, levels[:1], 2, 2, -1, True),
+        "levels int32": (feats, [1.0, 0.5], rois, levels.int(), 2, 2, -1, True),
+    }
+    calls += [pytest.param(forward, args, id=f"multi_level_roi_align-{what}") for what, args in bad.items()]
+    backward = torch.ops.detops._multi_level_roi_align_backward.default
+    grad = torch.randn(2, 3, 2, 2)
+    bad = {
+        "two heights for one scale": (grad, rois, levels, [1.0], [8, 4], [8], 2, 3, 2, 2, -1, True),
+        "grad shape": (grad[:, :1], rois, levels, [1.0, 0.5], [8, 4], [8, 4], 2, 3, 2, 2, -1, True),
+        "negative height": (grad, rois, levels, [1.0, 0.5], [8, -4], [8, 4], 2, 3, 2, 2, -1, True),
+        "levels int32": (grad, rois, levels.int(), [1.0, 0.5], [8, 4], [8, 4], 2, 3, 2, 2, -1, True),
+    }
+    calls += [pytest.param(backward, args, id=f"_multi_level_roi_align_backward-{what}") for what, args in bad.items()]
+    return calls
+
+
+# torch.compile and torch.export run the fake kernels, not the native checks: a bad call
+# must fail there with the native op's error, word for word.
+@pytest.mark.parametrize("op,args", _bad_calls())
+def test_fake_kernel_raises_like_native(op, args):
+    assert_fake_raises_like_native(op, args)

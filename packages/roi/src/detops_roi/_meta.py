@@ -10,34 +10,59 @@ import torch
 
 from detops_core.autocast import register_autocast_float32
 from detops_core.autograd import forbid_double_backward, register_autograd
+from detops_core.messages import check_dim, check_floating, check_same_device, check_same_dtype, dtype_name, shape_str
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
 _lib = torch.ops.detops
 
 
-def _check_rois(op, input, rois):
-    torch._check(
-        input.dim() == 4, lambda: f"{op}: input must be a 4-D tensor [N, C, H, W], got shape {list(input.shape)}"
-    )
+# The fake kernels check what the C++ entry points check (csrc/roi_checks.h,
+# csrc/level_checks.h), in the same order and in the same words: under torch.compile and
+# torch.export a bad call then fails as it would eagerly. Data (batch indices, levels) is
+# checked by the native ops only.
+
+_MAX_SAMPLING_RATIO = 1024  # roi_checks.h's kMaxSamplingRatio
+# Feature maps one multi_level_roi_align call takes, per device (the CUDA kernel passes
+# them by value; the CPU has no limit): the Backend::kMaxLevels of roi_cpu.h / roi_cuda.cuh.
+_MAX_LEVELS = {"cuda": 8}
+_NO_LIMIT = 2**64 - 1  # how the CPU's size_t limit prints
+
+
+def _check_input(op, input):
+    check_dim(op, "input", input, 4, "[N, C, H, W]")
+    check_floating(op, "input", input)
+
+
+def _check_rois(op, like_name, like, rois):
     torch._check(
         rois.dim() == 2 and rois.shape[1] == 5,
-        lambda: f"{op}: rois must be a 2-D tensor of shape [K, 5], got shape {list(rois.shape)}",
+        lambda: (
+            f"{op}: rois must be a 2-D tensor of shape [K, 5] holding (batch index, x1, y1, x2, y2), "
+            f"got shape {shape_str(rois)}"
+        ),
     )
-    torch._check(
-        input.dtype == rois.dtype,
-        lambda: f"{op}: input and rois must have the same dtype, got {input.dtype} and {rois.dtype}",
-    )
+    check_same_dtype(op, like_name, like, "rois", rois)
     # A meta tensor next to a CPU one dispatches here too: without this check the call
     # would return an uninitialised tensor on the other device.
+    check_same_device(op, like_name, like, "rois", rois)
+
+
+def _check_output_size(op, ph, pw):
     torch._check(
-        input.device == rois.device,
-        lambda: f"{op}: input and rois must be on the same device, got {input.device} and {rois.device}",
+        ph >= 1 and pw >= 1,
+        lambda: f"{op}: output_size (pooled_height, pooled_width) must be at least 1, got ({ph}, {pw})",
     )
+    torch._check(ph * pw < 2**63, lambda: f"{op}: output_size ({ph}, {pw}) has more than 2^63 - 1 bins")
 
 
-def _check_size(op, ph, pw):
-    torch._check(ph >= 1 and pw >= 1, lambda: f"{op}: output_size must be at least 1, got ({ph}, {pw})")
+def _check_sampling_ratio(op, sampling_ratio):
+    torch._check(
+        sampling_ratio <= _MAX_SAMPLING_RATIO,
+        lambda: (
+            f"{op}: sampling_ratio must be <= 0 (adaptive) or between 1 and {_MAX_SAMPLING_RATIO}, got {sampling_ratio}"
+        ),
+    )
 
 
 def _ps_channels(op, channels, ph, pw):
@@ -48,82 +73,165 @@ def _ps_channels(op, channels, ph, pw):
     return channels // (ph * pw)
 
 
+def _check_forward(op, input, rois, ph, pw, sampling_ratio=0):
+    """roi_checks.h's check_forward; returns the number of output channels."""
+    _check_input(op, input)
+    _check_rois(op, "input", input, rois)
+    _check_output_size(op, ph, pw)
+    _check_sampling_ratio(op, sampling_ratio)
+    if op.startswith("detops.ps_"):
+        return _ps_channels(op, input.shape[1], ph, pw)
+    return input.shape[1]
+
+
+def _check_backward(op, grad, rois, ph, pw, sampling_ratio, batch, channels, height, width):
+    """roi_checks.h's check_backward."""
+    _check_output_size(op, ph, pw)
+    _check_sampling_ratio(op, sampling_ratio)
+    torch._check(
+        batch >= 0 and channels >= 0 and height >= 0 and width >= 0,
+        lambda: f"{op}: input sizes must be non-negative, got [{batch}, {channels}, {height}, {width}]",
+    )
+    grad_channels = _ps_channels(op, channels, ph, pw) if op.startswith("detops._ps_") else channels
+    _check_rois(op, "grad", grad, rois)
+    expected = [rois.shape[0], grad_channels, ph, pw]
+    torch._check(
+        grad.dim() == 4 and list(grad.shape) == expected,
+        lambda: f"{op}: grad must have shape [{', '.join(map(str, expected))}], got {shape_str(grad)}",
+    )
+    check_floating(op, "grad", grad)
+    return grad.new_empty((batch, channels, height, width))
+
+
 # ----------------------------------------------------------------------------- fake kernels
 
 
 @torch.library.register_fake("detops::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    _check_rois("detops.roi_align", input, rois)
-    _check_size("detops.roi_align", pooled_height, pooled_width)
-    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+    c = _check_forward("detops.roi_align", input, rois, pooled_height, pooled_width, sampling_ratio)
+    return input.new_empty((rois.shape[0], c, pooled_height, pooled_width))
 
 
 @torch.library.register_fake("detops::roi_pool")
 def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
-    _check_rois("detops.roi_pool", input, rois)
-    _check_size("detops.roi_pool", pooled_height, pooled_width)
-    shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
+    op = "detops.roi_pool"
+    c = _check_forward(op, input, rois, pooled_height, pooled_width)
+    torch._check(
+        input.shape[2] * input.shape[3] < 2**31,
+        lambda: f"{op}: input planes must have fewer than 2^31 elements (argmax is int32), got {shape_str(input)}",
+    )
+    shape = (rois.shape[0], c, pooled_height, pooled_width)
     return input.new_empty(shape), input.new_empty(shape, dtype=torch.int32)
 
 
 @torch.library.register_fake("detops::ps_roi_align")
 def _ps_roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio):
-    _check_rois("detops.ps_roi_align", input, rois)
-    _check_size("detops.ps_roi_align", pooled_height, pooled_width)
-    c_out = _ps_channels("detops.ps_roi_align", input.shape[1], pooled_height, pooled_width)
+    c_out = _check_forward("detops.ps_roi_align", input, rois, pooled_height, pooled_width, sampling_ratio)
     return input.new_empty((rois.shape[0], c_out, pooled_height, pooled_width))
 
 
 @torch.library.register_fake("detops::ps_roi_pool")
 def _ps_roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
-    _check_rois("detops.ps_roi_pool", input, rois)
-    _check_size("detops.ps_roi_pool", pooled_height, pooled_width)
-    c_out = _ps_channels("detops.ps_roi_pool", input.shape[1], pooled_height, pooled_width)
+    c_out = _check_forward("detops.ps_roi_pool", input, rois, pooled_height, pooled_width)
     return input.new_empty((rois.shape[0], c_out, pooled_height, pooled_width))
+
+
+def _max_levels(t):
+    return _MAX_LEVELS.get(t.device.type, _NO_LIMIT)
 
 
 @torch.library.register_fake("detops::multi_level_roi_align")
 def _multi_level_fake(features, spatial_scales, rois, levels, pooled_height, pooled_width, sampling_ratio, aligned):
-    op = "detops.multi_level_roi_align"
+    op = "detops.multi_level_roi_align"  # level_checks.h's check_levels
     torch._check(len(features) > 0, lambda: f"{op}: features must hold at least one feature map")
+    limit = _max_levels(features[0])
+    torch._check(
+        len(features) <= limit,
+        lambda: f"{op}: at most {limit} feature maps are supported here, got {len(features)}",
+    )
+    _check_output_size(op, pooled_height, pooled_width)
+    _check_sampling_ratio(op, sampling_ratio)
     torch._check(
         len(spatial_scales) == len(features),
-        lambda: f"{op}: spatial_scales must have one entry per feature map",
+        lambda: (
+            f"{op}: spatial_scales must have one entry per feature map: "
+            f"{len(features)} maps but {len(spatial_scales)} scales"
+        ),
     )
-    for f in features:
-        _check_rois(op, f, rois)
-    _check_size(op, pooled_height, pooled_width)
-    torch._check(levels.dim() == 1 and levels.shape[0] == rois.shape[0], lambda: f"{op}: levels must have shape [K]")
+    first = features[0]
+    for i, f in enumerate(features):
+        _check_input(op, f)
+        torch._check(
+            f.shape[0] == first.shape[0] and f.shape[1] == first.shape[1],
+            lambda i=i, f=f: (
+                f"{op}: features[{i}] must have the batch size and channels of features[0] "
+                f"{shape_str(first)}, got {shape_str(f)}"
+            ),
+        )
+        check_same_dtype(op, "features[0]", first, f"features[{i}]", f)
+        check_same_device(op, "features[0]", first, f"features[{i}]", f)
+    _check_rois(op, "features[0]", first, rois)
     torch._check(
-        levels.device == rois.device,
-        lambda: f"{op}: rois and levels must be on the same device, got {rois.device} and {levels.device}",
+        levels.dim() == 1 and levels.shape[0] == rois.shape[0],
+        lambda: (
+            f"{op}: levels must be a 1-D tensor with one level per RoI ({rois.shape[0]}), got shape {shape_str(levels)}"
+        ),
     )
-    return features[0].new_empty((rois.shape[0], features[0].shape[1], pooled_height, pooled_width))
+    torch._check(
+        levels.dtype == torch.int64, lambda: f"{op}: levels must be an int64 tensor, got {dtype_name(levels.dtype)}"
+    )
+    check_same_device(op, "rois", rois, "levels", levels)
+    return first.new_empty((rois.shape[0], first.shape[1], pooled_height, pooled_width))
 
 
 @torch.library.register_fake("detops::_roi_align_backward")
 def _roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, batch_size, channels, height, width, sr, aligned):
-    return grad.new_empty((batch_size, channels, height, width))
+    return _check_backward("detops._roi_align_backward", grad, rois, ph, pw, sr, batch_size, channels, height, width)
 
 
 @torch.library.register_fake("detops::_roi_pool_backward")
 def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch_size, channels, height, width):
-    return grad.new_empty((batch_size, channels, height, width))
+    op = "detops._roi_pool_backward"
+    grad_input = _check_backward(op, grad, rois, ph, pw, 0, batch_size, channels, height, width)
+    torch._check(
+        argmax.dtype == torch.int32 and argmax.shape == grad.shape,
+        lambda: (
+            f"{op}: argmax must be an int32 tensor shaped like grad {shape_str(grad)}, "
+            f"got {dtype_name(argmax.dtype)} {shape_str(argmax)}"
+        ),
+    )
+    check_same_device(op, "grad", grad, "argmax", argmax)
+    return grad_input
 
 
 @torch.library.register_fake("detops::_ps_roi_align_backward")
 def _ps_roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, sr, batch_size, channels, height, width):
-    return grad.new_empty((batch_size, channels, height, width))
+    op = "detops._ps_roi_align_backward"
+    return _check_backward(op, grad, rois, ph, pw, sr, batch_size, channels, height, width)
 
 
 @torch.library.register_fake("detops::_ps_roi_pool_backward")
 def _ps_roi_pool_backward_fake(grad, rois, spatial_scale, ph, pw, batch_size, channels, height, width):
-    return grad.new_empty((batch_size, channels, height, width))
+    return _check_backward("detops._ps_roi_pool_backward", grad, rois, ph, pw, 0, batch_size, channels, height, width)
 
 
 @torch.library.register_fake("detops::_multi_level_roi_align_backward")
 def _multi_level_backward_fake(grad, rois, levels, scales, heights, widths, batch_size, channels, ph, pw, sr, aligned):
-    return [grad.new_empty((batch_size, channels, h, w)) for h, w in zip(heights, widths)]
+    op = "detops._multi_level_roi_align_backward"  # level_checks.h's check_levels_backward
+    limit = _max_levels(grad)
+    torch._check(
+        0 < len(scales) <= limit and len(heights) == len(scales) and len(widths) == len(scales),
+        lambda: (
+            f"{op}: spatial_scales, heights and widths must have one entry per level (1 to {limit} levels), "
+            f"got {len(scales)}, {len(heights)} and {len(widths)}"
+        ),
+    )
+    grads = [_check_backward(op, grad, rois, ph, pw, sr, batch_size, channels, h, w) for h, w in zip(heights, widths)]
+    torch._check(
+        levels.dim() == 1 and levels.shape[0] == rois.shape[0] and levels.dtype == torch.int64,
+        lambda: f"{op}: levels must be an int64 tensor of shape [{rois.shape[0]}]",
+    )
+    return grads
 
 
 # ----------------------------------------------------------------------------- autograd
