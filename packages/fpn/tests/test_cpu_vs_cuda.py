@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from fpn_reference import UPSAMPLE_SIZES, upsample_case
 
 import detops_fpn
 from detops_core.testing import (
@@ -46,19 +47,11 @@ FPN_TOLERANCE = {
 }
 
 
-SIZES = [(5, 7, 10, 14), (3, 3, 7, 9), (7, 9, 5, 4), (1, 1, 6, 6), (25, 38, 50, 76), (13, 19, 25, 38)]
-
-
 @pytest.mark.parametrize("dtype", float_dtypes())
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("th, tw, oh, ow", SIZES)
+@pytest.mark.parametrize("th, tw, oh, ow", UPSAMPLE_SIZES)
 def test_upsample_add(th, tw, oh, ow, channels_last, dtype):
-    g = torch.Generator().manual_seed(th * 100 + ow)
-    top = torch.randn(2, 5, th, tw, generator=g).to(dtype)
-    lateral = torch.randn(2, 5, oh, ow, generator=g).to(dtype)
-    grad = torch.randn(2, 5, oh, ow, generator=g).to(dtype)
-    if channels_last:
-        top, lateral = (t.to(memory_format=torch.channels_last) for t in (top, lateral))
+    top, lateral, grad = upsample_case(th, tw, oh, ow, dtype, channels=5, channels_last=channels_last)
     results = {}
     for device in ("cpu", "cuda"):
         t, lat, gr = to_device([top.requires_grad_(), lateral.requires_grad_(), grad], device)

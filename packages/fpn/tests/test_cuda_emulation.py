@@ -5,11 +5,11 @@ order, so results are bitwise equal."""
 
 import pytest
 import torch
+from fpn_reference import UPSAMPLE_SIZES, upsample_case
 
-from detops_core.testing import require_emulated_ops
+from detops_core.testing import float_dtypes, require_emulated_ops
 
-SIZES = [(5, 7, 10, 14), (3, 3, 7, 9), (7, 9, 5, 4), (1, 1, 6, 6), (25, 38, 50, 76), (4, 4, 4, 4), (2, 3, 0, 5)]
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+SIZES = [*UPSAMPLE_SIZES, (2, 3, 0, 5)]  # and an empty lateral map
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +18,10 @@ def emulated():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", float_dtypes())
 @pytest.mark.parametrize("th, tw, oh, ow", SIZES)
 def test_forward_and_backward_equal_cpu(emulated, th, tw, oh, ow, dtype, channels_last):
-    g = torch.Generator().manual_seed(th * 100 + ow)
-    top = torch.randn(2, 3, th, tw, generator=g).to(dtype)
-    lateral = torch.randn(2, 3, oh, ow, generator=g).to(dtype)
-    grad = torch.randn(2, 3, oh, ow, generator=g).to(dtype)
-    if channels_last:
-        top, lateral = (t.to(memory_format=torch.channels_last) for t in (top, lateral))
+    top, lateral, grad = upsample_case(th, tw, oh, ow, dtype, channels_last=channels_last)
     assert torch.equal(emulated.fpn_upsample_add(top, lateral), torch.ops.detops.fpn_upsample_add(top, lateral))
     assert torch.equal(
         emulated._fpn_upsample_add_backward(grad, th, tw), torch.ops.detops._fpn_upsample_add_backward(grad, th, tw)

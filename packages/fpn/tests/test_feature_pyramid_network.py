@@ -7,12 +7,9 @@ import torch
 from torch import nn
 
 import detops_fpn
-from detops_core.testing import devices, full_float32
+from detops_core.testing import assert_scripts, devices, full_float32, torchvision_ops
 
-try:
-    import torchvision.ops.feature_pyramid_network as tv_ops
-except ImportError:
-    tv_ops = None
+tv_ops = torchvision_ops() and torchvision_ops().feature_pyramid_network
 
 IN_CHANNELS = [8, 16, 24, 32]
 
@@ -140,9 +137,7 @@ def test_bad_arguments():
 @pytest.mark.parametrize("device", devices())
 def test_torchscript(extra, device):
     fpn = detops_fpn.FeaturePyramidNetwork(IN_CHANNELS, 16, extra_blocks=_extra(extra)[0]).eval().to(device)
-    scripted = torch.jit.script(fpn)
-    feats = _features((64, 64), device=device)
-    _assert_same(scripted(feats), fpn(feats))
+    assert_scripts(fpn, (_features((64, 64), device=device),))
 
 
 # torch 2.13's inductor (CPU) computes wrong FPN weight gradients even with the plain

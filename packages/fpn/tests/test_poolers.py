@@ -7,13 +7,10 @@ import torch
 
 import detops_fpn
 import detops_roi
-from detops_core.testing import devices, requires_cuda
+from detops_core.testing import assert_scripts, devices, requires_cuda, torchvision_ops
 from detops_fpn.poolers import LevelMapper
 
-try:
-    import torchvision.ops.poolers as tv_poolers
-except ImportError:
-    tv_poolers = None
+tv_poolers = torchvision_ops() and torchvision_ops().poolers
 
 NAMES = ["p2", "p3", "p4", "p5"]
 
@@ -165,12 +162,9 @@ def test_no_images_is_an_error(device):
 
 @pytest.mark.parametrize("device", devices())
 def test_torchscript(device):
-    pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
-    scripted = torch.jit.script(pooler)
     feats = _features((256, 320), device=device)
     boxes = _boxes((256, 320), [12, 7], device=device)
-    shapes = [(256, 320), (250, 300)]
-    torch.testing.assert_close(scripted(feats, boxes, shapes), pooler(feats, boxes, shapes), rtol=0, atol=0)
+    assert_scripts(detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2), (feats, boxes, [(256, 320), (250, 300)]))
 
 
 @pytest.mark.parametrize("device", devices())

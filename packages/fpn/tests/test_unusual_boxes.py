@@ -8,13 +8,10 @@ import torch
 
 import detops_fpn
 import detops_roi
-from detops_core.testing import run_isolated
+from detops_core.testing import run_isolated, torchvision_ops
 from detops_fpn.poolers import LevelMapper
 
-try:
-    import torchvision.ops.poolers as tv_poolers
-except ImportError:
-    tv_poolers = None
+tv_poolers = torchvision_ops() and torchvision_ops().poolers
 
 NAMES = ["p2", "p3", "p4", "p5"]
 NAN = float("nan")

@@ -2,31 +2,32 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
+from fpn_reference import UPSAMPLE_SIZES, upsample_add_reference, upsample_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detops_fpn
-from detops_core.testing import devices, requires_cuda
+from detops_core.testing import (
+    assert_fake_raises_like_native,
+    assert_opcheck,
+    call,
+    devices,
+    oracles,
+    requires_cuda,
+    to_device,
+)
 
-SIZES = [(5, 7, 10, 14), (3, 3, 7, 9), (7, 9, 5, 4), (1, 1, 6, 6), (25, 38, 50, 76), (13, 19, 25, 38), (4, 4, 4, 4)]
 
-
-def reference(top, lateral):
-    return lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")
-
-
-@pytest.mark.parametrize("th, tw, oh, ow", SIZES)
+@pytest.mark.parametrize("oracle", oracles("fpn_upsample_add"))
+@pytest.mark.parametrize("th, tw, oh, ow", UPSAMPLE_SIZES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("device", devices())
-def test_forward_and_backward_match_definition(th, tw, oh, ow, dtype, device):
-    g = torch.Generator().manual_seed(th * 100 + ow)
-    top = torch.randn(2, 3, th, tw, generator=g).to(device, dtype).requires_grad_()
-    lateral = torch.randn(2, 3, oh, ow, generator=g).to(device, dtype).requires_grad_()
+def test_forward_and_backward_match_definition(oracle, th, tw, oh, ow, dtype, device):
+    top, lateral, grad = to_device(upsample_case(th, tw, oh, ow, dtype), device)
+    top.requires_grad_(), lateral.requires_grad_()
     out = detops_fpn.fpn_upsample_add(top, lateral)
-    expected = reference(top, lateral)
+    expected = call("fpn_upsample_add", oracle, top, lateral)
     assert out.dtype == dtype and out.device == top.device and torch.equal(out, expected)
-    grad = torch.randn(out.shape, generator=g).to(device, dtype)
     got = torch.autograd.grad(out, (top, lateral), grad)
     want = torch.autograd.grad(expected, (top, lateral), grad)
     tol = {torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-6)
@@ -40,9 +41,9 @@ def test_forward_and_backward_match_definition(th, tw, oh, ow, dtype, device):
 def test_any_sizes_match_definition(device, th, tw, oh, ow):
     top = torch.randn(1, 2, th, tw, dtype=torch.float64, device=device)
     lateral = torch.randn(1, 2, oh, ow, dtype=torch.float64, device=device)
-    assert torch.equal(detops_fpn.fpn_upsample_add(top, lateral), reference(top, lateral))
+    assert torch.equal(detops_fpn.fpn_upsample_add(top, lateral), upsample_add_reference(top, lateral))
     grad = torch.randn(1, 2, oh, ow, dtype=torch.float64, device=device)
-    want = torch.autograd.grad(reference(top.requires_grad_(), lateral), top, grad)[0]
+    want = torch.autograd.grad(upsample_add_reference(top.requires_grad_(), lateral), top, grad)[0]
     got = torch.ops.detops._fpn_upsample_add_backward(grad, th, tw)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
@@ -59,7 +60,7 @@ def test_gradcheck_and_gradgradcheck(device):
 def test_layouts_and_mixed_dtypes(device):
     top = torch.randn(2, 8, 5, 6, device=device)
     lateral = torch.randn(2, 8, 10, 12, device=device)
-    expected = reference(top, lateral)
+    expected = upsample_add_reference(top, lateral)
     cl = detops_fpn.fpn_upsample_add(
         top.to(memory_format=torch.channels_last), lateral.to(memory_format=torch.channels_last)
     )
@@ -67,7 +68,7 @@ def test_layouts_and_mixed_dtypes(device):
     strided = detops_fpn.fpn_upsample_add(top.transpose(2, 3).contiguous().transpose(2, 3), lateral[:, :, :, :])
     assert torch.equal(strided, expected)
     mixed = detops_fpn.fpn_upsample_add(top.half(), lateral)
-    assert mixed.dtype == torch.float32 and torch.equal(mixed, reference(top.half().float(), lateral))
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, upsample_add_reference(top.half().float(), lateral))
 
 
 # On both devices: each top element gathers its window in a fixed order (no atomics).
@@ -86,9 +87,9 @@ def test_backward_is_repeatable(device):
 def test_opcheck(device):
     top = torch.randn(2, 3, 4, 5, device=device, requires_grad=True)
     lateral = torch.randn(2, 3, 8, 10, device=device, requires_grad=True)
-    torch.library.opcheck(torch.ops.detops.fpn_upsample_add.default, (top, lateral))
+    assert_opcheck(torch.ops.detops.fpn_upsample_add.default, (top, lateral))
     grad = torch.randn(2, 3, 8, 10, device=device)
-    torch.library.opcheck(torch.ops.detops._fpn_upsample_add_backward.default, (grad, 4, 5))
+    assert_opcheck(torch.ops.detops._fpn_upsample_add_backward.default, (grad, 4, 5))
 
 
 @pytest.mark.parametrize("device", devices())
@@ -106,24 +107,57 @@ def test_empty_batch_or_channels(device):
         assert detops_fpn.fpn_upsample_add(top, lateral).shape == (n, c, 4, 4)
 
 
-@pytest.mark.parametrize(
-    "top, lateral, message",
-    [
-        (torch.randn(2, 3, 4), torch.randn(2, 3, 8, 8), r"top must be a 4-D tensor"),
-        (torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8), r"lateral must be a 4-D tensor"),
-        (torch.randn(2, 4, 4, 4), torch.randn(2, 3, 8, 8), "same batch size and channels"),
-        (torch.randn(1, 3, 4, 4), torch.randn(2, 3, 8, 8), "same batch size and channels"),
-        (torch.randn(2, 3, 0, 4), torch.randn(2, 3, 8, 8), "top must have a non-empty spatial size"),
-        (torch.ones(2, 3, 4, 4, dtype=torch.int64), torch.ones(2, 3, 8, 8, dtype=torch.int64), "floating-point"),
-        (torch.randn(2, 3, 4, 4, device="meta"), torch.randn(2, 3, 8, 8), "same device"),
-    ],
-)
+# (top, lateral, what the message says)
+BAD_INPUT = [
+    (torch.randn(2, 3, 4), torch.randn(2, 3, 8, 8), r"top must be a 4-D tensor"),
+    (torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8), r"lateral must be a 4-D tensor"),
+    (torch.randn(2, 4, 4, 4), torch.randn(2, 3, 8, 8), "same batch size and channels"),
+    (torch.randn(1, 3, 4, 4), torch.randn(2, 3, 8, 8), "same batch size and channels"),
+    (torch.randn(2, 3, 0, 4), torch.randn(2, 3, 8, 8), "top must have a non-empty spatial size"),
+    (torch.ones(2, 3, 4, 4, dtype=torch.int64), torch.ones(2, 3, 8, 8, dtype=torch.int64), "floating-point"),
+    (torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8, dtype=torch.float64), "same dtype"),
+]
+MIXED_DEVICES = (torch.randn(2, 3, 4, 4, device="meta"), torch.randn(2, 3, 8, 8), "same device")
+
+
+@pytest.mark.parametrize("top, lateral, message", [*BAD_INPUT, MIXED_DEVICES])
 @pytest.mark.parametrize("device", devices())
 def test_bad_input(top, lateral, message, device):
     # Meta tensors stay where they are: next to a tensor on `device` they are the mismatch.
     top, lateral = (t if t.is_meta else t.to(device) for t in (top, lateral))
     with pytest.raises(RuntimeError, match=message):
         torch.ops.detops.fpn_upsample_add(top, lateral)
+
+
+# torch.compile and torch.export run the fake kernel instead of the native one: it must
+# fail on the same inputs with the native message, word for word.
+@pytest.mark.parametrize("top, lateral, message", BAD_INPUT)
+def test_fake_kernel_raises_like_native(top, lateral, message):
+    assert message in assert_fake_raises_like_native(torch.ops.detops.fpn_upsample_add.default, (top, lateral))
+
+
+@pytest.mark.parametrize(
+    "grad, top_height, top_width",
+    [
+        (torch.randn(1, 1, 2, 2), -1, 2),
+        (torch.randn(1, 1, 2, 2), 2, -3),
+        (torch.randn(1, 4, 4), 2, 2),
+        (torch.ones(1, 1, 2, 2, dtype=torch.int32), 2, 2),
+    ],
+)
+def test_backward_fake_kernel_raises_like_native(grad, top_height, top_width):
+    op = torch.ops.detops._fpn_upsample_add_backward.default
+    message = assert_fake_raises_like_native(op, (grad, top_height, top_width))
+    assert message.startswith("detops._fpn_upsample_add_backward: "), message
+
+
+@requires_cuda()
+@pytest.mark.parametrize("on_cpu", ["top", "lateral"])
+def test_fake_kernel_raises_like_native_on_mixed_devices(on_cpu):
+    args = {"top": torch.randn(2, 3, 4, 4, device="cuda"), "lateral": torch.randn(2, 3, 8, 8, device="cuda")}
+    args[on_cpu] = args[on_cpu].cpu()
+    message = assert_fake_raises_like_native(torch.ops.detops.fpn_upsample_add.default, tuple(args.values()))
+    assert "same device" in message
 
 
 @pytest.mark.parametrize("device", devices())
