@@ -4,10 +4,8 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define DETOPS_HOST_DEVICE __host__ __device__
-#define DETOPS_DEVICE __device__
 #else
 #define DETOPS_HOST_DEVICE
-#define DETOPS_DEVICE
 #endif
 
 #define DETOPS_INLINE DETOPS_HOST_DEVICE inline
