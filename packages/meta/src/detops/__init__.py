@@ -20,7 +20,18 @@ from . import ps_roi_pool as _ps_roi_pool_module  # noqa: F401
 from . import roi_align as _roi_align_module  # noqa: F401
 from . import roi_pool as _roi_pool_module  # noqa: F401
 from ._torchvision import use_detops
-from .boxes import batched_nms, box_area, box_convert, box_iou, clip_boxes_to_image, nms, remove_small_boxes
+from .boxes import (
+    batched_nms,
+    batched_soft_nms,
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    nms,
+    nms_per_image,
+    remove_small_boxes,
+    soft_nms,
+)
 from .deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attention
 from .deform_conv import DeformConv2d, deform_conv2d
 from .feature_pyramid_network import FeaturePyramidNetwork
@@ -40,6 +51,7 @@ __all__ = [
     "RoIAlign",
     "RoIPool",
     "batched_nms",
+    "batched_soft_nms",
     "box_area",
     "box_convert",
     "box_iou",
@@ -51,12 +63,14 @@ __all__ = [
     "feature_pyramid_network",
     "multi_scale_deformable_attention",
     "nms",
+    "nms_per_image",
     "poolers",
     "ps_roi_align",
     "ps_roi_pool",
     "remove_small_boxes",
     "roi_align",
     "roi_pool",
+    "soft_nms",
     "use_detops",
 ]
 __version__ = "0.1.0"
