@@ -1,14 +1,15 @@
 // CPU kernels of detops::soft_nms and detops::batched_soft_nms.
 //
-// Each class is one run of candidates in input order (a stable grouping by class). A step
-// selects the best live candidate, then one pass over the others decays their scores,
-// drops those below the score threshold (compacting the run, so later passes touch only
-// live boxes) and finds the next best on the way. Classes run in parallel.
+// Each class is one run of candidates in input order (a stable grouping by class), run in
+// parallel with the others. Soft-NMS does one step per kept box, each touching every live
+// candidate: the steps are vectorised passes (IoU, max score) plus scalar work only for
+// the candidates whose score changes, which in detection data are a small fraction.
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <tuple>
 #include <vector>
@@ -23,52 +24,144 @@ namespace {
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
+// One class's live candidates as structure-of-arrays columns, in increasing input index.
+// Selected and dropped candidates stay in place, marked dead with score -inf, until they
+// are the majority; then the columns are compacted (keeping the order).
 template <typename T>
-struct Candidates {
-  std::vector<Box<T>> box;
-  std::vector<T> score;
-  std::vector<int64_t> index;  // input position
-};
+struct Columns {
+  std::vector<T> x1, y1, x2, y2, area, score, overlap;
+  std::vector<int64_t> index, hits;
+  std::vector<uint8_t> dead;
+  int64_t size;
+  explicit Columns(int64_t n)
+      : x1(n),
+        y1(n),
+        x2(n),
+        y2(n),
+        area(n),
+        score(n),
+        overlap(n),
+        index(n),
+        hits(n),
+        dead(n),
+        size(n) {}
 
-
-// Soft-NMS over candidates [begin, end) of c (in increasing input index). Appends the
-// selected boxes to index/score in selection order. Overwrites the range.
-template <typename T>
-void soft_select(Candidates<T>& c, int64_t begin, int64_t end, const SoftParams& p,
-                 std::vector<int64_t>& index, std::vector<T>& score) {
-  Box<T>* box = c.box.data();
-  T* s = c.score.data();
-  int64_t* idx = c.index.data();
-  int64_t live_end = begin;
-  int64_t best = -1;
-  for (int64_t j = begin; j < end; ++j) {
-    if (dropped(s[j], p)) continue;
-    box[live_end] = box[j];
-    s[live_end] = s[j];
-    idx[live_end] = idx[j];
-    if (best < 0 || selected_before(s[live_end], idx[live_end], s[best], idx[best])) best = live_end;
-    ++live_end;
-  }
-  while (best >= 0) {
-    index.push_back(idx[best]);
-    score.push_back(s[best]);
-    const Box<T> a = box[best];
-    int64_t w = begin;
-    int64_t next = -1;
-    for (int64_t j = begin; j < live_end; ++j) {
-      if (j == best) continue;
-      const T sj = decayed(s[j], iou(a, box[j]), p);
-      if (dropped(sj, p)) continue;
-      if (w != j) {
-        box[w] = box[j];
-        idx[w] = idx[j];
-      }
-      s[w] = sj;
-      if (next < 0 || selected_before(sj, idx[w], s[next], idx[next])) next = w;
+  void compact() {
+    int64_t w = 0;
+    for (int64_t j = 0; j < size; ++j) {
+      if (dead[j]) continue;
+      x1[w] = x1[j];
+      y1[w] = y1[j];
+      x2[w] = x2[j];
+      y2[w] = y2[j];
+      area[w] = area[j];
+      score[w] = score[j];
+      index[w] = index[j];
+      dead[w] = 0;
       ++w;
     }
-    live_end = w;
-    best = next;
+    size = w;
+  }
+};
+
+// IoU of box a with every candidate. No branches, so the compiler vectorises it.
+template <typename T>
+void overlaps(const Box<T>& a, const T* __restrict x1, const T* __restrict y1,
+              const T* __restrict x2, const T* __restrict y2, const T* __restrict area,
+              T* __restrict out, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) out[j] = iou(a, Box<T>{x1[j], y1[j], x2[j], y2[j], area[j]});
+}
+
+// The first candidate holding the largest score, or -1 when every score is -inf. No
+// score is NaN here; dead candidates hold -inf. The branch is rarely taken once the
+// running maximum is high, so this is one cheap pass.
+template <typename T>
+int64_t first_max(const T* __restrict s, int64_t count) {
+  T m = -std::numeric_limits<T>::infinity();
+  int64_t best = -1;
+  for (int64_t j = 0; j < count; ++j) {
+    if (s[j] > m) {
+      m = s[j];
+      best = j;
+    }
+  }
+  return best;
+}
+
+// Soft-NMS of one class; appends its selections (input index, score) in selection order.
+// Each step: pick the best live candidate (the first NaN while any is live, else the first
+// candidate holding the largest score: lowest index on ties), compute its IoU with every
+// candidate in one vectorised pass, list the candidates whose score changes (IoU > 0, or
+// above the threshold for linear) and decay only those.
+template <typename T>
+void soft_select(Columns<T>& c, const SoftParams& p, std::vector<int64_t>& index,
+                 std::vector<T>& score) {
+  constexpr T kDeadScore = -std::numeric_limits<T>::infinity();
+  const T linear_threshold = threshold_in<T>(p.iou_threshold);
+  const bool linear = p.method == SoftMethod::kLinear;
+  T* s = c.score.data();
+  uint8_t* dead = c.dead.data();
+  int64_t live = 0, dead_count = 0, nan_live = 0;
+  for (int64_t j = 0; j < c.size; ++j) {
+    dead[j] = dropped(s[j], p);
+    if (dead[j]) {
+      s[j] = kDeadScore;
+      ++dead_count;
+    } else {
+      ++live;
+      nan_live += s[j] != s[j];
+    }
+  }
+  while (live > 0) {
+    if (dead_count > 32 && 2 * dead_count > c.size) {
+      c.compact();
+      dead_count = 0;
+    }
+    const int64_t n = c.size;
+    int64_t best = 0;
+    if (nan_live > 0) {
+      while (s[best] == s[best]) ++best;  // dead candidates hold -inf, never NaN
+      --nan_live;
+    } else {
+      best = first_max(s, n);
+      if (best < 0) {  // only -inf scores are live (possible only without a score threshold)
+        best = 0;
+        while (dead[best]) ++best;
+      }
+    }
+    index.push_back(c.index[best]);
+    score.push_back(s[best]);
+    dead[best] = 1;
+    s[best] = kDeadScore;
+    ++dead_count;
+    if (--live == 0) break;
+
+    T* ov = c.overlap.data();
+    overlaps(make_box(c.x1[best], c.y1[best], c.x2[best], c.y2[best]), c.x1.data(), c.y1.data(),
+             c.x2.data(), c.y2.data(), c.area.data(), ov, n);
+    int64_t* hits = c.hits.data();
+    int64_t count = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const T o = ov[j];
+      const bool changes = linear ? o > linear_threshold : (o < T(0) || o > T(0));
+      hits[count] = j;
+      count += changes & !dead[j];
+    }
+    for (int64_t h = 0; h < count; ++h) {
+      const int64_t j = hits[h];
+      const T before = s[j];
+      const T after = decayed(before, ov[j], p);
+      if (dropped(after, p)) {
+        dead[j] = 1;
+        s[j] = kDeadScore;
+        ++dead_count;
+        --live;
+        nan_live -= before != before;
+      } else {
+        s[j] = after;
+        nan_live += (after != after) - (before != before);
+      }
+    }
   }
 }
 
@@ -97,20 +190,32 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
   group_start.push_back(n);
   const int64_t groups = static_cast<int64_t>(group_start.size()) - 1;
 
-  Candidates<T> c{std::vector<Box<T>>(n), std::vector<T>(n), std::vector<int64_t>(n)};
+  std::vector<Box<T>> box(n);
+  std::vector<T> score_t(n);
   for (int64_t k = 0; k < n; ++k) {
     const S* q = b + 4 * order[k];
-    c.box[k] = make_box(static_cast<T>(q[0]), static_cast<T>(q[1]), static_cast<T>(q[2]),
-                        static_cast<T>(q[3]));
-    c.score[k] = static_cast<T>(sc[order[k]]);
-    c.index[k] = order[k];
+    box[k] = make_box(static_cast<T>(q[0]), static_cast<T>(q[1]), static_cast<T>(q[2]),
+                      static_cast<T>(q[3]));
+    score_t[k] = static_cast<T>(sc[order[k]]);
   }
 
   std::vector<std::vector<int64_t>> kept_index(groups);
   std::vector<std::vector<T>> kept_score(groups);
   auto run_groups = [&](int64_t g_begin, int64_t g_end) {
     for (int64_t g = g_begin; g < g_end; ++g) {
-      soft_select(c, group_start[g], group_start[g + 1], p, kept_index[g], kept_score[g]);
+      const int64_t begin = group_start[g];
+      Columns<T> c(group_start[g + 1] - begin);
+      for (int64_t k = 0; k < c.size; ++k) {
+        const Box<T>& q = box[begin + k];
+        c.x1[k] = q.x1;
+        c.y1[k] = q.y1;
+        c.x2[k] = q.x2;
+        c.y2[k] = q.y2;
+        c.area[k] = q.area;
+        c.score[k] = score_t[begin + k];
+        c.index[k] = order[begin + k];
+      }
+      soft_select(c, p, kept_index[g], kept_score[g]);
     }
   };
   // Soft-NMS costs about n^2 / 2 IoUs per class: a few hundred boxes already outweigh
