@@ -15,13 +15,15 @@ tv_poolers = torchvision_ops() and torchvision_ops().poolers
 NAMES = ["p2", "p3", "p4", "p5"]
 
 
-def _features(image, channels=8, batch=2, seed=0, dtype=torch.float32, device="cpu"):
+def _features(image, channels=8, batch=2, seed=0, dtype=torch.float32, device="cpu", requires_grad=False):
     g = torch.Generator().manual_seed(seed)
     h, w = image
     return OrderedDict(
         (
             name,
-            torch.randn(batch, channels, -(-h // 2 ** (i + 2)), -(-w // 2 ** (i + 2)), generator=g).to(device, dtype),
+            torch.randn(batch, channels, -(-h // 2 ** (i + 2)), -(-w // 2 ** (i + 2)), generator=g)
+            .to(device, dtype)
+            .requires_grad_(requires_grad),
         )
         for i, name in enumerate(NAMES + ["pool"])
     )
@@ -92,7 +94,7 @@ def test_scales_are_inferred_once_like_torchvision():
 @pytest.mark.parametrize("device", devices())
 def test_backward_matches_torchvision_or_definition(device):
     image = (320, 480)
-    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features(image, seed=4, device=device).items())
+    feats = _features(image, seed=4, device=device, requires_grad=True)
     boxes = _boxes(image, [30, 30], seed=4, device=device)
     pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
     out = pooler(feats, boxes, [image, image])
@@ -170,7 +172,7 @@ def test_torchscript(device):
 @pytest.mark.parametrize("device", devices())
 def test_compile_fullgraph_forward_and_backward(device):
     image = (256, 320)
-    feats = OrderedDict((k, v.requires_grad_()) for k, v in _features(image, seed=2, device=device).items())
+    feats = _features(image, seed=2, device=device, requires_grad=True)
     boxes = _boxes(image, [12, 7], seed=2, device=device)
     eager_pooler = detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2)
     compiled = torch.compile(detops_fpn.MultiScaleRoIAlign(NAMES, 7, 2), fullgraph=True)
