@@ -1,5 +1,5 @@
-"""A small, obviously-correct pure-PyTorch deform_conv2d used as the test oracle that is
-always available, plus the list of oracles (torchvision joins when it is installed).
+"""A small, obviously-correct pure-PyTorch deform_conv2d, registered as the oracle that is
+always available (torchvision joins it where installed), and the cases the tests share.
 
 Sampling follows torchvision's rules: a tap at (y, x) reads zero unless -1 < y < H and
 -1 < x < W; inside, each of the four neighbours contributes its bilinear weight times its
@@ -12,13 +12,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-try:
-    import torchvision  # noqa: F401
-    from torchvision.ops import deform_conv2d as _tv_deform_conv2d
-
-    HAVE_TORCHVISION = True
-except ImportError:  # the torch 2.13 and 2.15 compat environments have no torchvision
-    HAVE_TORCHVISION = False
+import detops_deform
+from detops_core.testing import register_op
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -88,13 +83,10 @@ def reference_deform_conv2d(
     return out
 
 
-def _torchvision(input, offset, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), mask=None):
-    return _tv_deform_conv2d(input, offset, weight, bias, _pair(stride), _pair(padding), _pair(dilation), mask)
-
-
-ORACLES = {"reference": reference_deform_conv2d}
-if HAVE_TORCHVISION:
-    ORACLES["torchvision"] = _torchvision
+# The reference is vectorised torch code: it runs on the device of its arguments.
+register_op(
+    "deform_conv2d", detops=detops_deform.deform_conv2d, reference=reference_deform_conv2d, reference_on_cpu=False
+)
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
@@ -143,3 +135,29 @@ def make_case(
 
 
 TENSOR_ARGS = ("input", "offset", "weight", "bias", "mask")
+
+# (name, make_case kwargs) that both the differential tests and the emulated CUDA kernels
+# run: groups, offset groups, stride / padding / dilation, non-square kernels, with and
+# without mask and bias, batch 1, far-reaching offsets. Each adds its own large batch.
+CONFIGS = [
+    ("basic", dict()),
+    ("no_mask", dict(use_mask=False)),
+    ("no_bias_no_mask", dict(use_mask=False, use_bias=False)),
+    ("groups2", dict(in_channels=4, out_channels=6, groups=2)),
+    ("offset_groups2", dict(in_channels=4, offset_groups=2)),
+    ("groups2_offset_groups4", dict(in_channels=8, out_channels=4, groups=2, offset_groups=4)),
+    ("stride2", dict(size=(9, 8), stride=(2, 2), padding=(0, 0))),
+    ("stride_pad_dil_mixed", dict(size=(10, 9), stride=(2, 1), padding=(2, 0), dilation=(1, 2))),
+    ("kernel_1x3", dict(kernel=(1, 3), padding=(0, 1))),
+    ("kernel_3x2_dil2", dict(kernel=(3, 2), dilation=(2, 2), padding=(1, 1), size=(8, 7))),
+    ("kernel_1x1", dict(kernel=(1, 1), padding=(0, 0))),
+    ("batch1", dict(batch=1, in_channels=3, out_channels=5)),
+    ("large_offsets", dict(offset_scale=8.0)),
+    ("depthwise", dict(in_channels=4, out_channels=4, groups=4, offset_groups=2)),
+]
+
+
+def op_args(args) -> tuple:
+    """make_case's arguments in the order of torch.ops.detops.deform_conv2d's schema."""
+    s, p, d = args["stride"], args["padding"], args["dilation"]
+    return (args["input"], args["offset"], args["weight"], args["bias"], args["mask"], *s, *p, *d)

@@ -27,32 +27,20 @@ import re
 
 import pytest
 import torch
-from deform_reference import make_case
+from deform_reference import CONFIGS as SHARED_CONFIGS
+from deform_reference import make_case, op_args
 
-from detops_core.testing import emulated_launches, require_emulated_ops, run_isolated
+from detops_core.testing import assert_same, emulated_launches, require_emulated_ops, run_isolated
 
 PACKAGE = "detops_deform"
 CUDA_SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "csrc", "cuda")
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
-# (name, make_case kwargs), as test_differential.py's: mask and bias or not, groups,
-# offset groups, stride / padding / dilation, non-square kernels, batch 1 and many.
+# The shared configurations, a smaller large batch than the differential tests' (the
+# emulation runs every CUDA thread on the CPU), and cases only the CUDA kernels split on.
 CONFIGS = [
-    ("basic", dict()),
-    ("no_mask", dict(use_mask=False)),
-    ("no_bias_no_mask", dict(use_mask=False, use_bias=False)),
-    ("groups2", dict(in_channels=4, out_channels=6, groups=2)),
-    ("offset_groups2", dict(in_channels=4, offset_groups=2)),
-    ("groups2_offset_groups4", dict(in_channels=8, out_channels=4, groups=2, offset_groups=4)),
-    ("stride2", dict(size=(9, 8), stride=(2, 2), padding=(0, 0))),
-    ("stride_pad_dil_mixed", dict(size=(10, 9), stride=(2, 1), padding=(2, 0), dilation=(1, 2))),
-    ("kernel_1x3", dict(kernel=(1, 3), padding=(0, 1))),
-    ("kernel_3x2_dil2", dict(kernel=(3, 2), dilation=(2, 2), padding=(1, 1), size=(8, 7))),
-    ("kernel_1x1", dict(kernel=(1, 1), padding=(0, 0))),
-    ("batch1", dict(batch=1, in_channels=3, out_channels=5)),
+    *SHARED_CONFIGS,
     ("batch9", dict(batch=9, in_channels=2, out_channels=3, size=(5, 4), kernel=(2, 2), padding=(0, 1))),
-    ("large_offsets", dict(offset_scale=8.0)),
-    ("depthwise", dict(in_channels=4, out_channels=4, groups=4, offset_groups=2)),
     # More than 16 channels per offset group: im2col_kernel samples 16 channels per thread.
     ("channel_blocks", dict(batch=1, in_channels=36, out_channels=4, size=(5, 5))),
     ("empty_batch", dict(batch=0)),
@@ -66,10 +54,6 @@ def emulated():
     return require_emulated_ops(PACKAGE)
 
 
-def _params(args):
-    return (*args["stride"], *args["padding"], *args["dilation"])
-
-
 def _case(dtype, seed=0, **config):
     """make_case, plus a grad_output, with every tensor in `dtype`."""
     args = make_case(dtype=dtype, seed=seed, **config)
@@ -81,7 +65,7 @@ def _case(dtype, seed=0, **config):
 
 
 def forward(ops, args):
-    return ops.deform_conv2d(args["input"], args["offset"], args["weight"], args["bias"], args["mask"], *_params(args))
+    return ops.deform_conv2d(*op_args(args))
 
 
 def backward(ops, args, need=(True, True, True), grad_out=None, weight=None, mask=None):
@@ -91,15 +75,9 @@ def backward(ops, args, need=(True, True, True), grad_out=None, weight=None, mas
         args["offset"],
         args["weight"] if weight is None else weight,
         args["mask"] if mask is None else mask,
-        *_params(args),
+        *op_args(args)[5:],
         *need,
     )
-
-
-def assert_same(actual, expected, what):
-    """Bitwise equal but for the sign of zero, NaN where the CPU has NaN."""
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
-    torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{what}: {m}")
 
 
 def assert_input_grad_close(actual, expected, args):
@@ -132,12 +110,12 @@ def assert_backward_matches(emu, cpu, args):
     names = ("grad_input", "grad_offset", "grad_weight", "grad_mask", "grad_bias")
     assert_input_grad_close(emu[0], cpu[0], args)
     for name, a, e in zip(names[1:], emu[1:], cpu[1:]):
-        assert_same(a, e, name)
+        assert_same(a, e, what=name)
 
 
 def check_case(ops, args, need=(True, True, True)):
     """Forward and backward of the emulated CUDA kernels against the CPU kernels."""
-    assert_same(forward(ops, args), forward(torch.ops.detops, args), "output")
+    assert_same(forward(ops, args), forward(torch.ops.detops, args), what="output")
     assert_backward_matches(backward(ops, args, need), backward(torch.ops.detops, args, need), args)
 
 

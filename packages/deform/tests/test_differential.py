@@ -7,39 +7,27 @@ import sys
 
 import pytest
 import torch
-from deform_reference import ORACLES, TENSOR_ARGS, make_case
+from deform_reference import CONFIGS as SHARED_CONFIGS
+from deform_reference import TENSOR_ARGS, make_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detops_deform
-from detops_core.testing import devices, to_device
+from detops_core.testing import call, devices, oracles, to_device
 
-ORACLE_NAMES = sorted(ORACLES)
+ORACLES = oracles("deform_conv2d")
 
-# (name, make_case kwargs): groups, offset groups, stride / padding / dilation, non-square
-# kernels, with and without mask and bias, batch 1 and batch > 64.
+# Batch above 64 on top of the shared configurations.
 CONFIGS = [
-    ("basic", dict()),
-    ("no_mask", dict(use_mask=False)),
-    ("no_bias_no_mask", dict(use_mask=False, use_bias=False)),
-    ("groups2", dict(in_channels=4, out_channels=6, groups=2)),
-    ("offset_groups2", dict(in_channels=4, offset_groups=2)),
-    ("groups2_offset_groups4", dict(in_channels=8, out_channels=4, groups=2, offset_groups=4)),
-    ("stride2", dict(size=(9, 8), stride=(2, 2), padding=(0, 0))),
-    ("stride_pad_dil_mixed", dict(size=(10, 9), stride=(2, 1), padding=(2, 0), dilation=(1, 2))),
-    ("kernel_1x3", dict(kernel=(1, 3), padding=(0, 1))),
-    ("kernel_3x2_dil2", dict(kernel=(3, 2), dilation=(2, 2), padding=(1, 1), size=(8, 7))),
-    ("kernel_1x1", dict(kernel=(1, 1), padding=(0, 0))),
-    ("batch1", dict(batch=1, in_channels=3, out_channels=5)),
+    *SHARED_CONFIGS,
     ("batch67", dict(batch=67, in_channels=2, out_channels=3, size=(5, 4), kernel=(2, 2), padding=(0, 1))),
-    ("large_offsets", dict(offset_scale=8.0)),
-    ("depthwise", dict(in_channels=4, out_channels=4, groups=4, offset_groups=2)),
 ]
 
 
-def _grads(fn, args, grad_out_seed=1):
+def _grads(impl, args, grad_out_seed=1):
+    """`impl`'s output and the gradients of every tensor argument (a fixed random grad_out)."""
     args = {k: (v.detach().clone().requires_grad_() if torch.is_tensor(v) else v) for k, v in args.items()}
-    out = fn(**args)
+    out = call("deform_conv2d", impl, **args)
     g = torch.Generator().manual_seed(grad_out_seed)
     grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device, out.dtype)
     names = [k for k in TENSOR_ARGS if args[k] is not None]
@@ -52,15 +40,15 @@ def _assert_close(actual, expected, what, dtype):
     torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.mark.parametrize("oracle", ORACLE_NAMES)
+@pytest.mark.parametrize("oracle", ORACLES)
 @pytest.mark.parametrize("name,config", CONFIGS, ids=[c[0] for c in CONFIGS])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("device", devices())
 def test_forward_and_gradients(oracle, name, config, dtype, device):
     # Both oracles run on the device: the reference is vectorised torch code.
     args = to_device(make_case(dtype=dtype, **config), device)
-    out, grads = _grads(detops_deform.deform_conv2d, args)
-    ref_out, ref_grads = _grads(ORACLES[oracle], args)
+    out, grads = _grads("detops", args)
+    ref_out, ref_grads = _grads(oracle, args)
     assert out.shape == ref_out.shape and out.dtype == dtype and out.device == args["input"].device
     _assert_close(out, ref_out, f"{name} output", dtype)
     assert grads.keys() == ref_grads.keys()
@@ -101,9 +89,9 @@ def _configs(draw):
 @given(config=_configs())
 def test_random_configurations(device, config):
     args = to_device(make_case(dtype=torch.float64, **config), device)
-    out, grads = _grads(detops_deform.deform_conv2d, args)
-    for oracle in ORACLE_NAMES:
-        ref_out, ref_grads = _grads(ORACLES[oracle], args)
+    out, grads = _grads("detops", args)
+    for oracle in ORACLES:
+        ref_out, ref_grads = _grads(oracle, args)
         _assert_close(out, ref_out, f"{oracle} output", torch.float64)
         for k in grads:
             _assert_close(grads[k], ref_grads[k], f"{oracle} grad {k}", torch.float64)
@@ -160,10 +148,10 @@ def test_narrow_dtypes_accumulate_in_float32(dtype, device):
     # no tap lands on a kink of bilinear sampling (where rounding could pick the other side).
     args["offset"] = ((args["offset"].double() * 4).round() / 4 + 0.125).to(dtype)
     args = to_device(args, device)
-    out, grads = _grads(detops_deform.deform_conv2d, args)
+    out, grads = _grads("detops", args)
     assert out.dtype == dtype and all(g.dtype == dtype for g in grads.values())
     wide = {k: (v.double() if torch.is_tensor(v) else v) for k, v in args.items()}
-    ref_out, ref_grads = _grads(ORACLES["reference"], wide)
+    ref_out, ref_grads = _grads("reference", wide)
     tol = dict(rtol=2e-2, atol=5e-2) if dtype == torch.float16 else dict(rtol=5e-2, atol=2e-1)
     torch.testing.assert_close(out.double(), ref_out, **tol)
     for k in grads:
@@ -180,7 +168,7 @@ def test_only_requested_gradients(wanted, device):
     """With only some arguments requiring grad, the backward skips the others and the
     requested gradients equal those of the full backward."""
     args = to_device(make_case(offset_groups=2, seed=11), device)
-    _, full = _grads(detops_deform.deform_conv2d, args)
+    _, full = _grads("detops", args)
     partial = {
         k: (v.detach().clone().requires_grad_(k in wanted) if torch.is_tensor(v) else v) for k, v in args.items()
     }
@@ -210,12 +198,12 @@ def test_cpu_backward_is_bitwise_repeatable():
     args = make_case(
         dtype=torch.float32, batch=3, in_channels=8, out_channels=8, size=(12, 11), offset_groups=2, seed=7
     )
-    first = _grads(detops_deform.deform_conv2d, args)
+    first = _grads("detops", args)
     threads = torch.get_num_threads()
     try:
         for n in (1, max(2, threads)):
             torch.set_num_threads(n)
-            again = _grads(detops_deform.deform_conv2d, args)
+            again = _grads("detops", args)
             assert torch.equal(first[0], again[0])
             for k in first[1]:
                 assert torch.equal(first[1][k], again[1][k]), k

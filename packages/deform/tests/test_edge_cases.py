@@ -4,12 +4,19 @@ import math
 
 import pytest
 import torch
-from deform_reference import HAVE_TORCHVISION, ORACLES, make_case
+from deform_reference import make_case, op_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import detops_deform
-from detops_core.testing import devices, requires_cuda, to_device
+from detops_core.testing import (
+    assert_fake_raises_like_native,
+    call,
+    devices,
+    oracles,
+    requires_cuda,
+    to_device,
+)
 
 
 def _point_rules(plane, y, x):
@@ -96,11 +103,11 @@ def test_boundary_rules_of_single_taps(use_mask, device):
                     m * gx,
                 )
             )
-        if HAVE_TORCHVISION:
-            from torchvision.ops import deform_conv2d as tv
-
+        # Not the reference: autograd through its window test gives a tap exactly at -1 no
+        # gradient, where torchvision's rules give one.
+        if "torchvision" in oracles("deform_conv2d"):
             off2 = offset.detach().clone().requires_grad_()
-            ref = tv(inp, off2, weight, mask=mask)
+            ref = call("deform_conv2d", "torchvision", inp, off2, weight, mask=mask)
             (g_ref,) = torch.autograd.grad(ref, off2, grad_out)
             torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(g_off, g_ref, rtol=1e-12, atol=1e-12)
@@ -331,6 +338,88 @@ def test_input_smaller_than_kernel(device):
 @pytest.mark.parametrize("device", devices())
 def test_oracles_agree_on_the_valid_case(device):
     args = _valid(device)
-    outs = [fn(**args) for fn in ORACLES.values()]
-    for o in outs:
-        torch.testing.assert_close(detops_deform.deform_conv2d(**args), o)
+    for oracle in oracles("deform_conv2d"):
+        torch.testing.assert_close(detops_deform.deform_conv2d(**args), call("deform_conv2d", oracle, **args))
+
+
+# ------------------------------------------------- the fake kernels say what the C++ says
+# torch.compile and torch.export run the fake kernel instead of the native one: each bad
+# case whose fault shows in shapes, dtypes, devices or sizes must fail there with the
+# native error, word for word. (name, {argument of the op: replacement})
+_BAD_FORWARD = [
+    ("stride", dict(stride_w=0)),
+    ("padding", dict(pad_h=-1)),
+    ("dilation", dict(dilation_h=-2)),
+    ("input_rank", dict(input=torch.zeros(4, 6, 6, dtype=torch.float64))),
+    ("offset_rank", dict(offset=torch.zeros(2, 18, 36, dtype=torch.float64))),
+    ("weight_rank", dict(weight=torch.zeros(4, 4, 9, dtype=torch.float64))),
+    ("integer_input", dict(input=torch.zeros(2, 4, 6, 6, dtype=torch.int64))),
+    ("offset_dtype", dict(offset=torch.zeros(2, 18, 6, 6, dtype=torch.float32))),
+    ("weight_dtype", dict(weight=torch.zeros(4, 4, 3, 3, dtype=torch.float16))),
+    ("empty_kernel", dict(weight=torch.zeros(4, 4, 0, 3, dtype=torch.float64))),
+    ("no_input_channels", dict(input=torch.zeros(2, 0, 6, 6, dtype=torch.float64))),
+    ("no_weight_channels", dict(weight=torch.zeros(4, 0, 3, 3, dtype=torch.float64))),
+    ("in_channels_by_groups", dict(weight=torch.zeros(4, 3, 3, 3, dtype=torch.float64))),
+    ("out_channels_by_groups", dict(weight=torch.zeros(3, 2, 3, 3, dtype=torch.float64))),
+    ("offset_channels", dict(offset=torch.zeros(2, 17, 6, 6, dtype=torch.float64))),
+    ("offset_groups", dict(offset=torch.zeros(2, 3 * 18, 6, 6, dtype=torch.float64), mask=None)),
+    ("huge_padding", dict(pad_h=2**62)),
+    ("huge_dilation", dict(dilation_w=2**62)),
+    ("smaller_than_kernel", dict(pad_h=0, pad_w=0, input=torch.zeros(2, 4, 2, 6, dtype=torch.float64))),
+    ("offset_batch", dict(offset=torch.zeros(1, 18, 6, 6, dtype=torch.float64))),
+    ("offset_size", dict(offset=torch.zeros(2, 18, 6, 5, dtype=torch.float64))),
+    ("mask_rank", dict(mask=torch.zeros(2, 9, 36, dtype=torch.float64))),
+    ("mask_dtype", dict(mask=torch.zeros(2, 9, 6, 6, dtype=torch.bfloat16))),
+    ("mask_channels", dict(mask=torch.zeros(2, 8, 6, 6, dtype=torch.float64))),
+    ("mask_batch", dict(mask=torch.zeros(1, 9, 6, 6, dtype=torch.float64))),
+    ("mask_size", dict(mask=torch.zeros(2, 9, 7, 6, dtype=torch.float64))),
+    ("bias_shape", dict(bias=torch.zeros(5, dtype=torch.float64))),
+    ("bias_rank", dict(bias=torch.zeros(4, 1, dtype=torch.float64))),
+    ("bias_dtype", dict(bias=torch.zeros(4, dtype=torch.float32))),
+]
+_BAD_BACKWARD = [
+    ("stride", dict(stride_h=0)),
+    ("huge_padding_and_dilation", dict(pad_h=2**62, pad_w=2**62, dilation_h=2**61, dilation_w=2**61)),
+    ("offset_channels", dict(offset=torch.zeros(2, 17, 6, 6, dtype=torch.float64))),
+    ("mask_channels", dict(mask=torch.zeros(2, 8, 6, 6, dtype=torch.float64))),
+    ("grad_output_rank", dict(grad_out=torch.zeros(2, 4, 36, dtype=torch.float64))),
+    ("grad_output_shape", dict(grad_out=torch.zeros(2, 4, 6, 5, dtype=torch.float64))),
+    ("grad_output_dtype", dict(grad_out=torch.zeros(2, 4, 6, 6, dtype=torch.float32))),
+]
+
+
+def _schema_args(op, device, replace):
+    """A valid call of `op` (2 images, 4 channels, 6 x 6, 3 x 3 kernel, padding 1) on
+    `device`, its arguments by schema name, with `replace` applied."""
+    valid = _valid(device)
+    named = dict(zip(("input", "offset", "weight", "bias", "mask"), op_args(valid)))
+    named.update(zip(("stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w"), op_args(valid)[5:]))
+    named["grad_out"] = torch.ones(2, 4, 6, 6, dtype=torch.float64, device=device)
+    named.update((k, v.to(device) if torch.is_tensor(v) else v) for k, v in replace.items())
+    return [named[a.name] for a in op._schema.arguments if a.name in named]
+
+
+@pytest.mark.parametrize("name,replace", _BAD_FORWARD, ids=[c[0] for c in _BAD_FORWARD])
+def test_fake_kernel_raises_like_native(name, replace):
+    op = torch.ops.detops.deform_conv2d.default
+    message = assert_fake_raises_like_native(op, _schema_args(op, "cpu", replace))
+    assert message.startswith("detops.deform_conv2d: "), message
+
+
+@pytest.mark.parametrize("name,replace", _BAD_BACKWARD, ids=[c[0] for c in _BAD_BACKWARD])
+def test_backward_fake_kernel_raises_like_native(name, replace):
+    op = torch.ops.detops._deform_conv2d_backward.default
+    message = assert_fake_raises_like_native(op, _schema_args(op, "cpu", replace))
+    assert message.startswith("detops._deform_conv2d_backward: "), message
+
+
+# Devices: a CPU tensor next to CUDA ones, which only a GPU machine can build.
+@requires_cuda()
+@pytest.mark.parametrize("on_cpu", ["offset", "weight", "bias", "mask", "grad_out"])
+def test_fake_kernels_raise_like_native_on_mixed_devices(on_cpu):
+    for op in (torch.ops.detops.deform_conv2d.default, torch.ops.detops._deform_conv2d_backward.default):
+        names = [a.name for a in op._schema.arguments]
+        if on_cpu in names:
+            args = _schema_args(op, "cuda", {})
+            args[names.index(on_cpu)] = args[names.index(on_cpu)].cpu()
+            assert "same device" in assert_fake_raises_like_native(op, args)

@@ -1,32 +1,25 @@
 """The op in torch's machinery: opcheck, TorchScript, torch.compile, torch.export,
 autocast, and the DeformConv2d module."""
 
-import warnings
-
 import pytest
 import torch
-from deform_reference import HAVE_TORCHVISION, ORACLES, make_case
+from deform_reference import make_case, op_args
 
 import detops_deform
-from detops_core.testing import devices, to_device
+from detops_core.testing import (
+    assert_autocast_float32,
+    assert_compiles,
+    assert_exports,
+    assert_opcheck,
+    assert_scripts,
+    call,
+    devices,
+    to_device,
+    torchvision_ops,
+)
 from detops_deform import DeformConv2d, deform_conv2d
 
-
-def _op_args(args):
-    s, p, d = args["stride"], args["padding"], args["dilation"]
-    return (
-        args["input"],
-        args["offset"],
-        args["weight"],
-        args["bias"],
-        args["mask"],
-        s[0],
-        s[1],
-        p[0],
-        p[1],
-        d[0],
-        d[1],
-    )
+TENSOR_ARGS = ("input", "offset", "weight", "bias", "mask")
 
 
 @pytest.mark.parametrize(
@@ -41,60 +34,39 @@ def _op_args(args):
 @pytest.mark.parametrize("device", devices())
 def test_opcheck(config, dtype, device):
     args = to_device(make_case(dtype=dtype, **config), device)
-    for k in ("input", "offset", "weight", "bias", "mask"):
+    for k in TENSOR_ARGS:
         if args[k] is not None:
             args[k].requires_grad_()
-    torch.library.opcheck(torch.ops.detops.deform_conv2d.default, _op_args(args))
+    assert_opcheck(torch.ops.detops.deform_conv2d.default, op_args(args))
 
 
 @pytest.mark.parametrize("device", devices())
 def test_opcheck_backward_op(device):
     args = to_device(make_case(), device)
-    out = deform_conv2d(**args)
-    grad = torch.randn_like(out)
-    s, p, d = args["stride"], args["padding"], args["dilation"]
+    grad = torch.randn_like(deform_conv2d(**args))
+    # Its gradient is not an op of its own: opcheck's autograd tests do not apply.
     torch.library.opcheck(
         torch.ops.detops._deform_conv2d_backward.default,
-        (grad, args["input"], args["offset"], args["weight"], args["mask"], s[0], s[1], p[0], p[1], d[0], d[1]),
+        (grad, *op_args(args)[:3], *op_args(args)[4:]),
         test_utils=("test_schema", "test_faketensor"),
     )
 
 
-def _script(obj):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.jit.script(obj)
-
-
 @pytest.mark.parametrize("device", devices())
 def test_torchscript_function(device):
-    scripted = _script(deform_conv2d)
     for use_mask in (True, False):
         args = to_device(make_case(use_mask=use_mask, stride=(2, 1), padding=(1, 0), size=(9, 8)), device)
-        expected = deform_conv2d(**args)
-        got = scripted(
-            args["input"],
-            args["offset"],
-            args["weight"],
-            args["bias"],
-            args["stride"],
-            args["padding"],
-            args["dilation"],
-            args["mask"],
-        )
-        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        positional = [args[k] for k in ("input", "offset", "weight", "bias", "stride", "padding", "dilation", "mask")]
+        assert_scripts(deform_conv2d, positional)
 
 
 @pytest.mark.parametrize("device", devices())
 def test_torchscript_module_and_caller(device):
     torch.manual_seed(0)
     module = DeformConv2d(4, 6, 3, padding=1).to(device)
-    scripted = _script(module)
     args = to_device(make_case(dtype=torch.float32, out_channels=6), device)
-    torch.testing.assert_close(
-        scripted(args["input"], args["offset"], args["mask"]), module(args["input"], args["offset"], args["mask"])
-    )
-    torch.testing.assert_close(scripted(args["input"], args["offset"]), module(args["input"], args["offset"]))
+    assert_scripts(module, (args["input"], args["offset"], args["mask"]))
+    assert_scripts(module, (args["input"], args["offset"]))
 
     class Caller(torch.nn.Module):
         def __init__(self):
@@ -105,9 +77,7 @@ def test_torchscript_module_and_caller(device):
         def forward(self, x):
             return self.deform(x, self.offset(x))
 
-    caller = Caller().to(device)
-    x = torch.randn(2, 4, 7, 6, device=device)
-    torch.testing.assert_close(_script(caller)(x), caller(x))
+    assert_scripts(Caller().to(device), (torch.randn(2, 4, 7, 6, device=device),))
 
 
 @pytest.mark.parametrize("device", devices())
@@ -118,14 +88,8 @@ def test_compile_fullgraph_forward_and_backward(device):
     def fn(input, offset, weight, bias, mask):
         return deform_conv2d(input, offset, weight, bias, stride=1, padding=(1, 1), mask=mask).relu().sum()
 
-    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
-    tensors = [args[k] for k in ("input", "offset", "weight", "bias", "mask")]
-    eager_in = [t.clone().requires_grad_() for t in tensors]
-    comp_in = [t.clone().requires_grad_() for t in tensors]
-    fn(*eager_in).backward()
-    compiled(*comp_in).backward()
-    for a, b in zip(eager_in, comp_in):
-        torch.testing.assert_close(b.grad, a.grad)
+    tensors = [args[k].requires_grad_() for k in TENSOR_ARGS]
+    assert_compiles(fn, tensors, backward=True, backend="aot_eager")
 
 
 @pytest.mark.parametrize("device", devices())
@@ -136,8 +100,7 @@ def test_compile_fullgraph_inductor_module(device):
     args = to_device(
         make_case(dtype=torch.float32, kernel=(3, 2), padding=(1, 0), out_channels=4, use_mask=False), device
     )
-    compiled = torch.compile(module, fullgraph=True)
-    torch.testing.assert_close(compiled(args["input"], args["offset"]), module(args["input"], args["offset"]))
+    assert_compiles(module, (args["input"], args["offset"]))
 
 
 @pytest.mark.parametrize("device", devices())
@@ -151,12 +114,9 @@ def test_export(device):
             return self.deform(x, offset, mask)
 
     torch.manual_seed(2)
-    model = Model().to(device)
     args = to_device(make_case(dtype=torch.float32), device)
-    inputs = (args["input"], args["offset"], args["mask"])
-    exported = torch.export.export(model, inputs)
-    assert any("deform_conv2d" in str(n.target) for n in exported.graph.nodes)
-    torch.testing.assert_close(exported.module()(*inputs), model(*inputs))
+    program = assert_exports(Model().to(device), (args["input"], args["offset"], args["mask"]))
+    assert any("deform_conv2d" in str(n.target) for n in program.graph.nodes)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -168,6 +128,13 @@ def test_autocast_computes_in_float32_and_returns_the_input_dtype(device):
     assert out.dtype == torch.bfloat16  # as torchvision's autocast kernel returns it
     expected = deform_conv2d(**dict(args, input=args["input"].float()))
     torch.testing.assert_close(out, expected.bfloat16())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("device", devices())
+def test_autocast_of_narrow_arguments(dtype, device):
+    args = to_device(make_case(dtype=torch.float32), device)
+    assert_autocast_float32(torch.ops.detops.deform_conv2d, op_args(args), device, dtype)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -191,11 +158,10 @@ def test_int_and_pair_arguments_are_equivalent(device):
 def test_module_matches_torchvision_construction(ctor):
     torch.manual_seed(3)
     ours = DeformConv2d(*ctor)
-    if HAVE_TORCHVISION:
-        from torchvision.ops import DeformConv2d as TVDeformConv2d
-
+    tv = torchvision_ops()
+    if tv is not None:
         torch.manual_seed(3)
-        theirs = TVDeformConv2d(*ctor)
+        theirs = tv.DeformConv2d(*ctor)
         assert repr(ours) == repr(theirs)
         torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
         if theirs.bias is not None:
@@ -222,7 +188,8 @@ def test_module_repr_and_forward(device):
         size=(9, 9),
     )
     args = to_device(args, device)
-    expected = ORACLES["reference"](args["input"], args["offset"], m.weight, None, (2, 2), (1, 1), (2, 2), args["mask"])
+    same_call = (args["input"], args["offset"], m.weight, None, (2, 2), (1, 1), (2, 2), args["mask"])
+    expected = call("deform_conv2d", "reference", *same_call)
     torch.testing.assert_close(m(args["input"], args["offset"], args["mask"]), expected, rtol=1e-4, atol=1e-4)
 
 
