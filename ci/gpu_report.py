@@ -46,7 +46,6 @@ EXIT_MISSING = 4
 # --error-exitcode): distinct from pytest's own statuses 0 to 5.
 SANITIZER_ERROR_EXIT = 86
 MIN_TORCH = (2, 11)
-IMPORT_NAMES = {"meta": "detops"}
 
 
 def cuda_libraries(site: str, root: str = packages.ROOT) -> dict:
@@ -55,13 +54,13 @@ def cuda_libraries(site: str, root: str = packages.ROOT) -> dict:
     for csrc in sorted(glob.glob(os.path.join(root, "packages", "*", "csrc"))):
         pkg = os.path.basename(os.path.dirname(csrc))
         if glob.glob(os.path.join(csrc, "**", "*.cu"), recursive=True):
-            name = IMPORT_NAMES.get(pkg, f"detops_{pkg}")
+            name = packages.wheel_stem(pkg)
             found[pkg] = os.path.exists(os.path.join(site, name, "_C_cuda.so"))
     return found
 
 
 def _package_order(pkg: str) -> int:
-    order = packages.BUILD_ORDER
+    order = packages.present()
     return order.index(pkg) if pkg in order else len(order)
 
 
@@ -258,15 +257,7 @@ def kernels(args) -> int:
 
     result: dict = {"imports": {}, "cuda": [], "no_cuda": []}
     site = os.path.realpath(args.site) if args.site else None
-    for module in (
-        "detops_core",
-        "detops_nms",
-        "detops_roi",
-        "detops_deform",
-        "detops_deform_attn",
-        "detops_fpn",
-        "detops",
-    ):
+    for module in map(packages.wheel_stem, packages.present()):
         try:
             where = os.path.dirname(importlib.import_module(module).__file__)
         except Exception as e:
@@ -361,7 +352,7 @@ def test_counts(work: str) -> dict:
                         if not is_xfail:
                             skips[(child.get("message") or "no reason given")[:200]] += 1
                 counts[outcome] += 1
-            return {"source": "JUnit XML", "counts": dict(counts), "failures": failures, "skips": skips.most_common()}
+            return _counted("JUnit XML", counts, failures, skips)
     log = os.path.join(work, "tests.log")
     if os.path.exists(log):
         with open(log, errors="replace") as f:
@@ -378,13 +369,12 @@ def test_counts(work: str) -> dict:
                     skips[m.group(2)[:200]] += int(m.group(1))
                 elif line.startswith(("FAILED ", "ERROR ")):
                     failures.append(line.split(" ", 1)[1][:250])
-            return {
-                "source": "pytest's summary line",
-                "counts": dict(counts),
-                "failures": failures,
-                "skips": skips.most_common(),
-            }
-    return {"source": None, "counts": {}, "failures": [], "skips": []}
+            return _counted("pytest's summary line", counts, failures, skips)
+    return _counted(None, counts, failures, skips)
+
+
+def _counted(source: str | None, counts: collections.Counter, failures: list, skips: collections.Counter) -> dict:
+    return {"source": source, "counts": dict(counts), "failures": failures, "skips": skips.most_common()}
 
 
 def sanitizer_verdict(rc: str, log_text: str) -> tuple[str, str]:
@@ -434,9 +424,8 @@ def render(work: str, out: str, site: str | None = None, root: str = packages.RO
         result, summary = sanitizer_verdict(rc, text)
         sanitizer_rows.append((pkg, f"{test_file} -k '{kexpr}'", tool, result, summary, seconds, log))
     sanitizer_rows.sort(key=lambda r: (_package_order(r[0]), r[0], r[2]))
-    sanitizer_note = ", ".join(
-        f"{n} {result}" for result, n in collections.Counter(r[3] for r in sanitizer_rows).most_common()
-    )
+    counted = collections.Counter(r[3] for r in sanitizer_rows)
+    sanitizer_note = ", ".join(f"{n} {result}" for result, n in sorted(counted.items(), key=lambda c: (-c[1], c[0])))
     tests = test_counts(work)
     bench = _read_json(os.path.join(work, "bench.json"))
 
@@ -465,26 +454,11 @@ def render(work: str, out: str, site: str | None = None, root: str = packages.RO
         "| | |",
         "|---|---|",
     ]
-    keys = [
-        ("GPU", "gpu"),
-        ("nvidia-smi", "nvidia_smi"),
-        ("CPU", "cpu"),
-        ("Python", "python"),
-        ("torch", "torch"),
-        ("torchvision", "torchvision"),
-        ("nvcc", "nvcc"),
-        ("cmake", "cmake"),
-        ("ninja", "ninja"),
-        ("scikit-build-core", "scikit-build-core"),
-        ("pybind11", "pybind11"),
-        ("pytest", "pytest"),
-        ("pytest-xdist", "pytest-xdist"),
-        ("pytest-timeout", "pytest-timeout"),
-        ("hypothesis", "hypothesis"),
-        ("numpy", "numpy"),
-        ("compute-sanitizer", "compute-sanitizer"),
-        ("detops commit", "commit"),
-    ]
+    # Labels of the probe's keys; the versions of tools are under their own names.
+    tools = ["torch", "torchvision", "nvcc", "cmake", "ninja", "scikit-build-core", "pybind11", "pytest"]
+    tools += ["pytest-xdist", "pytest-timeout", "hypothesis", "numpy", "compute-sanitizer"]
+    keys = [("GPU", "gpu"), ("nvidia-smi", "nvidia_smi"), ("CPU", "cpu"), ("Python", "python")]
+    keys += [(t, t) for t in tools] + [("detops commit", "commit")]
     for label, key in keys:
         value = env.get(key)
         if isinstance(value, list):
@@ -750,7 +724,7 @@ def self_test() -> int:
             "| fpn | `h.py -k 'cuda'` | memcheck | **timed out** |",
             "| fpn | `h.py -k 'cuda'` | racecheck | **nothing ran** |",
             "| deform | `no.py -k 'cuda'` | memcheck | **no test file** | no such test file: no.py |",
-            "| sanitizer | ok | 4 | 60 | 7 runs: 2 nothing ran, 1 clean,",
+            "| sanitizer | ok | 4 | 60 | 7 runs: 2 nothing ran, 1 ERRORS, 1 clean,",
             "time limit: these are the tests that finished.",
             "| FAKE op | w | 1.000 | 2.000 | 2.00x |",
             "| FAKE op2 | w | **failed**: AssertionError: FAKE | | |",
