@@ -26,11 +26,10 @@ import envs  # noqa: E402
 import packages  # noqa: E402
 
 DIST = os.path.join(packages.ROOT, "dist")
-WHEEL_NAMES = {"meta": "detops"}
 
 
 def wheel_of(pkg: str, dist: str = DIST) -> str:
-    stem = WHEEL_NAMES.get(pkg, f"detops_{pkg}")
+    stem = packages.wheel_stem(pkg)
     found = sorted(glob.glob(os.path.join(dist, f"{stem}-*.whl")), key=os.path.getmtime)
     if not found:
         raise SystemExit(f"no wheel for {pkg} in {dist}")
@@ -84,7 +83,7 @@ def _build(names: list[str], into: list[str], dist: str, config: list[str], site
     wheels = []
     for pkg in packages.closure(names):
         print(f"[build] {pkg}", flush=True)
-        for old in glob.glob(os.path.join(dist, f"{WHEEL_NAMES.get(pkg, f'detops_{pkg}')}-*.whl")):
+        for old in glob.glob(os.path.join(dist, f"{packages.wheel_stem(pkg)}-*.whl")):
             os.remove(old)
         pip(dev, "wheel", "--quiet", "--no-build-isolation", "--no-deps", *settings, "-w", dist, packages.path(pkg))
         wheel = wheel_of(pkg, dist)

@@ -7,6 +7,7 @@ import glob
 import graphlib
 import os
 import re
+
 import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +19,9 @@ def _project(pkg: str) -> dict:
 
 
 def _graph() -> dict[str, list[str]]:
-    found = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "packages", "*", "pyproject.toml")))
+    found = sorted(
+        os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "packages", "*", "pyproject.toml"))
+    )
     folder = {_project(p)["name"]: p for p in found}
     # A requirement starts with its distribution name ("detops-roi==0.1.0").
     names = {p: [re.match(r"[A-Za-z0-9._-]+", d).group(0) for d in _project(p).get("dependencies", [])] for p in found}
