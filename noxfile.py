@@ -16,6 +16,8 @@ import sys
 import nox
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ci"))
+import envs  # noqa: E402
+
 import packages  # noqa: E402
 
 nox.options.default_venv_backend = "none"
@@ -25,6 +27,11 @@ PY = sys.executable
 
 def _run(session: nox.Session, script: str, *args: str, **env: str) -> None:
     session.run(PY, os.path.join("ci", script), *args, env=env or None)
+
+
+def _run_in_dev(session: nox.Session, script: str, *args: str) -> None:
+    # Scripts that import torch and detops run in the dev env's python (made if missing).
+    session.run(envs.ensure("dev"), os.path.join("ci", script), *args, external=True)
 
 
 @nox.session
@@ -129,7 +136,7 @@ def gpu(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Interleaved benchmarks against torchvision 0.29.1 (2 threads); prints ratios."""
     _run(session, "build.py")
-    _run(session, "bench.py", *session.posargs)
+    _run_in_dev(session, "bench.py", *session.posargs)
 
 
 @nox.session
@@ -142,4 +149,4 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Build and install everything, then run the detection demo."""
     _run(session, "build.py")
-    _run(session, "demo.py", *session.posargs)
+    _run_in_dev(session, "demo.py", *session.posargs)

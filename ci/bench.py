@@ -28,12 +28,10 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import envs  # noqa: E402
 
 import packages  # noqa: E402
 
@@ -118,7 +116,7 @@ def _rows_json(args, machine: str, rows: list) -> None:
     os.replace(args.json + ".tmp", args.json)
 
 
-def run_inside(args) -> None:
+def run(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
@@ -227,12 +225,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--keep-going", action="store_true", help="record a case that raises and go on (exit status 1 at the end)"
     )
-    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.update_readme and args.device != "cpu":
         parser.error("--update-readme writes README's CPU table: not with --device cuda")
-    if args.inside:
-        run_inside(args)
-    else:
-        python = envs.ensure("dev")
-        sys.exit(subprocess.run([python, os.path.abspath(__file__), "--inside", *sys.argv[1:]]).returncode)
+    run(args)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import envs  # noqa: E402
 
 import packages  # noqa: E402
 
@@ -61,7 +59,7 @@ class _Recorder:
         return recorded
 
 
-def run_inside(out: str, size: int) -> None:
+def run(out: str, size: int) -> None:
     import torch
     import torchvision
     from torchvision.models.detection import maskrcnn_resnet50_fpn
@@ -174,11 +172,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.path.join(packages.ROOT, "demo-output"))
     parser.add_argument("--size", type=int, default=512, help="shorter image side")
-    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.inside:
-        run_inside(args.out, args.size)
-    else:
-        python = envs.ensure("dev")
-        cmd = [python, os.path.abspath(__file__), "--inside", "--out", args.out, "--size", str(args.size)]
-        sys.exit(subprocess.run(cmd).returncode)
+    run(args.out, args.size)

@@ -302,7 +302,7 @@ main() {
     run_stage sanitizer "$l_san" TERM bash "${BASH_SOURCE[0]}" --stage sanitizer
   fi
 
-  local bench=("$PYTHON" ci/bench.py --inside --device cuda --seconds 0.25 --keep-going
+  local bench=("$PYTHON" ci/bench.py --device cuda --seconds 0.25 --keep-going
     --json "$RES/bench.json" --markdown "$RES/bench.md")
   note_cmd bench "${bench[@]}"
   (cd "$ROOT" && run_stage bench "$l_bench" TERM "${bench[@]}")
