@@ -34,17 +34,11 @@ from hypothesis import example, given, note
 import detops
 import detops_fpn
 import detops_roi
+from detops_core.testing import torchvision_ops
 
-try:
-    import torchvision
-    import torchvision.ops as tv
-
-    # The oracle is the torchvision detops follows, 0.29: older ones (compat-2.11 has 0.26)
-    # differ in places (box formats), and then only the documented results are checked.
-    if tuple(int(v) for v in torchvision.__version__.split(".")[:2]) < (0, 29):
-        tv = None
-except ImportError:  # some compat environments have no torchvision
-    tv = None
+# The oracle is the torchvision detops follows, 0.29: older ones (compat-2.11 has 0.26)
+# differ in places (box formats), and then only the documented results are checked.
+tv = torchvision_ops(min_version=(0, 29))
 
 # ----------------------------------------------------------------------------- helpers
 

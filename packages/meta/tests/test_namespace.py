@@ -7,11 +7,9 @@ import pytest
 import torch
 
 import detops
+from detops_core.testing import torchvision_ops
 
-try:
-    import torchvision.ops as tv_ops
-except ImportError:
-    tv_ops = None
+tv_ops = torchvision_ops()
 
 NAMES = [
     "nms",

@@ -19,12 +19,16 @@ ORACLE_TORCHVISION = "torchvision"
 ORACLE_REFERENCE = "reference"
 
 
-def torchvision_ops():
+def torchvision_ops(min_version: tuple = (0, 0)):
     """``torchvision.ops``, or None where torchvision is not installed (the compat environments
-    of torch 2.13 and 2.15 have none). The one place the test suites import torchvision."""
+    of torch 2.13 and 2.15 have none) or is older than `min_version` (compat-2.11 has 0.26,
+    which differs from 0.29 in places). The one place the test suites import torchvision."""
     try:
+        import torchvision
         import torchvision.ops
     except ImportError:
+        return None
+    if tuple(int(v) for v in torchvision.__version__.split("+")[0].split(".")[:2]) < tuple(min_version):
         return None
     return torchvision.ops
 
