@@ -1,10 +1,12 @@
-"""nms and batched_nms on CUDA against the same call on the CPU, in every dtype.
+"""nms, batched_nms, nms_per_image and soft-NMS on CUDA against the same call on the CPU,
+in every dtype.
 
-Tolerance: none, for every dtype. Both devices rank boxes with the same stable descending
+Tolerance for the kept indices: none, for every dtype (soft-NMS's decayed scores: see the
+comment above test_soft_nms). Both devices rank boxes with the same stable descending
 sort (NaN first; then stably by class for batched_nms), compute every IoU in float32
 (float64 for float64 input) with nms_math.h's functions, rounding each product on its own
 on both, and compare it with the same threshold; so the kept indices must be identical,
-order included. The ops return indices: there is no backward of their own to compare.
+order included. None of these ops has a backward of its own to compare.
 """
 
 import pytest
@@ -12,7 +14,7 @@ import torch
 from nms_reference import clustered_boxes, random_boxes, sparse_boxes
 
 import detops_nms
-from detops_core.testing import assert_cuda_matches_cpu, float_dtypes, requires_cuda
+from detops_core.testing import assert_cuda_matches_cpu, cpu_vs_cuda_tolerance, float_dtypes, requires_cuda
 
 pytestmark = requires_cuda()
 
@@ -89,3 +91,56 @@ def test_non_contiguous_input():
     assert_cuda_matches_cpu(detops_nms.nms(*strided, 0.5), detops_nms.nms(boxes, scores, 0.5), what="nms")
     cuda = detops_nms.batched_nms(*strided, idxs.cuda(), 0.5)
     assert_cuda_matches_cpu(cuda, detops_nms.batched_nms(boxes, scores, idxs, 0.5), what="batched_nms")
+
+
+# ---------------------------------------------------------------------------------------
+# max_output, nms_per_image: the same kernels, so indices identical as above.
+
+
+@pytest.mark.parametrize("dtype", float_dtypes())
+def test_max_output_and_per_image(dtype):
+    boxes, scores, g = _case("clustered", 3000, True, seed=6)
+    idxs = torch.randint(0, 80, (3000,), generator=g)
+    boxes, scores = boxes.to(dtype), scores.to(dtype)
+    for k in (0, 1, 64, 100, 5000):
+        cuda = detops_nms.nms(boxes.cuda(), scores.cuda(), 0.5, max_output=k)
+        assert_cuda_matches_cpu(cuda, detops_nms.nms(boxes, scores, 0.5, max_output=k), what=f"nms, max_output {k}")
+        cuda = detops_nms.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5, max_output=k)
+        cpu = detops_nms.batched_nms(boxes, scores, idxs, 0.5, max_output=k)
+        assert_cuda_matches_cpu(cuda, cpu, what=f"batched_nms, max_output {k}")
+    b, s, i = boxes.reshape(6, 500, 4), scores.reshape(6, 500), idxs.reshape(6, 500)
+    for classes in (None, i):
+        for k in (None, 10):
+            cuda = detops_nms.nms_per_image(
+                b.cuda(), s.cuda(), 0.5, None if classes is None else classes.cuda(), max_output=k
+            )
+            cpu = detops_nms.nms_per_image(b, s, 0.5, classes, max_output=k)
+            assert_cuda_matches_cpu(cuda, cpu, what=f"nms_per_image, max_output {k}")
+
+
+# ---------------------------------------------------------------------------------------
+# soft_nms / batched_soft_nms. Both devices compute the IoU with the same nms_math.h code
+# and the weight in float64, but a GPU's double exp() is not glibc's: a gaussian weight may
+# differ in its last bit (2^-52 relative), which a float32 score almost always rounds away
+# and a float64 score keeps. Decayed scores are compared within 2 ulp of float64 and 1 ulp
+# of float32 (plus the narrow type's rounding); indices must be identical, which holds
+# unless two decayed scores sit within that distance (continuous random scores here).
+
+
+@pytest.mark.parametrize("dtype", float_dtypes())
+@pytest.mark.parametrize("method", ["gaussian", "linear"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("n", [1, 300, 3000])
+def test_soft_nms(n, layout, method, dtype):
+    boxes, scores, g = _case(layout, n, False, seed=n + len(layout))
+    idxs = torch.randint(0, 20, (n,), generator=g)
+    boxes, scores = boxes.to(dtype), scores.to(dtype)
+    tol = cpu_vs_cuda_tolerance(dtype, float64=4.5e-16, float32=1.2e-7, narrow_ulps=1)
+    cpu = detops_nms.soft_nms(boxes, scores, method=method)
+    cuda = detops_nms.soft_nms(boxes.cuda(), scores.cuda(), method=method)
+    assert_cuda_matches_cpu(cuda[0], cpu[0], what=f"soft_nms {method} indices")
+    assert_cuda_matches_cpu(cuda[1], cpu[1], tol, what=f"soft_nms {method} scores")
+    cpu = detops_nms.batched_soft_nms(boxes, scores, idxs, method=method)
+    cuda = detops_nms.batched_soft_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), method=method)
+    assert_cuda_matches_cpu(cuda[0], cpu[0], what=f"batched_soft_nms {method} indices")
+    assert_cuda_matches_cpu(cuda[1], cpu[1], tol, what=f"batched_soft_nms {method} scores")

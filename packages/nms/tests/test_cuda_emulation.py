@@ -1,5 +1,7 @@
-"""nms and batched_nms through their CUDA kernels (csrc/cuda/nms_kernel.cu: mask_kernel,
-keep_kernel), run by the CPU emulation of the CUDA execution model
+"""nms, batched_nms and nms_per_image through their CUDA kernels (csrc/cuda/nms_kernel.cu:
+mask_kernel, keep_kernel), and soft_nms / batched_soft_nms through theirs
+(csrc/cuda/soft_nms_kernel.cu: group_start_kernel, soft_kernel, gather_kernel), run by the
+CPU emulation of the CUDA execution model
 (detops/cuda_emulation.h), against the CPU kernels on the kinds of input that
 test_differential.py gives the CPU kernels.
 
@@ -203,7 +205,7 @@ def _kernels_in_sources():
 
 
 def test_every_kernel_is_launched(emulated):
-    kernels = _kernels_in_sources()
+    kernels = {k for k in _kernels_in_sources() if k.startswith("nms ")}
     assert kernels >= {"nms mask_kernel", "nms keep_kernel"}
     before = emulated_launches(PACKAGE)
     g = torch.Generator().manual_seed(6)
@@ -242,6 +244,134 @@ def test_bad_input_raises_the_cpu_message(emulated):
         ("batched_nms", (torch.rand(3, 5), torch.rand(3), ok_idxs, 0.5)),
         ("batched_nms", (torch.rand(3, 4), torch.rand(3), ok_idxs.int(), 0.5)),
         ("batched_nms", (torch.rand(3, 4), torch.rand(3), ok_idxs[:2], 0.5)),
+    ]
+    for name, args in cases:
+        with pytest.raises(RuntimeError) as cpu:
+            getattr(torch.ops.detops, name)(*args)
+        with pytest.raises(RuntimeError) as emu:
+            getattr(emulated, name)(*args)
+        assert str(emu.value).splitlines()[0] == str(cpu.value).splitlines()[0]
+
+
+# ---------------------------------------------------------------------------------------
+# max_output and nms_per_image (keep_kernel's early stop; per-image calls of both kernels)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_max_output_equals_cpu(emulated, layout):
+    # Limits inside the first tile, at its end, one past it and beyond every kept box.
+    g = torch.Generator().manual_seed(21)
+    n = 300
+    boxes, scores = LAYOUTS[layout](n, g), _scores(n, g, ties=True)
+    idxs = torch.randint(0, 3, (n,), generator=g)
+    for k in (0, 1, 2, 63, 64, 65, 200, 10**9):
+        for threshold in (0.0, 0.5):
+            _assert_equal(emulated.nms(boxes, scores, threshold, k), torch.ops.detops.nms(boxes, scores, threshold, k))
+            _assert_equal(
+                emulated.batched_nms(boxes, scores, idxs, threshold, k),
+                torch.ops.detops.batched_nms(boxes, scores, idxs, threshold, k),
+            )
+
+
+@pytest.mark.parametrize("with_idxs", [False, True], ids=["nms", "batched"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nms_per_image_equals_cpu(emulated, dtype, with_idxs):
+    g = torch.Generator().manual_seed(22)
+    boxes = torch.stack([clustered_boxes(130, g), random_boxes(130, g), sparse_boxes(130, g)]).to(dtype)
+    scores = _scores(3 * 130, g, ties=True).reshape(3, 130).to(dtype)
+    idxs = torch.randint(0, 3, (3, 130), generator=g) if with_idxs else None
+    for k in (None, 0, 1, 70):
+        got = emulated.nms_per_image(boxes, scores, idxs, 0.5, k)
+        expected = torch.ops.detops.nms_per_image(boxes, scores, idxs, 0.5, k)
+        assert got.shape[1:] == (2,) and torch.equal(got, expected), k
+
+
+# ---------------------------------------------------------------------------------------
+# soft_nms / batched_soft_nms (csrc/cuda/soft_nms_kernel.cu). The decayed scores must be
+# identical too: the emulation computes the weight with the host's exp, as the CPU kernel
+# does (a GPU's double exp may differ in the last bit; test_cpu_vs_cuda.py states that).
+
+
+def _soft_check(emulated, boxes, scores, idxs=None, **kw):
+    args = dict(iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian") | kw
+    values = (args["iou_threshold"], args["sigma"], args["score_threshold"], args["method"])
+    if idxs is None:
+        got, expected = emulated.soft_nms(boxes, scores, *values), torch.ops.detops.soft_nms(boxes, scores, *values)
+    else:
+        got = emulated.batched_soft_nms(boxes, scores, idxs, *values)
+        expected = torch.ops.detops.batched_soft_nms(boxes, scores, idxs, *values)
+    _assert_equal(got[0], expected[0])
+    assert got[1].dtype == expected[1].dtype
+    assert torch.equal(got[1].isnan(), expected[1].isnan())
+    assert torch.equal(got[1].nan_to_num(), expected[1].nan_to_num())
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear"])
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied"])
+@pytest.mark.parametrize("n", [1, 2, 127, 128, 129, 300])  # around one block of threads
+@pytest.mark.parametrize("layout", ["clustered", "random"])
+def test_soft_nms_equals_cpu(emulated, layout, n, ties, method):
+    g = torch.Generator().manual_seed(n * 3 + ties)
+    boxes, scores = LAYOUTS[layout](n, g), _scores(n, g, ties)
+    _soft_check(emulated, boxes, scores, method=method)
+    _soft_check(emulated, boxes, scores, method=method, score_threshold=0.2, sigma=0.1, iou_threshold=0.6)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear"])
+@pytest.mark.parametrize("classes", [1, 3, 40])
+def test_batched_soft_nms_equals_cpu(emulated, classes, method):
+    g = torch.Generator().manual_seed(classes)
+    n = 300
+    boxes, scores = clustered_boxes(n, g), _scores(n, g, ties=True)
+    idxs = torch.randint(0, classes, (n,), generator=g) * 7919 - 1000
+    _soft_check(emulated, boxes, scores, idxs, method=method)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_soft_nms_every_dtype_nan_and_inf_equal_cpu(emulated, dtype):
+    g = torch.Generator().manual_seed(23)
+    n = 150
+    boxes, scores = clustered_boxes(n, g), torch.rand(n, generator=g)
+    scores[::17] = float("nan")
+    scores[1::23] = float("inf")
+    boxes[3::11, 0] = float("nan")
+    boxes[5::13, 2] = float("inf")
+    boxes[9::31] = boxes[10::31]  # identical boxes: linear weight exactly 0
+    idxs = torch.randint(0, 3, (n,), generator=g)
+    for method in ("gaussian", "linear"):
+        _soft_check(emulated, boxes.to(dtype), scores.to(dtype), method=method)
+        _soft_check(emulated, boxes.to(dtype), scores.to(dtype), idxs, method=method)
+
+
+def test_soft_nms_empty_input_launches_nothing(emulated):
+    before = emulated_launches(PACKAGE)
+    boxes, scores, idxs = torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+    for keep, kept in (emulated.soft_nms(boxes, scores), emulated.batched_soft_nms(boxes, scores, idxs)):
+        assert keep.shape == (0,) and kept.shape == (0,) and keep.dtype == torch.int64
+    assert emulated_launches(PACKAGE) == before
+
+
+def test_every_soft_nms_kernel_is_launched(emulated):
+    kernels = {k for k in _kernels_in_sources() if k.startswith("soft_nms ")}
+    assert kernels == {"soft_nms group_start_kernel", "soft_nms soft_kernel", "soft_nms gather_kernel"}
+    before = emulated_launches(PACKAGE)
+    g = torch.Generator().manual_seed(24)
+    boxes, scores = clustered_boxes(130, g), torch.rand(130, generator=g)
+    _soft_check(emulated, boxes, scores, torch.randint(0, 3, (130,), generator=g))
+    after = emulated_launches(PACKAGE)
+    for kernel in sorted(kernels):  # batched_soft_nms launches each once
+        assert after.get(kernel, 0) - before.get(kernel, 0) == 1, (kernel, before, after)
+
+
+def test_soft_nms_bad_input_raises_the_cpu_message(emulated):
+    zeros = torch.zeros(3, dtype=torch.int64)
+    cases = [
+        ("soft_nms", (torch.rand(3, 5), torch.rand(3))),
+        ("soft_nms", (torch.rand(3, 4), torch.rand(3), 0.3, 0.5, 0.001, "hard")),
+        ("soft_nms", (torch.rand(3, 4), torch.rand(3), 0.3, 0.0, 0.001, "gaussian")),
+        ("batched_soft_nms", (torch.rand(3, 4), torch.rand(3), zeros[:2])),
+        ("nms_per_image", (torch.rand(2, 3, 4), torch.rand(2, 4), None, 0.5, None)),
+        ("nms", (torch.rand(3, 4), torch.rand(3), 0.5, -1)),
     ]
     for name, args in cases:
         with pytest.raises(RuntimeError) as cpu:
