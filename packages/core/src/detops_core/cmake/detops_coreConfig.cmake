@@ -1,6 +1,8 @@
-# detops_core: turns a detops package's sources into `_C` (pybind11 module: op schemas and
-# CPU kernels, linked only against libtorch_cpu) and `_C_cuda.so` (CUDA kernels, shared
-# cudart), both on the LibTorch stable ABI so one build loads on torch 2.11 and newer.
+# detops_core: turns a detops package's sources into `lib<package>_ops.so` (plain shared
+# library: op schemas and CPU kernels, linked only against libtorch_cpu, no Python, so a C++
+# program can dlopen it), `_C` (thin pybind11 module linking it through the rpath $ORIGIN;
+# importing it loads the ops) and `_C_cuda.so` (CUDA kernels, shared cudart), all on the
+# LibTorch stable ABI so one build loads on torch 2.11 and newer.
 #
 #   find_package(detops_core CONFIG REQUIRED)
 #   detops_add_extension(PACKAGE detops_nms
@@ -12,6 +14,8 @@ include_guard(GLOBAL)
 get_filename_component(DETOPS_CORE_INCLUDE_DIR "${CMAKE_CURRENT_LIST_DIR}/../include" ABSOLUTE)
 # The pybind11 module body (build_info) every package shares.
 get_filename_component(DETOPS_CORE_MODULE_SOURCE "${CMAKE_CURRENT_LIST_DIR}/../csrc/extension_module.cpp" ABSOLUTE)
+# The build-info function every ops library exports.
+get_filename_component(DETOPS_CORE_OPS_INFO_SOURCE "${CMAKE_CURRENT_LIST_DIR}/../csrc/ops_library.cpp" ABSOLUTE)
 
 # Oldest torch the binaries must load on (2.11); stable-ABI headers hide anything newer.
 # A plain variable, not a cache entry: it shadows the value an existing build folder cached
@@ -104,14 +108,29 @@ function(detops_add_extension)
     message(FATAL_ERROR "detops_add_extension: PACKAGE is required")
   endif()
 
-  pybind11_add_module(_C MODULE "${DETOPS_CORE_MODULE_SOURCE}" ${ARG_CPU_SOURCES})
-  # torch/include carries torch's own pybind11 copy, which (torch 2.11) refuses to compile
-  # with TORCH_TARGET_VERSION set: the pybind11 we build with must be found first.
-  target_include_directories(_C SYSTEM BEFORE PRIVATE ${pybind11_INCLUDE_DIRS})
-  _detops_stable_abi(_C)
-  target_include_directories(_C PRIVATE ${ARG_INCLUDE_DIRS})
-  target_compile_definitions(_C PRIVATE DETOPS_BUILT_WITH_CUDA=$<BOOL:${DETOPS_BUILD_CUDA}>
-                                        DETOPS_PACKAGE_NAME="${ARG_PACKAGE}")
+  # The ops: schemas and CPU kernels in a plain shared library without Python.
+  set(ops ${ARG_PACKAGE}_ops)
+  add_library(${ops} SHARED ${ARG_CPU_SOURCES} "${DETOPS_CORE_OPS_INFO_SOURCE}")
+  _detops_stable_abi(${ops})
+  target_include_directories(${ops} PRIVATE ${ARG_INCLUDE_DIRS})
+  target_compile_definitions(${ops} PRIVATE DETOPS_BUILT_WITH_CUDA=$<BOOL:${DETOPS_BUILD_CUDA}>
+                                            DETOPS_PACKAGE_NAME="${ARG_PACKAGE}"
+                                            DETOPS_OPS_INFO_FN=${ARG_PACKAGE}_ops_info)
+  # Every symbol must resolve in the library or libtorch_cpu (and what it needs): a Python
+  # symbol would fail the link. Sanitizer runtimes are resolved at load time, so not there.
+  if(NOT CMAKE_CXX_FLAGS MATCHES "-fsanitize")
+    target_link_options(${ops} PRIVATE "LINKER:-z,defs")
+  endif()
+  install(TARGETS ${ops} LIBRARY DESTINATION ${ARG_PACKAGE})
+
+  pybind11_add_module(_C MODULE "${DETOPS_CORE_MODULE_SOURCE}")
+  target_include_directories(_C PRIVATE "${DETOPS_CORE_INCLUDE_DIR}")
+  target_compile_features(_C PRIVATE cxx_std_17)
+  target_compile_definitions(_C PRIVATE DETOPS_PACKAGE_NAME="${ARG_PACKAGE}"
+                                        DETOPS_OPS_INFO_FN=${ARG_PACKAGE}_ops_info
+                                        DETOPS_OPS_LIBRARY="lib${ops}.so")
+  target_link_libraries(_C PRIVATE ${ops})
+  set_target_properties(_C PROPERTIES BUILD_RPATH "$ORIGIN" INSTALL_RPATH "$ORIGIN")
   install(TARGETS _C LIBRARY DESTINATION ${ARG_PACKAGE})
 
   if(DETOPS_BUILD_CUDA AND ARG_CUDA_SOURCES)
