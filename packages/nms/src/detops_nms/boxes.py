@@ -1,9 +1,14 @@
 """Box utilities used next to NMS, with torchvision.ops semantics (plain PyTorch).
 
-Axis-aligned formats only: ``'xyxy'``, ``'xywh'``, ``'cxcywh'``. torchvision's rotated
-formats (``'xywhr'``, ``'cxcywhr'``, ``'xyxyxyxy'``) raise NotImplementedError here.
+Axis-aligned formats ``'xyxy'``, ``'xywh'``, ``'cxcywh'`` and torchvision's rotated formats
+``'xywhr'``, ``'cxcywhr'`` (r in degrees, counter-clockwise as seen on an image whose y axis
+points down) and ``'xyxyxyxy'`` (the four corners, starting at the top-left one of the
+unrotated box and going through top-right, bottom-right, bottom-left). Conversions within
+each family give torchvision 0.29.1's results bit for bit; between the families there is
+none (NotImplementedError, as in torchvision).
 """
 
+import math
 from typing import Tuple
 
 import torch
@@ -19,10 +24,102 @@ def _upcast(t: Tensor) -> Tensor:
 
 def _check_format(fmt: str, what: str) -> None:
     # Tuple literals, not module constants: TorchScript cannot read module-level tuples.
-    if fmt in ("xywhr", "cxcywhr", "xyxyxyxy"):
-        raise NotImplementedError(what + ": rotated box format '" + fmt + "' is not supported by detops")
-    if fmt not in ("xyxy", "xywh", "cxcywh"):
-        raise ValueError(what + ": unsupported box format '" + fmt + "'; expected 'xyxy', 'xywh' or 'cxcywh'")
+    if fmt not in ("xyxy", "xywh", "cxcywh", "xywhr", "cxcywhr", "xyxyxyxy"):
+        raise ValueError(
+            what + ": unsupported box format '" + fmt + "'; expected 'xyxy', 'xywh', 'cxcywh' "
+            "or one of the rotated formats 'xywhr', 'cxcywhr', 'xyxyxyxy'"
+        )
+
+
+def _is_rotated(fmt: str) -> bool:
+    return fmt in ("xywhr", "cxcywhr", "xyxyxyxy")
+
+
+def _check_axis_aligned(fmt: str, what: str) -> None:
+    _check_format(fmt, what)
+    if _is_rotated(fmt):
+        raise NotImplementedError(
+            what + ": rotated box format '" + fmt + "' is not supported here; "
+            "use box_iou_rotated for rotated boxes in 'cxcywhr' format"
+        )
+
+
+# The rotated conversions repeat torchvision's arithmetic operation for operation (same
+# association, same dtype promotion, integer boxes rounded and cast back), because users
+# compare converted boxes bit for bit; the geometry is the box's two unit axes,
+# u = (cos r, -sin r) along the width and v = (sin r, cos r) along the height.
+def _rounded_like(out: Tensor, like: Tensor) -> Tensor:
+    if like.is_floating_point():
+        return out
+    return out.round().to(like.dtype)
+
+
+def _angle_cos_sin(r: Tensor) -> Tuple[Tensor, Tensor]:
+    rad = r * math.pi / 180.0
+    return torch.cos(rad), torch.sin(rad)
+
+
+def _cxcywhr_to_xywhr(boxes: Tensor) -> Tensor:
+    cx, cy, w, h, r = boxes.unbind(-1)
+    cos, sin = _angle_cos_sin(r)
+    x1 = cx - w / 2 * cos - h / 2 * sin
+    y1 = cy - h / 2 * cos + w / 2 * sin
+    return _rounded_like(torch.stack((x1, y1, w, h, r), dim=-1), boxes)
+
+
+def _xywhr_to_cxcywhr(boxes: Tensor) -> Tensor:
+    x1, y1, w, h, r = boxes.unbind(-1)
+    cos, sin = _angle_cos_sin(r)
+    cx = x1 + w / 2 * cos + h / 2 * sin
+    cy = y1 - w / 2 * sin + h / 2 * cos
+    return _rounded_like(torch.stack((cx, cy, w, h, r), dim=-1), boxes)
+
+
+def _xywhr_to_xyxyxyxy(boxes: Tensor) -> Tensor:
+    x1, y1, w, h, r = boxes.unbind(-1)
+    cos, sin = _angle_cos_sin(r)
+    x2 = x1 + w * cos
+    y2 = y1 - w * sin
+    x3 = x2 + h * sin
+    y3 = y2 + h * cos
+    x4 = x1 + h * sin
+    y4 = y1 + h * cos
+    return _rounded_like(torch.stack((x1, y1, x2, y2, x3, y3, x4, y4), dim=-1), boxes)
+
+
+def _xyxyxyxy_to_xywhr(boxes: Tensor) -> Tensor:
+    x1, y1, x2, y2, x3, y3, x4, y4 = boxes.unbind(-1)
+    r = torch.atan2(y1 - y2, x2 - x1) * 180 / math.pi
+    w = ((x2 - x1) ** 2 + (y1 - y2) ** 2).sqrt()
+    h = ((x3 - x2) ** 2 + (y3 - y2) ** 2).sqrt()
+    return _rounded_like(torch.stack((x1, y1, w, h, r), dim=-1), boxes)
+
+
+def _check_rotated_width(boxes: Tensor, fmt: str, what: str) -> None:
+    width = 8 if fmt == "xyxyxyxy" else 5
+    if boxes.dim() == 0 or boxes.shape[-1] != width:
+        raise ValueError(
+            what
+            + ": boxes in format '"
+            + fmt
+            + "' must have "
+            + str(width)
+            + " numbers in the last dimension, got shape "
+            + str(list(boxes.shape))
+        )
+
+
+def _convert_rotated(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    _check_rotated_width(boxes, in_fmt, "box_convert")
+    if in_fmt == "cxcywhr":
+        boxes = _cxcywhr_to_xywhr(boxes)
+    elif in_fmt == "xyxyxyxy":
+        boxes = _xyxyxyxy_to_xywhr(boxes)
+    if out_fmt == "cxcywhr":
+        boxes = _xywhr_to_cxcywhr(boxes)
+    elif out_fmt == "xyxyxyxy":
+        boxes = _xywhr_to_xyxyxyxy(boxes)
+    return boxes
 
 
 def _cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
@@ -46,13 +143,27 @@ def _xyxy_to_xywh(boxes: Tensor) -> Tensor:
 
 
 def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
-    """Convert ``boxes`` (Tensor[..., 4]) from ``in_fmt`` to ``out_fmt``, each one of
-    ``'xyxy'`` (corners), ``'xywh'`` (top-left corner, width, height) and ``'cxcywh'``
-    (centre, width, height). Same format in and out returns a copy."""
+    """Convert ``boxes`` (Tensor[..., K]) from ``in_fmt`` to ``out_fmt``, both axis-aligned
+    (K = 4): ``'xyxy'`` (corners), ``'xywh'`` (top-left corner, width, height),
+    ``'cxcywh'`` (centre, width, height); or both rotated: ``'xywhr'`` (K = 5, first corner,
+    width, height, r), ``'cxcywhr'`` (K = 5, centre, width, height, r) and ``'xyxyxyxy'``
+    (K = 8, the four corners). r is in degrees, counter-clockwise on an image with y
+    pointing down. Same format in and out returns a copy; an axis-aligned format to a
+    rotated one (or back) raises NotImplementedError, as in torchvision."""
     _check_format(in_fmt, "box_convert in_fmt")
     _check_format(out_fmt, "box_convert out_fmt")
     if in_fmt == out_fmt:
         return boxes.clone()
+    if _is_rotated(in_fmt) or _is_rotated(out_fmt):
+        if not (_is_rotated(in_fmt) and _is_rotated(out_fmt)):
+            raise NotImplementedError(
+                "box_convert: no conversion between the axis-aligned format '"
+                + (out_fmt if _is_rotated(in_fmt) else in_fmt)
+                + "' and the rotated format '"
+                + (in_fmt if _is_rotated(in_fmt) else out_fmt)
+                + "'"
+            )
+        return _convert_rotated(boxes, in_fmt, out_fmt)
     if in_fmt == "xywh":
         boxes = _xywh_to_xyxy(boxes)
     elif in_fmt == "cxcywh":
@@ -65,10 +176,23 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
 
 
 def box_area(boxes: Tensor, fmt: str = "xyxy") -> Tensor:
-    """Area of each box in ``boxes`` (Tensor[..., 4]) given in format ``fmt``; narrow
-    dtypes are upcast (float16 -> float32, small ints -> int32) before multiplying."""
+    """Area of each box in ``boxes`` (Tensor[..., K]) given in format ``fmt``; narrow
+    dtypes are upcast (float16 -> float32, small ints -> int32) before multiplying.
+
+    Rotated formats (a detops addition: torchvision 0.29.1 refuses them here): ``w * h`` for
+    ``'xywhr'`` and ``'cxcywhr'``, the shoelace area of the quadrilateral for
+    ``'xyxyxyxy'`` (its absolute value, so either corner order gives the same area)."""
     _check_format(fmt, "box_area fmt")
+    if _is_rotated(fmt):
+        _check_rotated_width(boxes, fmt, "box_area")
     boxes = _upcast(boxes)
+    if fmt == "xyxyxyxy":
+        x = boxes[..., 0::2]
+        y = boxes[..., 1::2]
+        cross = x * y.roll(-1, -1) - x.roll(-1, -1) * y
+        return cross.sum(-1).abs() / 2
+    if fmt in ("xywhr", "cxcywhr"):
+        return boxes[..., 2] * boxes[..., 3]
     if fmt == "xyxy":
         return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
     return boxes[..., 2] * boxes[..., 3]
@@ -99,7 +223,7 @@ def _inter_union(boxes1: Tensor, boxes2: Tensor, fmt: str) -> Tuple[Tensor, Tens
 def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     """Pairwise intersection-over-union: Tensor[..., N, M] for boxes1 Tensor[..., N, 4] and
     boxes2 Tensor[..., M, 4], both in format ``fmt``."""
-    _check_format(fmt, "box_iou fmt")
+    _check_axis_aligned(fmt, "box_iou fmt")
     inter, union = _inter_union(boxes1, boxes2, fmt)
     return inter / union
 
