@@ -26,6 +26,7 @@ from . import _meta, _meta_variants  # noqa: F401  (register fake kernels and au
 from ._library import build_info
 from ._script import scripts_as
 from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, remove_small_boxes
+from .rotated import batched_nms_rotated, box_iou_rotated, from_mmcv_rotated, nms_rotated, to_mmcv_rotated
 
 __all__ = [
     "nms",
@@ -38,6 +39,11 @@ __all__ = [
     "box_iou",
     "clip_boxes_to_image",
     "remove_small_boxes",
+    "box_iou_rotated",
+    "nms_rotated",
+    "batched_nms_rotated",
+    "from_mmcv_rotated",
+    "to_mmcv_rotated",
     "build_info",
 ]
 __version__ = "0.1.0"

@@ -31,7 +31,9 @@ What cannot be exact raises ``ValueError`` at export time: a negative or NaN
 float64 boxes (the operator computes in float32). float16/bfloat16 are computed in float32,
 as in detops. ``soft_nms`` and ``batched_soft_nms`` have no standard operator (ONNX's only
 NMS discards boxes, it never decays scores) and ``nms_per_image`` has no translation yet:
-exporting any of them raises ``ValueError`` naming the op.
+exporting any of them raises ``ValueError`` naming the op. So do the rotated-box ops
+(``box_iou_rotated``, ``nms_rotated``, ``batched_nms_rotated``): no standard operator
+intersects rotated rectangles.
 """
 
 from __future__ import annotations
@@ -159,6 +161,13 @@ nms_per_image = _refuse(
     "nms_per_image", "it has no ONNX translation yet; export a loop of detops.nms / batched_nms over the images"
 )
 
+# Rotated boxes: the standard operators' only box logic (NonMaxSuppression, RoiAlign) is
+# axis-aligned, and the exact intersection is a data-dependent clipping loop in float64.
+_ROTATED_WHY = "no standard ONNX operator intersects rotated boxes exactly; run it outside the graph"
+box_iou_rotated = _refuse("box_iou_rotated", _ROTATED_WHY)
+nms_rotated = _refuse("nms_rotated", _ROTATED_WHY)
+batched_nms_rotated = _refuse("batched_nms_rotated", _ROTATED_WHY)
+
 
 def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for this package's ops."""
@@ -169,4 +178,7 @@ def translation_table() -> dict:
         ops.soft_nms.default: soft_nms,
         ops.batched_soft_nms.default: batched_soft_nms,
         ops.nms_per_image.default: nms_per_image,
+        ops.box_iou_rotated.default: box_iou_rotated,
+        ops.nms_rotated.default: nms_rotated,
+        ops.batched_nms_rotated.default: batched_nms_rotated,
     }

@@ -1,0 +1,184 @@
+"""Rotated boxes: ``box_iou_rotated``, ``nms_rotated``, ``batched_nms_rotated`` and the
+conversion from mmcv's angle convention.
+
+The convention, one for every rotated op in detops: a box is torchvision's ``cxcywhr``,
+``(cx, cy, w, h, r)``, with ``r`` in degrees, and it is the quadrilateral that
+``box_convert(boxes, "cxcywhr", "xyxyxyxy")`` gives: corners ``c -/+ (w/2) u -/+ (h/2) v``
+with ``u = (cos r, -sin r)`` along the width and ``v = (sin r, cos r)`` along the height. On
+an image (x to the right, y down) a positive ``r`` turns the box counter-clockwise as seen
+on the screen.
+
+mmcv's rotated ops take ``(x, y, w, h, a)`` with ``a`` in radians and, by default
+(``clockwise=True``), a positive ``a`` turning the box clockwise on the screen: the same box
+is ``r = -degrees(a)`` here (``clockwise=False``: ``r = degrees(a)``).
+``from_mmcv_rotated`` / ``to_mmcv_rotated`` convert.
+
+Defined behaviour on unusual input: a negative ``w`` or ``h`` is the same rectangle as its
+absolute value; a box with a NaN or infinite number has NaN IoU with every box (it is
+never suppressed and never suppresses); two boxes of zero area have IoU 0; every IoU is
+computed in float64 from the boxes' values, and returned in their dtype.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+from detops_core.autocast import register_autocast_float32
+from detops_core.messages import check_floating, check_same_device, check_same_dtype, dtype_name, shape_str
+
+from . import _library  # noqa: F401  (the ops must exist before we register against them)
+
+__all__ = [
+    "box_iou_rotated",
+    "nms_rotated",
+    "batched_nms_rotated",
+    "from_mmcv_rotated",
+    "to_mmcv_rotated",
+]
+
+
+def box_iou_rotated(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise intersection-over-union of rotated boxes.
+
+    Args:
+        boxes1 (Tensor[N, 5]): boxes in ``(cx, cy, w, h, r)`` format, r in degrees
+            (torchvision's ``'cxcywhr'``).
+        boxes2 (Tensor[M, 5]): same format and dtype as ``boxes1``.
+
+    Returns:
+        Tensor[N, M]: the IoU of every pair, in the boxes' dtype: the exact intersection of
+        the two rectangles (convex clipping in float64) over their union.
+    """
+    return torch.ops.detops.box_iou_rotated(boxes1, boxes2)
+
+
+def nms_rotated(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression of rotated boxes, with ``nms``'s contract: boxes are
+    taken in decreasing score (a stable sort: NaN scores first, equal scores in input
+    order) and a box is discarded when its IoU with a kept box is strictly greater than
+    ``iou_threshold``. The IoU is ``box_iou_rotated``'s, compared in float64.
+
+    Args:
+        boxes (Tensor[N, 5]): boxes in ``(cx, cy, w, h, r)`` format, r in degrees.
+        scores (Tensor[N]): one score per box, same dtype as ``boxes``.
+        iou_threshold (float): IoU above which the lower-scoring box is discarded.
+
+    Returns:
+        Tensor[K] (int64): indices of the kept boxes, in decreasing order of score.
+    """
+    return torch.ops.detops.nms_rotated(boxes, scores, iou_threshold)
+
+
+def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """``nms_rotated`` applied independently to each category, in one native call (the
+    categories run in parallel): boxes with different ``idxs`` never suppress each other.
+
+    Args:
+        boxes (Tensor[N, 5]): boxes in ``(cx, cy, w, h, r)`` format, r in degrees.
+        scores (Tensor[N]): one score per box, same dtype as ``boxes``.
+        idxs (Tensor[N]): integer category of each box (any integer dtype).
+        iou_threshold (float): IoU above which a lower-scoring box of the same category is
+            discarded.
+
+    Returns:
+        Tensor[K] (int64): indices of the kept boxes, in decreasing order of score (equal
+        scores in input order).
+    """
+    if idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
+        idxs = idxs.to(torch.int64)
+    return torch.ops.detops.batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+
+
+def from_mmcv_rotated(boxes: Tensor, clockwise: bool = True) -> Tensor:
+    """mmcv's rotated boxes ``(x, y, w, h, a)`` (centre, size, angle in radians; positive
+    clockwise on the screen when ``clockwise``, mmcv's default) as detops' ``cxcywhr``."""
+    degrees = boxes[..., 4] * (180.0 / math.pi)
+    if clockwise:
+        degrees = -degrees
+    return torch.cat((boxes[..., :4], degrees.unsqueeze(-1)), dim=-1)
+
+
+def to_mmcv_rotated(boxes: Tensor, clockwise: bool = True) -> Tensor:
+    """detops' ``cxcywhr`` boxes as mmcv's ``(x, y, w, h, a)``, ``a`` in radians, positive
+    clockwise on the screen when ``clockwise`` (mmcv's default)."""
+    radians = boxes[..., 4] * (math.pi / 180.0)
+    if clockwise:
+        radians = -radians
+    return torch.cat((boxes[..., :4], radians.unsqueeze(-1)), dim=-1)
+
+
+# ---------------------------------------------------------------------------- fake kernels
+# The checks of csrc/rotated_entry.h, in the same words.
+
+
+def _check_boxes(op: str, name: str, count: str, boxes: Tensor) -> None:
+    torch._check(
+        boxes.dim() == 2 and boxes.shape[1] == 5,
+        lambda: (
+            f"{op}: {name} must be a 2-D tensor of shape [{count}, 5] in (cx, cy, w, h, r) format, "
+            f"got shape {shape_str(boxes)}"
+        ),
+    )
+    check_floating(op, name, boxes)
+
+
+def _check_nms(op: str, boxes: Tensor, scores: Tensor) -> None:
+    _check_boxes(op, "boxes", "N", boxes)
+    torch._check(
+        scores.dim() == 1, lambda: f"{op}: scores must be a 1-D tensor of shape [N], got shape {shape_str(scores)}"
+    )
+    torch._check(
+        scores.shape[0] == boxes.shape[0],
+        lambda: (
+            f"{op}: scores must have one entry per box: boxes has {boxes.shape[0]} boxes "
+            f"but scores has {scores.shape[0]} entries"
+        ),
+    )
+    check_same_dtype(op, "boxes", boxes, "scores", scores)
+    check_same_device(op, "boxes", boxes, "scores", scores)
+
+
+def _kept(boxes: Tensor) -> Tensor:
+    kept = torch.library.get_ctx().new_dynamic_size()
+    torch._check(kept <= boxes.shape[0])
+    return boxes.new_empty((kept,), dtype=torch.int64)
+
+
+@torch.library.register_fake("detops::box_iou_rotated")
+def _box_iou_rotated_fake(boxes1, boxes2):
+    op = "detops.box_iou_rotated"
+    _check_boxes(op, "boxes1", "N", boxes1)
+    _check_boxes(op, "boxes2", "M", boxes2)
+    check_same_dtype(op, "boxes1", boxes1, "boxes2", boxes2)
+    check_same_device(op, "boxes1", boxes1, "boxes2", boxes2)
+    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
+
+
+@torch.library.register_fake("detops::nms_rotated")
+def _nms_rotated_fake(boxes, scores, iou_threshold):
+    _check_nms("detops.nms_rotated", boxes, scores)
+    return _kept(boxes)
+
+
+@torch.library.register_fake("detops::batched_nms_rotated")
+def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
+    op = "detops.batched_nms_rotated"
+    _check_nms(op, boxes, scores)
+    torch._check(
+        idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0],
+        lambda: (
+            f"{op}: idxs must be a 1-D tensor of shape [N] with one class index per box "
+            f"(N = {boxes.shape[0]}), got shape {shape_str(idxs)}"
+        ),
+    )
+    torch._check(idxs.dtype == torch.int64, lambda: f"{op}: idxs must be an int64 tensor, got {dtype_name(idxs.dtype)}")
+    check_same_device(op, "boxes", boxes, "idxs", idxs)
+    return _kept(boxes)
+
+
+# Under autocast the boxes are computed in float32 (the kernels compute in float64 from
+# whatever they get; float32 keeps the IoU's own rounding off float16's grid); the IoU
+# matrix comes back in the narrow dtype, the kept indices as they are.
+for _op in ("detops::box_iou_rotated", "detops::nms_rotated", "detops::batched_nms_rotated"):
+    register_autocast_float32(_op)
