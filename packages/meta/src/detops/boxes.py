@@ -1,28 +1,39 @@
 """torchvision.ops.boxes names: NMS and box utilities; plus the NMS variants torchvision
-does not have (soft-NMS, per-image NMS; nms / batched_nms take max_output)."""
+does not have (soft-NMS, per-image NMS; nms / batched_nms take max_output) and the
+rotated-box ops (box_iou_rotated, nms_rotated, batched_nms_rotated; cxcywhr, degrees)."""
 
 from detops_nms import (
     batched_nms,
+    batched_nms_rotated,
     batched_soft_nms,
     box_area,
     box_convert,
     box_iou,
+    box_iou_rotated,
     clip_boxes_to_image,
+    from_mmcv_rotated,
     nms,
     nms_per_image,
+    nms_rotated,
     remove_small_boxes,
     soft_nms,
+    to_mmcv_rotated,
 )
 
 __all__ = [
     "batched_nms",
+    "batched_nms_rotated",
     "batched_soft_nms",
     "box_area",
     "box_convert",
     "box_iou",
+    "box_iou_rotated",
     "clip_boxes_to_image",
+    "from_mmcv_rotated",
     "nms",
     "nms_per_image",
+    "nms_rotated",
     "remove_small_boxes",
     "soft_nms",
+    "to_mmcv_rotated",
 ]
