@@ -8,7 +8,8 @@ Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
 ``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
 ``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``), plus
 multi-scale deformable attention (``detops.deform_attn``), which torchvision does not have.
-:func:`use_detops` runs an existing torchvision detection model on detops.
+:func:`use_detops` runs an existing torchvision detection model on detops;
+:func:`exportable` / :func:`export_detector` make it exportable with ``torch.export``.
 """
 
 from . import boxes, deform_attn, deform_conv, feature_pyramid_network, poolers
@@ -19,6 +20,7 @@ from . import ps_roi_align as _ps_roi_align_module  # noqa: F401
 from . import ps_roi_pool as _ps_roi_pool_module  # noqa: F401
 from . import roi_align as _roi_align_module  # noqa: F401
 from . import roi_pool as _roi_pool_module  # noqa: F401
+from ._export import export_detector, exportable
 from ._torchvision import use_detops
 from .boxes import (
     batched_nms,
@@ -65,6 +67,8 @@ __all__ = [
     "deform_attn",
     "deform_conv",
     "deform_conv2d",
+    "export_detector",
+    "exportable",
     "feature_pyramid_network",
     "multi_scale_deformable_attention",
     "nms",
