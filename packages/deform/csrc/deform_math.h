@@ -12,6 +12,7 @@
 //   no pixel is read. Every comparison below is false for NaN, so it falls out naturally.
 #pragma once
 
+#include <detops/bilinear.h>
 #include <detops/macros.h>
 
 #include <cmath>
@@ -19,24 +20,21 @@
 
 namespace detops::deform {
 
-// Bits of Taps::flags: which neighbours exist, and whether the value window holds.
+// Bits of Taps::flags: which neighbours exist (detops/bilinear.h), and whether the value
+// window holds.
 enum : uint32_t {
-  kTap00 = 1,  // (y0, x0)
-  kTap01 = 2,  // (y0, x0 + 1)
-  kTap10 = 4,  // (y0 + 1, x0)
-  kTap11 = 8,  // (y0 + 1, x0 + 1)
-  kAllTaps = 15,
+  kTap00 = bilinear::k00,
+  kTap01 = bilinear::k01,
+  kTap10 = bilinear::k10,
+  kTap11 = bilinear::k11,
+  kAllTaps = bilinear::kAll,
   kInside = 16,  // -1 < y < height and -1 < x < width: the sampled value may be non-zero
 };
 
-// The four neighbours of one sampling position in a height x width plane.
+// The four neighbours of one sampling position in a height x width plane (planes are
+// checked to have fewer than 2^31 pixels, so the index fits int32).
 template <typename T>
-struct Taps {
-  int32_t index;   // y0 * width + x0 (may be negative; only flagged neighbours are read)
-  uint32_t flags;  // kTap* bits of the neighbours inside the plane, kInside
-  T ly;            // y - y0, in [0, 1)
-  T lx;            // x - x0, in [0, 1)
-};
+using Taps = bilinear::Neighbours<T, int32_t>;
 
 // Sampling coordinate along one axis for output position `out`, kernel tap `tap`.
 template <typename T>
@@ -47,38 +45,14 @@ DETOPS_INLINE T sample_coordinate(int64_t out, int64_t stride, int64_t pad, int6
 
 template <typename T>
 DETOPS_INLINE Taps<T> make_taps(T y, T x, int64_t height, int64_t width) {
-  Taps<T> t{0, 0u, T(0), T(0)};
-  const T h = static_cast<T>(height);
-  const T w = static_cast<T>(width);
-  // Gradient window; false for NaN and for infinities, so floor() below is always finite
-  // and within int32 range (planes are checked to have fewer than 2^31 pixels).
-  if (!(y >= T(-1) && y < h && x >= T(-1) && x < w)) return t;
-  const T fy = std::floor(y);
-  const T fx = std::floor(x);
-  const int32_t y0 = static_cast<int32_t>(fy);
-  const int32_t x0 = static_cast<int32_t>(fx);
-  t.ly = y - fy;
-  t.lx = x - fx;
-  t.index = y0 * static_cast<int32_t>(width) + x0;
-  const bool row0 = y0 >= 0;
-  const bool row1 = y0 + 1 < height;
-  const bool col0 = x0 >= 0;
-  const bool col1 = x0 + 1 < width;
-  uint32_t f = 0;
-  if (row0 && col0) f |= kTap00;
-  if (row0 && col1) f |= kTap01;
-  if (row1 && col0) f |= kTap10;
-  if (row1 && col1) f |= kTap11;
-  if (y > T(-1) && x > T(-1)) f |= kInside;
-  t.flags = f;
+  Taps<T> t = bilinear::neighbours<int32_t>(y, x, height, width);
+  if (t.flags != 0u && y > T(-1) && x > T(-1)) t.flags |= kInside;
   return t;
 }
 
 // The four neighbour values (zero for neighbours outside the plane).
 template <typename T>
-struct Quad {
-  T v00, v01, v10, v11;
-};
+using Quad = bilinear::Quad<T>;
 
 template <typename T, typename S>
 DETOPS_INLINE Quad<T> load_quad(const S* plane, int64_t width, const Taps<T>& t) {

@@ -18,6 +18,7 @@
 // for bit.
 #pragma once
 
+#include <detops/bilinear.h>
 #include <detops/macros.h>
 
 #include <cmath>
@@ -25,22 +26,18 @@
 
 namespace detops::deform_attn {
 
-// Bits of Corners::flags: which neighbours lie inside the level.
-enum : uint32_t {
-  k00 = 1,  // (y0, x0)
-  k01 = 2,  // (y0, x0 + 1)
-  k10 = 4,  // (y0 + 1, x0)
-  k11 = 8,  // (y0 + 1, x0 + 1)
-  kAll = 15,
-};
+// Bits of Corners::flags: which neighbours lie inside the level (detops/bilinear.h).
+using bilinear::k00;
+using bilinear::k01;
+using bilinear::k10;
+using bilinear::k11;
+using bilinear::kAll;
 
-// The four neighbours of one sampling location in a height x width level.
+// The four neighbours of one sampling location in a height x width level, and their
+// bilinear weights (zero without neighbours).
 template <typename T>
-struct Corners {
-  int64_t index;         // y0 * width + x0 within the level (only flagged neighbours are read)
-  uint32_t flags;        // k* bits of the neighbours inside the level
-  T ly, lx;              // y - y0, x - x0 in [0, 1); zero without neighbours
-  T w00, w01, w10, w11;  // bilinear weights; zero without neighbours
+struct Corners : bilinear::Neighbours<T, int64_t> {
+  T w00, w01, w10, w11;
 };
 
 // Pixel coordinate of a normalised location along an axis of `size` pixels.
@@ -51,45 +48,21 @@ DETOPS_INLINE T pixel_coordinate(T loc, int64_t size) {
 
 template <typename T>
 DETOPS_INLINE Corners<T> make_corners(T loc_x, T loc_y, int64_t height, int64_t width) {
-  Corners<T> c{0, 0u, T(0), T(0), T(0), T(0), T(0), T(0)};
-  const T x = pixel_coordinate(loc_x, width);
-  const T y = pixel_coordinate(loc_y, height);
-  // The gradient window; false for NaN and infinities, so floor() below is finite and
-  // within the level's index range (levels are checked to have fewer than 2^31 pixels).
-  if (!(y >= T(-1) && y < static_cast<T>(height) && x >= T(-1) && x < static_cast<T>(width))) {
-    return c;
-  }
-  const T fy = std::floor(y);
-  const T fx = std::floor(x);
-  const int64_t y0 = static_cast<int64_t>(fy);
-  const int64_t x0 = static_cast<int64_t>(fx);
-  c.ly = y - fy;
-  c.lx = x - fx;
-  c.index = y0 * width + x0;
-  const bool row0 = y0 >= 0;
-  const bool row1 = y0 + 1 < height;
-  const bool col0 = x0 >= 0;
-  const bool col1 = x0 + 1 < width;
-  uint32_t f = 0;
-  if (row0 && col0) f |= k00;
-  if (row0 && col1) f |= k01;
-  if (row1 && col0) f |= k10;
-  if (row1 && col1) f |= k11;
-  c.flags = f;
+  Corners<T> c;
+  static_cast<bilinear::Neighbours<T, int64_t>&>(c) = bilinear::neighbours<int64_t>(
+      pixel_coordinate(loc_y, height), pixel_coordinate(loc_x, width), height, width);
   const T hy = T(1) - c.ly;
   const T hx = T(1) - c.lx;
-  c.w00 = hy * hx;
-  c.w01 = hy * c.lx;
-  c.w10 = c.ly * hx;
-  c.w11 = c.ly * c.lx;
+  const bool any = c.flags != 0u;
+  c.w00 = any ? hy * hx : T(0);
+  c.w01 = any ? hy * c.lx : T(0);
+  c.w10 = any ? c.ly * hx : T(0);
+  c.w11 = any ? c.ly * c.lx : T(0);
   return c;
 }
 
-// Four values, one per neighbour.
 template <typename T>
-struct Quad {
-  T v00, v01, v10, v11;
-};
+using Quad = bilinear::Quad<T>;
 
 // The bilinear weights times the attention weight `a`: what each neighbour's value is
 // multiplied by in the forward sum, and its gradient by in the value gradient.
