@@ -11,6 +11,7 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -47,6 +48,10 @@ struct BoxColumns {
   Box<T> at(int64_t j) const { return {x1[j], y1[j], x2[j], y2[j], area[j]}; }
 };
 
+// Classes (or images) run in parallel only when there is enough work: a parallel region
+// costs a thread wake-up, which for a few thousand boxes is more than the NMS itself.
+constexpr int64_t kParallelMinBoxes = 65536;
+
 // One mark per candidate, as wide as T so the marking loop vectorises in one lane width.
 template <typename T>
 using Mark = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
@@ -77,8 +82,8 @@ int64_t mark_suppressed(Box<T> a, BoxColumns<T> b, Mark<T>* __restrict dead, int
 // every kept box, and stops once `limit` boxes are kept. Reorders the range in place;
 // `dead` is scratch for the same range and must be zero on entry.
 template <typename T>
-void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T threshold,
-            int64_t limit, uint8_t* kept) {
+void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T threshold, int64_t limit,
+            uint8_t* kept) {
   const BoxColumns<T> boxes{c.x1.data(), c.y1.data(), c.x2.data(), c.y2.data(), c.area.data()};
   T* x1 = boxes.x1;
   T* y1 = boxes.y1;
@@ -175,9 +180,6 @@ std::vector<int64_t> keep(const S* box_data, const S* score_data, const int64_t*
       greedy(c, dead.data(), group_start[g], group_start[g + 1], threshold, limit, kept.data());
     }
   };
-  // Classes run in parallel only when there is enough work: a parallel region costs a
-  // thread wake-up, which for a few thousand boxes is more than the NMS itself.
-  constexpr int64_t kParallelMinBoxes = 65536;
   if (parallel && groups > 1 && n >= kParallelMinBoxes) {
     torch::stable::parallel_for(0, groups, 1, run_groups);
   } else {
@@ -224,15 +226,25 @@ Tensor run_per_image(const Tensor& boxes_in, const Tensor& scores_in, const Tens
   const S* score_data = scores.const_data_ptr<S>();
   const int64_t* cls = idxs_in != nullptr ? idxs.const_data_ptr<int64_t>() : nullptr;
   std::vector<std::vector<int64_t>> kept(images);
-  // One image of a few hundred boxes already outweighs a thread wake-up.
-  const int64_t grain = std::max<int64_t>(1, 512 / std::max<int64_t>(n, 1));
-  torch::stable::parallel_for(0, images, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
+  // Images are handed out one at a time: their costs differ (clustered boxes, classes),
+  // and a thread that starts late (a busy machine) finds the work already done instead
+  // of holding a fixed half of it. Below kParallelMinBoxes boxes in all, waking threads
+  // costs more than it saves, as in batched_nms.
+  std::atomic<int64_t> next{0};
+  auto work = [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(1); b < images; b = next.fetch_add(1)) {
       kept[b] = keep<T>(box_data + 4 * n * b, score_data + n * b,
                         cls != nullptr ? cls + n * b : nullptr, n, iou_threshold, limit,
                         /*parallel=*/false);
     }
-  });
+  };
+  const int64_t workers =
+      std::min<int64_t>(images, static_cast<int64_t>(torch::stable::get_num_threads()));
+  if (workers > 1 && images * n >= kParallelMinBoxes) {
+    torch::stable::parallel_for(0, workers, 1, work);
+  } else {
+    work(0, 1);
+  }
   int64_t total = 0;
   for (const auto& k : kept) total += static_cast<int64_t>(k.size());
   Tensor out = torch::stable::new_empty(boxes, {total, 2}, ScalarType::Long);
