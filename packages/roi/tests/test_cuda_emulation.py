@@ -382,6 +382,77 @@ def test_bad_arguments_raise_the_cpu_message(emu):
         assert str(emulated.value).splitlines()[0] == str(on_cpu.value).splitlines()[0]
 
 
+# ------------------------------------------------------------------ roi_align_rotated
+# Forward: the CPU builds each RoI's tap table with the same rotated_geometry.h code and
+# sums a bin's taps in the same order as a CUDA thread, so the two are equal; the backward
+# differs by the atomics' order (the docstring's tolerances).
+
+
+def rotated_boxes(g, scale):
+    """boxes() as rotated RoIs (centre, size, any angle): the same adversarial kinds."""
+    rois = boxes(g, scale)
+    x1, y1, x2, y2 = rois[:, 1:].unbind(1)
+    r = torch.rand(len(rois), generator=g, dtype=torch.float64) * 360 - 180
+    return torch.stack((rois[:, 0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, r), 1)
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+@pytest.mark.parametrize("sr", [-1, 0, 2])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_roi_align_rotated(emu, dtype, aligned, sr, kind):
+    g = seed("rotated", dtype, aligned, sr, kind)
+    x = inputs(g, dtype, kind)
+    rois = rotated_boxes(g, 0.5).to(dtype)
+    out_e = emu.roi_align_rotated(x, rois, 0.5, 3, 2, sr, aligned)
+    out_c = cpu.roi_align_rotated(x, rois, 0.5, 3, 2, sr, aligned)
+    torch.testing.assert_close(out_e, out_c, rtol=0, atol=0, equal_nan=True)
+    grad = grad_like(g, out_c, kind)
+    args = (rois, 0.5, 3, 2, N, C, H, W, sr, aligned)
+    assert_close(emu._roi_align_rotated_backward(grad, *args), cpu._roi_align_rotated_backward(grad, *args), dtype)
+
+
+@pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, math.nan, math.inf])
+def test_roi_align_rotated_invalid_batch_index(emu, bad):
+    # CPU: raises. CUDA: the bad row is zero and sends no gradient, i.e. the CPU's result
+    # with that row moved to image 0 and given a zero gradient.
+    g = seed("rotated-bad", bad)
+    x = torch.randn(N, C, H, W, generator=g)
+    rois = rotated_boxes(g, 1.0)[-6:].float()
+    rois[1, 0] = bad
+    with pytest.raises(RuntimeError, match=r"rois\[1, 0\] is the batch index of RoI 1"):
+        cpu.roi_align_rotated(x, rois, 1.0, 2, 2, 2, True)
+    valid = rois.clone()
+    valid[1, 0] = 0
+    out_e = emu.roi_align_rotated(x, rois, 1.0, 2, 2, 2, True)
+    out_c = cpu.roi_align_rotated(x, valid, 1.0, 2, 2, 2, True)
+    assert torch.count_nonzero(out_e[1]) == 0
+    keep = torch.arange(6) != 1
+    torch.testing.assert_close(out_e[keep], out_c[keep], rtol=0, atol=0)
+    grad = torch.randn(out_e.shape, generator=g) * keep[:, None, None, None]
+    args = (1.0, 2, 2, N, C, H, W, 2, True)
+    assert_close(
+        emu._roi_align_rotated_backward(grad, rois, *args),
+        cpu._roi_align_rotated_backward(grad, valid, *args),
+        torch.float32,
+    )
+
+
+def test_roi_align_rotated_bad_arguments_raise_the_cpu_message(emu):
+    x, rois = torch.randn(1, 4, 5, 5), torch.tensor([[0, 2.0, 2.0, 3.0, 3.0, 10.0]])
+    calls = [
+        lambda ops: ops.roi_align_rotated(x, rois[:, :5], 1.0, 2, 2, 2, True),
+        lambda ops: ops.roi_align_rotated(x, rois.double(), 1.0, 2, 2, 2, True),
+        lambda ops: ops._roi_align_rotated_backward(torch.zeros(2, 4, 2, 2), rois, 1.0, 2, 2, 1, 4, 5, 5, 2, True),
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError) as on_cpu:
+            call(cpu)
+        with pytest.raises(RuntimeError) as emulated:
+            call(emu)
+        assert str(emulated.value).splitlines()[0] == str(on_cpu.value).splitlines()[0]
+
+
 # ------------------------------------------------------------------ every kernel ran
 
 CUDA_SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "csrc", "cuda")
@@ -401,7 +472,7 @@ def declared_kernels():
 def test_every_kernel_was_launched(emu):
     """Runs last (file order): every kernel must have been launched by a case above."""
     declared = declared_kernels()
-    assert len(declared) == 8, declared
+    assert len(declared) == 10, declared
     launches = emulated_launches(PACKAGE)
     print("\nemulated launches per kernel:", dict(sorted(launches.items())))
     missing = sorted(k for k in declared if launches.get(k, 0) == 0)

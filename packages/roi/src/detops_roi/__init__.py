@@ -45,6 +45,7 @@ from torch.nn.modules.utils import _pair
 from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
 from ._boxes import to_rois
 from ._library import build_info
+from .rotated import RoIAlignRotated, roi_align_rotated
 
 __all__ = [
     "roi_align",
@@ -56,6 +57,8 @@ __all__ = [
     "RoIPool",
     "PSRoIAlign",
     "PSRoIPool",
+    "roi_align_rotated",
+    "RoIAlignRotated",
     "build_info",
 ]
 __version__ = "0.1.0"

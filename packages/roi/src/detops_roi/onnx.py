@@ -231,6 +231,15 @@ def ps_roi_pool(input, rois, spatial_scale: float, pooled_height: int, pooled_wi
     return op.CastLike(out, input)
 
 
+def roi_align_rotated(*args, **kwargs):
+    # RoiAlign is axis-aligned; GridSample's borders (zero padding weighted in) are not
+    # roi_align's (clamped taps from -1 to 0, nothing beyond): no exact composition.
+    raise ValueError(
+        "detops.onnx: roi_align_rotated cannot be exported: no standard ONNX operator samples "
+        "rotated boxes with roi_align's borders exactly; run it outside the graph"
+    )
+
+
 def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for this package's ops."""
     ops = torch.ops.detops
@@ -240,4 +249,5 @@ def translation_table() -> dict:
         ops.ps_roi_align.default: ps_roi_align,
         ops.roi_pool.default: roi_pool,
         ops.ps_roi_pool.default: ps_roi_pool,
+        ops.roi_align_rotated.default: roi_align_rotated,
     }
