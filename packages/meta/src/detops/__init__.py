@@ -43,7 +43,7 @@ from .feature_pyramid_network import FeaturePyramidNetwork
 from .poolers import MultiScaleRoIAlign
 from .ps_roi_align import PSRoIAlign, ps_roi_align
 from .ps_roi_pool import PSRoIPool, ps_roi_pool
-from .roi_align import RoIAlign, roi_align
+from .roi_align import RoIAlign, RoIAlignRotated, roi_align, roi_align_rotated
 from .roi_pool import RoIPool, roi_pool
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "PSRoIAlign",
     "PSRoIPool",
     "RoIAlign",
+    "RoIAlignRotated",
     "RoIPool",
     "batched_nms",
     "batched_nms_rotated",
@@ -79,6 +80,7 @@ __all__ = [
     "ps_roi_pool",
     "remove_small_boxes",
     "roi_align",
+    "roi_align_rotated",
     "roi_pool",
     "soft_nms",
     "use_detops",

@@ -1,5 +1,6 @@
-"""torchvision.ops.roi_align names."""
+"""torchvision.ops.roi_align names; plus roi_align_rotated / RoIAlignRotated (rotated RoIs
+in cxcywhr, degrees), which torchvision does not have."""
 
-from detops_roi import RoIAlign, roi_align
+from detops_roi import RoIAlign, RoIAlignRotated, roi_align, roi_align_rotated
 
-__all__ = ["RoIAlign", "roi_align"]
+__all__ = ["RoIAlign", "RoIAlignRotated", "roi_align", "roi_align_rotated"]
