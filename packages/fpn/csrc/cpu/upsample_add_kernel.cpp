@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "upsample_checks.h"
+#include "upsample_entry.h"
 #include "upsample_math.h"
 
 namespace detops::fpn::cpu {
@@ -73,44 +73,29 @@ void backward_planes(const S* grad, S* grad_top, int64_t planes, int64_t th, int
   });
 }
 
-Tensor upsample_add_cpu(Tensor top, Tensor lateral) {
-  const char* op = "detops.fpn_upsample_add";
-  check_upsample_add(op, top, lateral);
-  const Tensor t = torch::stable::contiguous(top);
-  const Tensor l = torch::stable::contiguous(lateral);
-  Tensor out = torch::stable::new_empty(l, {l.size(0), l.size(1), l.size(2), l.size(3)});
-  if (out.numel() == 0) return out;
-  dispatch_floating(t.scalar_type(), op, "top", [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    forward_planes<S>(t.const_data_ptr<S>(), l.const_data_ptr<S>(), out.mutable_data_ptr<S>(),
-                      t.size(0) * t.size(1), t.size(2), t.size(3), l.size(2), l.size(3));
-  });
-  return out;
-}
+struct Backend {
+  struct Guard {
+    explicit Guard(const Tensor&) {}
+  };
 
-Tensor upsample_add_backward_cpu(Tensor grad, int64_t top_height, int64_t top_width) {
-  const char* op = "detops._fpn_upsample_add_backward";
-  check_upsample_add_backward(op, grad, top_height, top_width);
-  const Tensor g = torch::stable::contiguous(grad);
-  // Every top element that some output reads is written below; only an empty `grad` (no
-  // output reads anything) needs an explicit zero fill.
-  if (g.numel() == 0) {
-    return torch::stable::new_zeros(g, {g.size(0), g.size(1), top_height, top_width});
+  template <typename S>
+  static void forward(const Tensor&, const S* top, const S* lateral, S* out, int64_t planes,
+                      int64_t th, int64_t tw, int64_t oh, int64_t ow) {
+    forward_planes<S>(top, lateral, out, planes, th, tw, oh, ow);
   }
-  Tensor grad_top = torch::stable::new_empty(g, {g.size(0), g.size(1), top_height, top_width});
-  if (grad_top.numel() == 0) return grad_top;
-  dispatch_floating(g.scalar_type(), op, "grad", [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    backward_planes<S>(g.const_data_ptr<S>(), grad_top.mutable_data_ptr<S>(), g.size(0) * g.size(1),
-                       top_height, top_width, g.size(2), g.size(3));
-  });
-  return grad_top;
-}
+
+  template <typename S>
+  static void backward(const Tensor&, const S* grad, S* grad_top, int64_t planes, int64_t th,
+                       int64_t tw, int64_t oh, int64_t ow) {
+    backward_planes<S>(grad, grad_top, planes, th, tw, oh, ow);
+  }
+};
 
 }  // namespace
 }  // namespace detops::fpn::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  m.impl("fpn_upsample_add", TORCH_BOX(&detops::fpn::cpu::upsample_add_cpu));
-  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&detops::fpn::cpu::upsample_add_backward_cpu));
+  using Entry = detops::fpn::UpsampleEntry<detops::fpn::cpu::Backend>;
+  m.impl("fpn_upsample_add", TORCH_BOX(&Entry::forward));
+  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&Entry::backward));
 }

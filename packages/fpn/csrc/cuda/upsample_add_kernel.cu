@@ -8,7 +8,7 @@
 
 #include <detops/cuda_launch.cuh>
 
-#include "upsample_checks.h"
+#include "upsample_entry.h"
 #include "upsample_math.h"
 
 namespace detops::fpn::cuda {
@@ -48,52 +48,37 @@ __global__ void backward_kernel(const S* __restrict__ grad, S* __restrict__ grad
   }
 }
 
-Tensor upsample_add_cuda(Tensor top, Tensor lateral) {
-  const char* op = "detops.fpn_upsample_add";
-  check_upsample_add(op, top, lateral);
-  detops::cuda::DeviceGuard guard(top.get_device_index());
-  const Tensor t = torch::stable::contiguous(top);
-  const Tensor l = torch::stable::contiguous(lateral);
-  Tensor out = torch::stable::new_empty(l, {l.size(0), l.size(1), l.size(2), l.size(3)});
-  const int64_t total = out.numel();
-  if (total == 0) return out;
-  const detops::cuda::Shape shape = detops::cuda::over(total, detops::cuda::current_stream(t));
-  dispatch_floating(t.scalar_type(), op, "top", [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    detops::cuda::launch<forward_kernel<S>>(op, shape, t.const_data_ptr<S>(), l.const_data_ptr<S>(),
-                                            out.mutable_data_ptr<S>(), total, t.size(2), t.size(3),
-                                            l.size(2), l.size(3));
-  });
-  return out;
-}
+struct Backend {
+  struct Guard {
+    explicit Guard(const Tensor& t) : device(t.get_device_index()) {}
+    detops::cuda::DeviceGuard device;
+  };
 
-Tensor upsample_add_backward_cuda(Tensor grad, int64_t top_height, int64_t top_width) {
-  const char* op = "detops._fpn_upsample_add_backward";
-  check_upsample_add_backward(op, grad, top_height, top_width);
-  detops::cuda::DeviceGuard guard(grad.get_device_index());
-  const Tensor g = torch::stable::contiguous(grad);
-  // Every top element that some output reads is written below; only an empty `grad` (no
-  // output reads anything) needs an explicit zero fill.
-  if (g.numel() == 0) {
-    return torch::stable::new_zeros(g, {g.size(0), g.size(1), top_height, top_width});
+  template <typename S>
+  static void forward(const Tensor& like, const S* top, const S* lateral, S* out, int64_t planes,
+                      int64_t th, int64_t tw, int64_t oh, int64_t ow) {
+    const int64_t total = planes * oh * ow;
+    detops::cuda::launch<forward_kernel<S>>(
+        "detops.fpn_upsample_add", detops::cuda::over(total, detops::cuda::current_stream(like)),
+        top, lateral, out, total, th, tw, oh, ow);
   }
-  Tensor grad_top = torch::stable::new_empty(g, {g.size(0), g.size(1), top_height, top_width});
-  const int64_t total = grad_top.numel();
-  if (total == 0) return grad_top;
-  const detops::cuda::Shape shape = detops::cuda::over(total, detops::cuda::current_stream(g));
-  dispatch_floating(g.scalar_type(), op, "grad", [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    detops::cuda::launch<backward_kernel<S>>(op, shape, g.const_data_ptr<S>(),
-                                             grad_top.mutable_data_ptr<S>(), total, top_height,
-                                             top_width, g.size(2), g.size(3));
-  });
-  return grad_top;
-}
+
+  template <typename S>
+  static void backward(const Tensor& like, const S* grad, S* grad_top, int64_t planes, int64_t th,
+                       int64_t tw, int64_t oh, int64_t ow) {
+    const int64_t total = planes * th * tw;
+    detops::cuda::launch<backward_kernel<S>>(
+        "detops._fpn_upsample_add_backward",
+        detops::cuda::over(total, detops::cuda::current_stream(like)), grad, grad_top, total, th,
+        tw, oh, ow);
+  }
+};
 
 }  // namespace
 }  // namespace detops::fpn::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  m.impl("fpn_upsample_add", TORCH_BOX(&detops::fpn::cuda::upsample_add_cuda));
-  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&detops::fpn::cuda::upsample_add_backward_cuda));
+  using Entry = detops::fpn::UpsampleEntry<detops::fpn::cuda::Backend>;
+  m.impl("fpn_upsample_add", TORCH_BOX(&Entry::forward));
+  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&Entry::backward));
 }
