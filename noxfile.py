@@ -102,7 +102,8 @@ def compat(session: nox.Session) -> None:
 def sanitize(session: nox.Session) -> None:
     """All tests against ASan + UBSan builds of the native packages; any report fails.
 
-    CPU kernels only, RelWithDebInfo, float-cast-overflow included, own build dirs; the
+    The emulated CUDA kernels' tests are left to `nox -s cuda`, which runs them on this
+    same build. RelWithDebInfo, float-cast-overflow included, own build dirs; the
     wheels go only into a folder of the run (never into .venvs/dev). Reports raised in a
     test's subprocess fail the session too. `nox -s sanitize -- roi -x`: the tests of the
     packages named first, the rest goes to pytest (see ci/sanitize.py)."""
