@@ -26,6 +26,7 @@ struct RBox {
   double ux, uy;  // (|w| / 2) u
   double vx, vy;  // (|h| / 2) v
   double area;
+  double radius;  // half the diagonal: the circumscribed circle, for the disjointness test
   bool finite;
 };
 
@@ -87,6 +88,7 @@ DETOPS_INLINE RBox make_rbox(S cx_in, S cy_in, S w_in, S h_in, S r_in) {
   corners(b, cx, cy, p);
   b.area = twice_area(p, 4) / 2;
   if (!(b.area > 0)) b.area = 0;
+  b.radius = sqrt(b.ux * b.ux + b.uy * b.uy + b.vx * b.vx + b.vy * b.vy);
   return b;
 }
 
@@ -158,9 +160,7 @@ DETOPS_INLINE double iou(const RBox& a, const RBox& b) {
   // Disjoint circumscribed circles: no overlap. The margin keeps rounding in the test from
   // ever skipping a pair that touches.
   const double dx = a.cx - b.cx, dy = a.cy - b.cy;
-  const double ra2 = a.ux * a.ux + a.uy * a.uy + a.vx * a.vx + a.vy * a.vy;
-  const double rb2 = b.ux * b.ux + b.uy * b.uy + b.vx * b.vx + b.vy * b.vy;
-  const double reach = sqrt(ra2) + sqrt(rb2);
+  const double reach = a.radius + b.radius;
   if (dx * dx + dy * dy > reach * reach * (1 + 1e-6)) return 0;
   const bool a_first = first_of_pair(a, b);
   double inter = a_first ? intersection_area(a, b) : intersection_area(b, a);

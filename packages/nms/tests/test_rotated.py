@@ -231,6 +231,11 @@ def test_nms_rotated_contract_edges(device):
     s = torch.tensor([0.9, 0.8], dtype=torch.float64, device=device)
     assert detops_nms.nms_rotated(pair, s, 1 / 3 - 1e-12).tolist() == [0]
     assert detops_nms.nms_rotated(pair, s, 1 / 3 + 1e-12).tolist() == [0, 1]
+    # A negative threshold suppresses every later box, overlapping or not (IoU 0 > -0.5),
+    # as the definition says; far-apart boxes included.
+    far = torch.tensor([[0.0, 0, 1, 1, 0], [1e4, 0, 1, 1, 0], [-1e4, 5e3, 2, 1, 30]], device=device)
+    assert detops_nms.nms_rotated(far, torch.tensor([0.1, 0.9, 0.5], device=device), -0.5).tolist() == [1]
+    assert detops_nms.nms_rotated(far, torch.tensor([0.1, 0.9, 0.5], device=device), 0.0).tolist() == [1, 2, 0]
     empty = detops_nms.nms_rotated(torch.zeros(0, 5, device=device), torch.zeros(0, device=device), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64
 

@@ -1,8 +1,9 @@
 // CPU kernels of detops::box_iou_rotated, nms_rotated and batched_nms_rotated.
 //
-// Each box is turned into its RBox (centre, half axes, area, in double) once, not once per
-// pair. box_iou_rotated splits the rows of the matrix over threads. NMS sorts by score,
-// then walks the list greedily: each kept box marks the later live boxes it suppresses;
+// Each box is turned into its RBox (centre, half axes, area, radius, in double) once, not
+// once per pair. box_iou_rotated splits the rows of the matrix over threads. NMS sorts by
+// score, then walks the list greedily: each kept box marks the later live boxes it
+// suppresses among those close enough along x to overlap it;
 // batched_nms_rotated groups the boxes by class after the score sort and runs the classes
 // in parallel, since boxes of different classes never interact.
 #include <torch/csrc/stable/library.h>
@@ -51,16 +52,40 @@ void iou_matrix(const Tensor& boxes1, const Tensor& boxes2, Tensor& out) {
 }
 
 // Greedy NMS over positions [begin, end) of `boxes` (decreasing score); kept[p] = 1 for
-// every kept position.
+// every kept position. A kept box only tests the boxes whose centres lie within its
+// radius plus the largest radius along x (an x-sorted list): iou() returns exactly 0 for
+// every box beyond, which suppresses nothing for a threshold >= 0. A negative (or NaN)
+// threshold takes the full scan, so its semantics stay those of testing every pair.
 void greedy(const std::vector<RBox>& boxes, int64_t begin, int64_t end, double threshold,
             uint8_t* dead, uint8_t* kept) {
+  std::vector<int64_t> by_x;
+  double max_radius = 0;
+  for (int64_t p = begin; p < end; ++p) {
+    if (!boxes[p].finite) continue;  // NaN IoU with everything: never suppressed
+    by_x.push_back(p);
+    max_radius = boxes[p].radius > max_radius ? boxes[p].radius : max_radius;
+  }
+  std::sort(by_x.begin(), by_x.end(), [&](int64_t a, int64_t b) {
+    return boxes[a].cx < boxes[b].cx || (boxes[a].cx == boxes[b].cx && a < b);
+  });
+  std::vector<double> xs(by_x.size());
+  for (size_t k = 0; k < by_x.size(); ++k) xs[k] = boxes[by_x[k]].cx;
+  const bool windowed = threshold >= 0;
   for (int64_t i = begin; i < end; ++i) {
     if (dead[i]) continue;
     kept[i] = 1;
     const RBox& a = boxes[i];
-    for (int64_t j = i + 1; j < end; ++j) {
-      // IoU > threshold; a NaN IoU (non-finite box) never suppresses.
-      if (!dead[j] && iou(a, boxes[j]) > threshold) dead[j] = 1;
+    if (!a.finite) continue;
+    size_t lo = 0, hi = by_x.size();
+    if (windowed) {
+      const double reach = (a.radius + max_radius) * (1 + 1e-6);
+      lo = std::lower_bound(xs.begin(), xs.end(), a.cx - reach) - xs.begin();
+      hi = std::upper_bound(xs.begin(), xs.end(), a.cx + reach) - xs.begin();
+    }
+    for (size_t k = lo; k < hi; ++k) {
+      const int64_t j = by_x[k];
+      // IoU > threshold; a NaN IoU never suppresses.
+      if (j > i && !dead[j] && iou(a, boxes[j]) > threshold) dead[j] = 1;
     }
   }
 }
