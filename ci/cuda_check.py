@@ -74,7 +74,10 @@ def compile_all(native: list[str], archs: str) -> None:
 
 
 def emulation_tests(native: list[str]) -> list[str]:
-    return [os.path.join(packages.tests_dir(p), "test_cuda_emulation.py") for p in native]
+    # test_cuda_emulation.py, and test_<op>_cuda_emulation.py for ops that keep their own.
+    return [
+        f for p in native for f in sorted(glob.glob(os.path.join(packages.tests_dir(p), "test_*cuda_emulation.py")))
+    ]
 
 
 def thread_sanitizer_environment() -> dict[str, str]:

@@ -156,8 +156,10 @@ def main(argv: list[str]) -> int:
         check_loaded(python, env, [p for p in packages.closure(names) if _native(p)], site)
         # The emulated CUDA kernels' tests run on this same build in `nox -s cuda`
         # (ci/cuda_check.py, which reports per kernel): not twice in CI.
-        emulation = [os.path.join(packages.tests_dir(p) or "", "test_cuda_emulation.py") for p in names]
-        skip = [f"--ignore={f}" for f in emulation if os.path.exists(f)]
+        emulation = [
+            f for p in names for f in glob.glob(os.path.join(packages.tests_dir(p) or "", "test_*cuda_emulation.py"))
+        ]
+        skip = [f"--ignore={f}" for f in emulation]
         rc = test.run(python, names, skip + extra, env=env)
         found = reports(logs)
     finally:
