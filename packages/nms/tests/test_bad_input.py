@@ -1,12 +1,16 @@
-"""Bad input raises an error naming the argument; never a crash."""
+"""Bad input raises an error naming the argument, never a crash; the fake kernels raise the
+same error."""
+
+import re
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nms_cases import BAD_BOXES_AND_SCORES, BAD_IDXS, bad_calls
 
 import detops_nms
-from detops_core.testing import devices, requires_cuda
+from detops_core.testing import assert_fake_raises_like_native, devices, requires_cuda
 
 shapes = st.lists(st.integers(0, 6), min_size=0, max_size=3).map(tuple)
 
@@ -38,39 +42,32 @@ def test_idxs_shape_is_checked(device, n, idx_shape):
         detops_nms.batched_nms(boxes, scores, idxs, 0.5)
 
 
-@pytest.mark.parametrize(
-    "boxes, scores, message",
-    [
-        (torch.rand(3, 4), torch.rand(4), "scores must have one entry per box"),
-        (torch.rand(3, 5), torch.rand(3), r"boxes must be a 2-D tensor of shape \[N, 4\]"),
-        (torch.rand(3, 4, 1), torch.rand(3), "boxes must be"),
-        (torch.rand(3, 4), torch.rand(3, 1), "scores must be a 1-D tensor"),
-        (torch.randint(0, 9, (3, 4)), torch.randint(0, 9, (3,)), "boxes must be a floating-point tensor"),
-        (torch.rand(3, 4), torch.rand(3, dtype=torch.float64), "same dtype"),
-        (torch.rand(3, 4, device="meta"), torch.rand(3), "same device"),
-    ],
-)
+def _on(device, *tensors):
+    # Meta tensors stay where they are: next to a tensor on `device` they are the mismatch.
+    return tuple(t if t.is_meta else t.to(device) for t in tensors)
+
+
+@pytest.mark.parametrize("boxes, scores, message", BAD_BOXES_AND_SCORES)
 @pytest.mark.parametrize("device", devices())
 def test_nms_bad_input_messages(boxes, scores, message, device):
-    # Meta tensors stay where they are: next to a tensor on `device` they are the mismatch.
-    boxes, scores = (t if t.is_meta else t.to(device) for t in (boxes, scores))
+    boxes, scores = _on(device, boxes, scores)
     with pytest.raises(RuntimeError, match=message):
         torch.ops.detops.nms(boxes, scores, 0.5)
 
 
-@pytest.mark.parametrize(
-    "idxs, message",
-    [
-        (torch.zeros(3), "idxs must be an int64 tensor"),
-        (torch.zeros(3, dtype=torch.bool), "idxs must be an int64 tensor"),
-        (torch.zeros(4, dtype=torch.int64), r"idxs must be a 1-D tensor of shape \[N\]"),
-    ],
-)
+@pytest.mark.parametrize("idxs, message", BAD_IDXS)
 @pytest.mark.parametrize("device", devices())
 def test_batched_nms_bad_idxs(idxs, message, device):
     boxes, scores = torch.rand(3, 4, device=device), torch.rand(3, device=device)
     with pytest.raises(RuntimeError, match=message):
-        detops_nms.batched_nms(boxes, scores, idxs.to(device), 0.5)
+        torch.ops.detops.batched_nms(boxes, scores, idxs.to(device), 0.5)
+
+
+# torch.compile and torch.export run the fake kernels, not the native checks: every bad
+# call must fail there with the native op's error, word for word.
+@pytest.mark.parametrize("op, args, message", [pytest.param(*c[1:], id=c[0]) for c in bad_calls()])
+def test_fake_kernels_raise_like_native(op, args, message):
+    assert re.search(message, assert_fake_raises_like_native(op, args))
 
 
 @pytest.mark.parametrize("device", devices())

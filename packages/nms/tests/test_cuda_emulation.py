@@ -22,6 +22,7 @@ import re
 
 import pytest
 import torch
+from nms_cases import bad_calls
 from nms_reference import clustered_boxes, random_boxes, sparse_boxes
 
 from detops_core.testing import emulated_launches, require_emulated_ops
@@ -236,21 +237,21 @@ def test_more_boxes_than_the_grid_can_tile_raise_before_any_launch(emulated):
     assert emulated_launches(PACKAGE) == before
 
 
-def test_bad_input_raises_the_cpu_message(emulated):
-    ok_idxs = torch.zeros(3, dtype=torch.int64)
-    cases = [
-        ("nms", (torch.rand(3, 5), torch.rand(3), 0.5)),
-        ("nms", (torch.rand(3, 4), torch.rand(3, dtype=torch.float64), 0.5)),
-        ("batched_nms", (torch.rand(3, 5), torch.rand(3), ok_idxs, 0.5)),
-        ("batched_nms", (torch.rand(3, 4), torch.rand(3), ok_idxs.int(), 0.5)),
-        ("batched_nms", (torch.rand(3, 4), torch.rand(3), ok_idxs[:2], 0.5)),
-    ]
-    for name, args in cases:
-        with pytest.raises(RuntimeError) as cpu:
-            getattr(torch.ops.detops, name)(*args)
-        with pytest.raises(RuntimeError) as emu:
-            getattr(emulated, name)(*args)
-        assert str(emu.value).splitlines()[0] == str(cpu.value).splitlines()[0]
+def _is_meta(value):
+    return isinstance(value, torch.Tensor) and value.is_meta
+
+
+# The emulated CUDA ops take CPU tensors: meta ones would not reach their kernels.
+@pytest.mark.parametrize(
+    "op, args",
+    [pytest.param(op, args, id=name) for name, op, args, _ in bad_calls() if not any(_is_meta(a) for a in args)],
+)
+def test_bad_input_raises_the_cpu_message(emulated, op, args):
+    with pytest.raises(RuntimeError) as cpu:
+        op(*args)
+    with pytest.raises(RuntimeError) as emu:
+        getattr(emulated, op.overloadpacket.__name__)(*args)
+    assert str(emu.value).splitlines()[0] == str(cpu.value).splitlines()[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -361,21 +362,3 @@ def test_every_soft_nms_kernel_is_launched(emulated):
     after = emulated_launches(PACKAGE)
     for kernel in sorted(kernels):  # batched_soft_nms launches each once
         assert after.get(kernel, 0) - before.get(kernel, 0) == 1, (kernel, before, after)
-
-
-def test_soft_nms_bad_input_raises_the_cpu_message(emulated):
-    zeros = torch.zeros(3, dtype=torch.int64)
-    cases = [
-        ("soft_nms", (torch.rand(3, 5), torch.rand(3))),
-        ("soft_nms", (torch.rand(3, 4), torch.rand(3), 0.3, 0.5, 0.001, "hard")),
-        ("soft_nms", (torch.rand(3, 4), torch.rand(3), 0.3, 0.0, 0.001, "gaussian")),
-        ("batched_soft_nms", (torch.rand(3, 4), torch.rand(3), zeros[:2])),
-        ("nms_per_image", (torch.rand(2, 3, 4), torch.rand(2, 4), None, 0.5, None)),
-        ("nms", (torch.rand(3, 4), torch.rand(3), 0.5, -1)),
-    ]
-    for name, args in cases:
-        with pytest.raises(RuntimeError) as cpu:
-            getattr(torch.ops.detops, name)(*args)
-        with pytest.raises(RuntimeError) as emu:
-            getattr(emulated, name)(*args)
-        assert str(emu.value).splitlines()[0] == str(cpu.value).splitlines()[0]

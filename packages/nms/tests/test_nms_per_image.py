@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nms_cases import BAD_PER_IMAGE
 from nms_reference import clustered_boxes, random_boxes
 from soft_nms_reference import reference_nms_per_image
 
@@ -84,22 +85,7 @@ def test_empty_batches(device):
         assert out.shape == (0, 2) and out.dtype == torch.int64 and out.device.type == device
 
 
-@pytest.mark.parametrize(
-    "boxes, scores, idxs, message",
-    [
-        (torch.rand(5, 4), torch.rand(5), None, r"boxes must be a 3-D tensor of shape \[B, N, 4\], got shape \[5, 4\]"),
-        (torch.rand(2, 5, 3), torch.rand(2, 5), None, r"boxes must be a 3-D tensor of shape \[B, N, 4\]"),
-        (torch.rand(2, 5, 4), torch.rand(2, 4), None, r"scores must be a 2-D tensor of shape \[B, N\] = \[2, 5\]"),
-        (torch.rand(2, 5, 4), torch.rand(2, 5).double(), None, "same floating-point dtype"),
-        (
-            torch.rand(2, 5, 4),
-            torch.rand(2, 5),
-            torch.zeros(2, 4, dtype=torch.int64),
-            r"idxs must be an int64 tensor of shape \[B, N\]",
-        ),
-        (torch.rand(2, 5, 4), torch.rand(2, 5), torch.zeros(2, 5), r"idxs must be an int64 tensor of shape \[B, N\]"),
-    ],
-)
+@pytest.mark.parametrize("boxes, scores, idxs, message", BAD_PER_IMAGE)
 @pytest.mark.parametrize("device", devices())
 def test_bad_input_names_the_argument(device, boxes, scores, idxs, message):
     idxs = None if idxs is None else idxs.to(device)

@@ -14,11 +14,17 @@ sizes = st.floats(min_value=0, max_value=40, allow_nan=False, width=32)
 
 
 @st.composite
-def problems(draw, max_n=60):
-    n = draw(st.integers(min_value=0, max_value=max_n))
+def boxes_of(draw, n):
+    """n float32 boxes (x1, y1, x2, y2) with corners in [-50, 50] and sides in [0, 40]."""
     corner = torch.tensor(draw(st.lists(st.tuples(coords, coords), min_size=n, max_size=n)), dtype=torch.float32)
     size = torch.tensor(draw(st.lists(st.tuples(sizes, sizes), min_size=n, max_size=n)), dtype=torch.float32)
-    boxes = boxes_from(corner.reshape(n, 2), size.reshape(n, 2))
+    return boxes_from(corner.reshape(n, 2), size.reshape(n, 2))
+
+
+@st.composite
+def problems(draw, max_n=60):
+    n = draw(st.integers(min_value=0, max_value=max_n))
+    boxes = draw(boxes_of(n))
     scores = torch.tensor(
         draw(st.lists(st.sampled_from([0.1, 0.2, 0.5, 0.7, 0.9]) | st.floats(0, 1), min_size=n, max_size=n))
     )

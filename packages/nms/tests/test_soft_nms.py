@@ -5,8 +5,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nms_reference import boxes_from, clustered_boxes, random_boxes, sparse_boxes
+from nms_cases import BAD_BOXES_AND_SCORES, BAD_IDXS, BAD_SOFT_OPTIONS
+from nms_reference import clustered_boxes, random_boxes, sparse_boxes
 from soft_nms_reference import reference_batched_soft_nms, reference_soft_nms
+from test_properties import boxes_of
 
 import detops_nms
 from detops_core.testing import assert_same, devices, float_dtypes
@@ -133,15 +135,7 @@ def test_empty_input(device):
         assert kept.shape == (0,) and kept.dtype == torch.float32
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(method="hard"), 'method must be "gaussian" or "linear", got "hard"'),
-        (dict(sigma=0.0), "sigma must be > 0 for the gaussian method, got 0"),
-        (dict(sigma=-1.0), "sigma must be > 0 for the gaussian method, got -1"),
-        (dict(sigma=float("nan")), "sigma must be > 0 for the gaussian method"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, message", BAD_SOFT_OPTIONS)
 @pytest.mark.parametrize("device", devices())
 def test_bad_arguments_name_themselves(device, kwargs, message):
     boxes, scores = torch.rand(3, 4, device=device), torch.rand(3, device=device)
@@ -159,41 +153,27 @@ def test_linear_ignores_sigma(device):
     assert_same(detops_nms.soft_nms(boxes, scores, method="linear", sigma=0.0), a)
 
 
-@pytest.mark.parametrize(
-    "boxes, scores, idxs, message",
-    [
-        (torch.rand(3, 5), torch.rand(3), None, r"boxes must be a 2-D tensor of shape \[N, 4\]"),
-        (torch.rand(3, 4), torch.rand(4), None, "scores must have one entry per box"),
-        (torch.rand(3, 4), torch.rand(3, dtype=torch.float64), None, "same dtype"),
-        (
-            torch.rand(3, 4),
-            torch.rand(3),
-            torch.zeros(2, dtype=torch.int64),
-            r"idxs must be a 1-D tensor of shape \[N\]",
-        ),
-        (torch.rand(3, 4), torch.rand(3), torch.zeros(3), "idxs must be an int64 tensor"),
-    ],
-)
+@pytest.mark.parametrize("boxes, scores, message", BAD_BOXES_AND_SCORES)
 @pytest.mark.parametrize("device", devices())
-def test_bad_tensors_name_the_argument(device, boxes, scores, idxs, message):
-    boxes, scores = boxes.to(device), scores.to(device)
+def test_bad_tensors_name_the_argument(device, boxes, scores, message):
+    # Meta tensors stay where they are: next to a tensor on `device` they are the mismatch.
+    boxes, scores = (t if t.is_meta else t.to(device) for t in (boxes, scores))
     with pytest.raises(RuntimeError, match=message):
-        if idxs is None:
-            detops_nms.soft_nms(boxes, scores)
-        else:
-            torch.ops.detops.batched_soft_nms(boxes, scores, idxs.to(device))
+        detops_nms.soft_nms(boxes, scores)
 
 
-coords = st.floats(min_value=-50, max_value=50, allow_nan=False, width=32)
-sizes = st.floats(min_value=0, max_value=40, allow_nan=False, width=32)
+@pytest.mark.parametrize("idxs, message", BAD_IDXS)
+@pytest.mark.parametrize("device", devices())
+def test_bad_idxs_name_the_argument(device, idxs, message):
+    boxes, scores = torch.rand(3, 4, device=device), torch.rand(3, device=device)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.detops.batched_soft_nms(boxes, scores, idxs.to(device))
 
 
 @st.composite
 def problems(draw, max_n=40):
     n = draw(st.integers(min_value=0, max_value=max_n))
-    corner = torch.tensor(draw(st.lists(st.tuples(coords, coords), min_size=n, max_size=n)), dtype=torch.float32)
-    size = torch.tensor(draw(st.lists(st.tuples(sizes, sizes), min_size=n, max_size=n)), dtype=torch.float32)
-    boxes = boxes_from(corner.reshape(n, 2), size.reshape(n, 2))
+    boxes = draw(boxes_of(n))
     scores = torch.tensor(
         draw(st.lists(st.sampled_from([0.0, 0.2, 0.5, 1.0]) | st.floats(0, 1), min_size=n, max_size=n)),
         dtype=torch.float32,

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import _meta, _meta_variants  # noqa: F401  (register fake kernels and autocast)
+from . import _meta  # noqa: F401  (registers fake kernels and autocast)
 from ._library import build_info
 from ._script import scripts_as
 from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, remove_small_boxes
