@@ -17,7 +17,8 @@ ENVS = os.path.join(ROOT, ".venvs")
 
 
 def _requirements(name: str) -> str:
-    return os.path.join(ROOT, "ci", f"requirements-{name}.txt")
+    # "<pkg>-alone" environments share one file: torch and the test tools, no detops.
+    return os.path.join(ROOT, "ci", "requirements-alone.txt" if name.endswith("-alone") else f"requirements-{name}.txt")
 
 
 def python_of(name: str) -> str:

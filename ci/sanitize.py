@@ -160,6 +160,9 @@ def main(argv: list[str]) -> int:
             f for p in names for f in glob.glob(os.path.join(packages.tests_dir(p) or "", "test_*cuda_emulation.py"))
         ]
         skip = [f"--ignore={f}" for f in emulation]
+        # Whole-model tests spend their time tracing and compiling in Python; every op they
+        # call is exercised here by the op-level tests.
+        skip += ["-m", "not whole_model"]
         rc = test.run(python, names, skip + extra, env=env)
         found = reports(logs)
     finally:

@@ -1,6 +1,6 @@
 """Run the test suites of the given packages in one pytest run (one summary line).
 
-python ci/test.py [--env dev|compat] [pkg ...] [-- pytest args]
+python ci/test.py [--env dev|compat-<torch>] [pkg ...] [pytest args]
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ def run(python: str, names: list[str], extra: list[str], env: dict[str, str] | N
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="dev")
-    parser.add_argument("packages", nargs="*")
-    args, extra = parser.parse_known_args()
-    sys.exit(run(envs.ensure(args.env), args.packages, extra))
+    args, rest = parser.parse_known_args()
+    # Leading package names pick the tests (default: every package's); the rest is pytest's
+    # (so `-p no:warnings` or `-k expr` never reads as a package name).
+    names = []
+    while rest and rest[0] in packages.present():
+        names.append(rest.pop(0))
+    sys.exit(run(envs.ensure(args.env), names, rest))

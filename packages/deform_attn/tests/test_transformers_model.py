@@ -74,6 +74,7 @@ def _run(model, pixels):
     return out, grad
 
 
+@pytest.mark.whole_model
 def test_deformable_detr_model_with_detops_attention():
     model = _model()
     pixels = torch.randn(2, 3, 96, 80, generator=torch.Generator().manual_seed(1))

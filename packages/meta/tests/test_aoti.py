@@ -97,6 +97,7 @@ def test_every_op_in_an_aoti_package(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"output {i}")
 
 
+@pytest.mark.whole_model
 def test_faster_rcnn_aoti_package_matches_eager_torchvision(tmp_path):
     # ResNet-50's Faster R-CNN takes many minutes to compile on 2 cores (see the README's
     # deployment section); the same FasterRCNN class on a tiny backbone keeps CI's share small.

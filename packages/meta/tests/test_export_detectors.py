@@ -8,6 +8,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 import detops
 
+pytestmark = pytest.mark.whole_model
+
 pytest.importorskip("torchvision", reason="torchvision is not installed (the models come from it)")
 import detectors  # noqa: E402  (tests/ is on sys.path: conftest.py)
 
