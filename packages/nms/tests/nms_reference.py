@@ -1,12 +1,13 @@
-"""Obviously-correct NMS written from the definition, plus the torchvision oracle when it
-is installed. Every differential test compares detops with each entry of ORACLES, so the
-suite means the same thing with or without torchvision (the torch 2.13 and 2.15 compat
-environments have none)."""
-
-from typing import Callable, Dict
+"""Obviously-correct NMS written from the definition, registered as the oracle of nms and
+batched_nms next to torchvision's (where installed). Every differential test compares
+detops with each of oracles(op), so the suite means the same thing with or without
+torchvision (the torch 2.13 and 2.15 compat environments have none)."""
 
 import torch
 from torch import Tensor
+
+import detops_nms
+from detops_core.testing import call, register_op
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
@@ -51,42 +52,29 @@ def reference_batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres
     return kept_t[order]
 
 
-# The reference loops in Python over CPU tensors: inputs on another device are compared
-# through CPU copies. Every oracle accepts inputs on any device.
-ORACLES: Dict[str, Dict[str, Callable]] = {
-    "reference": {
-        "nms": lambda b, s, t: reference_nms(b.cpu(), s.cpu(), t),
-        "batched_nms": lambda b, s, i, t: reference_batched_nms(b.cpu(), s.cpu(), i.cpu(), t),
-    },
-}
-try:
-    import torchvision
+register_op("nms", detops=detops_nms.nms, reference=reference_nms)
+register_op("batched_nms", detops=detops_nms.batched_nms, reference=reference_batched_nms)
 
-    def _tv_device(scores: Tensor) -> torch.device:
-        # torchvision's CUDA nms ranks scores with an unstable sort, so equal scores (NaNs
-        # included) come out in an unspecified order and a different box of a tied pair can
-        # survive. Its CPU kernel sorts stably, as detops promises: where scores tie, that
-        # is the oracle; elsewhere torchvision runs on the inputs' own device.
-        numbers = scores[~scores.isnan()]
-        ties = len(scores) - len(numbers) > 1 or len(torch.unique(numbers)) < len(numbers)
-        return torch.device("cpu") if ties else scores.device
 
-    def _tv_nms(boxes, scores, thr):
-        on = _tv_device(scores)
-        return torchvision.ops.nms(boxes.to(on), scores.to(on), thr)
+def _has_ties(scores: Tensor) -> bool:
+    numbers = scores[~scores.isnan()]
+    return len(scores) - len(numbers) > 1 or len(torch.unique(numbers)) < len(numbers)
 
-    def _tv_batched(boxes, scores, idxs, thr):
-        on = _tv_device(scores)
-        return torchvision.ops.batched_nms(boxes.to(on), scores.to(on), idxs.to(on), thr)
 
-    # torchvision's CPU kernels take float32/float64 only: narrow inputs are compared with
-    # their float32 values (detops computes float16/bfloat16 in float32).
-    ORACLES["torchvision"] = {
-        "nms": lambda b, s, t: _tv_nms(b.to(_compute_dtype(b)), s.to(_compute_dtype(s)), t),
-        "batched_nms": lambda b, s, i, t: _tv_batched(b.to(_compute_dtype(b)), s.to(_compute_dtype(s)), i, t),
-    }
-except ImportError:  # torch 2.13 / 2.15 compat environments: the reference alone is the oracle
-    pass
+def oracle_keep(op: str, oracle: str, boxes: Tensor, scores: Tensor, *rest) -> Tensor:
+    """The kept indices of `op` ("nms" or "batched_nms") as `oracle` computes them on
+    (boxes, scores, *rest), on the CPU.
+
+    torchvision's CPU kernels take float32/float64 only, so narrow inputs reach every oracle
+    as their float32 values (detops computes float16/bfloat16 in float32). torchvision's
+    CUDA nms ranks scores with an unstable sort, so among equal scores (NaNs included) a
+    different box of a tied pair can survive; its CPU kernel sorts stably, as detops
+    promises: where scores tie, the oracle runs on CPU copies, elsewhere on the inputs'
+    own device."""
+    on = torch.device("cpu") if _has_ties(scores) else scores.device
+    dtype = _compute_dtype(boxes)
+    rest = tuple(a.to(on) if isinstance(a, Tensor) else a for a in rest)
+    return call(op, oracle, boxes.to(on, dtype), scores.to(on, dtype), *rest).cpu()
 
 
 def boxes_from(corner: Tensor, size: Tensor) -> Tensor:

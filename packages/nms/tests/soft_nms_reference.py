@@ -23,6 +23,9 @@ import torch
 from nms_reference import reference_batched_nms, reference_nms
 from torch import Tensor
 
+import detops_nms
+from detops_core.testing import register_op
+
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
@@ -138,3 +141,11 @@ def reference_nms_per_image(boxes, scores, iou_threshold, idxs=None, max_output:
             keep = keep[:max_output]
         rows += [(image, int(k)) for k in keep]
     return torch.tensor(rows, dtype=torch.int64).reshape(-1, 2)
+
+
+# torchvision has none of these ops: the reference is their one oracle.
+register_op("soft_nms", detops=detops_nms.soft_nms, reference=reference_soft_nms, torchvision="")
+register_op(
+    "batched_soft_nms", detops=detops_nms.batched_soft_nms, reference=reference_batched_soft_nms, torchvision=""
+)
+register_op("nms_per_image", detops=detops_nms.nms_per_image, reference=reference_nms_per_image, torchvision="")

@@ -5,12 +5,9 @@ import torch
 from nms_reference import random_boxes
 
 import detops_nms
-from detops_core.testing import devices
+from detops_core.testing import devices, torchvision_ops
 
-try:
-    import torchvision.ops as tv_ops
-except ImportError:
-    tv_ops = None
+tv_ops = torchvision_ops()
 
 FORMATS = ["xyxy", "xywh", "cxcywh"]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.int64]

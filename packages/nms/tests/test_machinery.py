@@ -1,10 +1,10 @@
-"""soft_nms, batched_soft_nms, nms_per_image and max_output inside PyTorch's machinery:
-opcheck, the fake kernels' errors, TorchScript, torch.compile(fullgraph), torch.export,
-autocast."""
+"""nms, batched_nms, nms_per_image, soft_nms and batched_soft_nms inside PyTorch's
+machinery: opcheck, TorchScript, torch.compile(fullgraph), torch.export and autocast. The
+fake kernels' errors are checked with the bad-input cases (test_bad_input.py)."""
 
 import pytest
 import torch
-from nms_reference import clustered_boxes
+from nms_reference import clustered_boxes, reference_batched_nms, reference_nms
 from soft_nms_reference import reference_nms_limited, reference_nms_per_image, reference_soft_nms
 
 import detops_nms
@@ -12,7 +12,6 @@ from detops_core.testing import (
     assert_autocast_float32,
     assert_compiles,
     assert_exports,
-    assert_fake_raises_like_native,
     assert_opcheck,
     assert_same,
     assert_scripts,
@@ -38,7 +37,9 @@ def _batch(b=3, n=80, seed=0, device="cpu"):
 @pytest.mark.parametrize("device", devices())
 def test_opcheck(device, n):
     boxes, scores, idxs = _problem(n, device=device)
+    assert_opcheck(ops.nms.default, (boxes, scores, 0.5))
     assert_opcheck(ops.nms.default, (boxes, scores, 0.5, 5))
+    assert_opcheck(ops.batched_nms.default, (boxes, scores, idxs, 0.5))
     assert_opcheck(ops.batched_nms.default, (boxes, scores, idxs, 0.5, 0))
     assert_opcheck(ops.soft_nms.default, (boxes, scores, 0.3, 0.5, 0.001, "gaussian"))
     assert_opcheck(ops.batched_soft_nms.default, (boxes, scores, idxs, 0.3, 0.5, 0.01, "linear"))
@@ -47,33 +48,18 @@ def test_opcheck(device, n):
     assert_opcheck(ops.nms_per_image.default, (b, s, None, 0.5, None))
 
 
-@pytest.mark.parametrize(
-    "op, args",
-    [
-        (ops.nms.default, (torch.rand(3, 4), torch.rand(3), 0.5, -2)),
-        (ops.batched_nms.default, (torch.rand(3, 4), torch.rand(3), torch.zeros(3, dtype=torch.int64), 0.5, -1)),
-        (ops.soft_nms.default, (torch.rand(3, 4), torch.rand(3), 0.3, 0.5, 0.001, "box")),
-        (ops.soft_nms.default, (torch.rand(3, 4), torch.rand(3), 0.3, 0.0, 0.001, "gaussian")),
-        (
-            ops.batched_soft_nms.default,
-            (torch.rand(3, 4), torch.rand(3), torch.zeros(3, dtype=torch.int64), 0.3, -0.5, 0.0, "gaussian"),
-        ),
-        (ops.nms_per_image.default, (torch.rand(2, 3, 4), torch.rand(2, 3), None, 0.5, -3)),
-        (ops.nms_per_image.default, (torch.rand(2, 3, 4), torch.rand(3, 2), None, 0.5, None)),
-    ],
-)
-def test_fake_kernels_raise_like_native(op, args):
-    assert_fake_raises_like_native(op, args)
-
-
 @pytest.mark.parametrize("device", devices())
 def test_torchscript_wrappers(device):
     boxes, scores, idxs = _problem(device=device)
     b, s, i = _batch(device=device)
+    # The references loop in Python over CPU tensors.
     cpu = boxes.cpu(), scores.cpu()
-    assert_scripts(detops_nms.nms, (boxes, scores, 0.5))
+    assert_scripts(detops_nms.nms, (boxes, scores, 0.5), reference_nms(*cpu, 0.5).to(device))
     scripted = assert_scripts(detops_nms.nms, (boxes, scores, 0.5, 4), reference_nms_limited(*cpu, 0.5, 4).to(device))
     assert torch.equal(scripted(boxes, scores, 0.5, max_output=4), scripted(boxes, scores, 0.5, 4))
+    per_class = reference_batched_nms(*cpu, idxs.cpu(), 0.5).to(device)
+    assert_scripts(detops_nms.batched_nms, (boxes, scores, idxs, 0.5), per_class)
+    assert_scripts(detops_nms.batched_nms, (boxes, scores, idxs.int(), 0.5), per_class)
     # The eager wrappers take max_output by keyword only, the scripted ones also by position.
     limited = detops_nms.batched_nms(boxes, scores, idxs, 0.5, max_output=3)
     assert_scripts(detops_nms.batched_nms, (boxes, scores, idxs.int(), 0.5, 3), limited)
@@ -93,11 +79,34 @@ def test_scripted_callers_use_keywords(device):
     assert torch.equal(top(boxes, scores, idxs), detops_nms.batched_nms(boxes, scores, idxs, 0.5)[:5])
 
 
+def _box_utility_args(boxes):
+    return {
+        "box_area": (boxes,),
+        "box_iou": (boxes, boxes[:7]),
+        "box_convert": (boxes, "xyxy", "cxcywh"),
+        "clip_boxes_to_image": (boxes, (60, 80)),
+        "remove_small_boxes": (boxes, 12.5),
+    }
+
+
+@pytest.mark.parametrize("fn_name", ["box_area", "box_iou", "box_convert", "clip_boxes_to_image", "remove_small_boxes"])
+def test_box_utilities_script(fn_name):
+    assert_scripts(getattr(detops_nms, fn_name), _box_utility_args(_problem()[0])[fn_name])
+
+
 def _postprocess(boxes, scores, idxs):
     top = detops_nms.nms(boxes, scores, 0.5, max_output=10)
+    everything = detops_nms.nms(boxes, scores, 0.5)
+    per_class_hard = detops_nms.batched_nms(boxes, scores, idxs, 0.5)
     keep, decayed = detops_nms.soft_nms(boxes, scores, method="linear")
     per_class, per_class_scores = detops_nms.batched_soft_nms(boxes, scores, idxs)
-    return boxes[top] * 2, boxes[keep] * decayed[:, None], per_class_scores.sum() + per_class.sum()
+    return (
+        boxes[top] * 2,
+        boxes[everything] * 2,
+        scores[per_class_hard].sum(),
+        boxes[keep] * decayed[:, None],
+        per_class_scores.sum() + per_class.sum(),
+    )
 
 
 def _per_image(boxes, scores, idxs):
@@ -107,7 +116,9 @@ def _per_image(boxes, scores, idxs):
 
 @pytest.mark.parametrize("device", devices())
 def test_compile_fullgraph(device):
-    assert_compiles(_postprocess, _problem(device=device), dynamic=False, rtol=1e-6, atol=1e-6)
+    compiled = assert_compiles(_postprocess, _problem(device=device), dynamic=False, rtol=1e-6, atol=1e-6)
+    other = _problem(90, seed=1, device=device)  # new sizes: recompiles or reuses, results stay right
+    assert_same(compiled(*other), _postprocess(*other), rtol=1e-6, atol=1e-6, what="compiled, new sizes")
     assert_compiles(_per_image, _batch(device=device), dynamic=False)
 
 
@@ -125,7 +136,8 @@ def test_export(device):
     args = _problem(device=device)
     program = assert_exports(_Module(_postprocess), args)
     targets = {str(node.target) for node in program.graph.nodes}
-    assert {"detops.nms.default", "detops.soft_nms.default", "detops.batched_soft_nms.default"} <= targets
+    expected = {"nms", "batched_nms", "soft_nms", "batched_soft_nms"}
+    assert {f"detops.{op}.default" for op in expected} <= targets
     n = torch.export.Dim("n", min=2)
     dims = ({0: n}, {0: n}, {0: n})
     assert_exports(_Module(_postprocess), args, dynamic_shapes=dims, more_args=[_problem(90, seed=1, device=device)])
@@ -140,7 +152,9 @@ def test_export(device):
 @pytest.mark.parametrize("device", devices())
 def test_autocast_computes_in_float32(device, dtype):
     boxes, scores, idxs = _problem(device=device)
+    assert_autocast_float32(lambda b, s: detops_nms.nms(b, s, 0.5), (boxes, scores), device, dtype)
     assert_autocast_float32(lambda b, s: detops_nms.nms(b, s, 0.5, max_output=7), (boxes, scores), device, dtype)
+    assert_autocast_float32(lambda b, s, i: detops_nms.batched_nms(b, s, i, 0.5), (boxes, scores, idxs), device, dtype)
     assert_autocast_float32(lambda b, s: detops_nms.soft_nms(b, s), (boxes, scores), device, dtype)
     assert_autocast_float32(
         lambda b, s, i: detops_nms.batched_soft_nms(b, s, i, method="linear"), (boxes, scores, idxs), device, dtype
@@ -152,3 +166,13 @@ def test_autocast_computes_in_float32(device, dtype):
         keep, kept = detops_nms.soft_nms(boxes.to(dtype), scores.to(dtype))
     assert kept.dtype == dtype
     assert_same((keep, kept), detops_nms.soft_nms(boxes.to(dtype), scores.to(dtype)))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_inputs_requiring_grad_are_fine(device):
+    boxes, scores, _ = _problem(device=device)
+    boxes.requires_grad_(True)
+    scores.requires_grad_(True)
+    keep = detops_nms.nms(boxes, scores, 0.5)
+    (boxes[keep].sum() + scores[keep].sum()).backward()  # gradient flows through indexing
+    assert boxes.grad is not None and boxes.grad.abs().sum() == 4 * len(keep)
