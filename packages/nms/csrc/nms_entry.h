@@ -51,9 +51,9 @@ inline void check_per_image_inputs(const char* op, const Tensor& boxes, const Te
   check_defined(op, "scores", scores);
   check(boxes.dim() == 3 && boxes.size(2) == 4, op,
         "boxes must be a 3-D tensor of shape [B, N, 4], got shape ", shape_str(boxes));
-  check(scores.dim() == 2 && scores.size(0) == boxes.size(0) && scores.size(1) == boxes.size(1),
-        op, "scores must be a 2-D tensor of shape [B, N] = [", boxes.size(0), ", ",
-        boxes.size(1), "], got shape ", shape_str(scores));
+  check(scores.dim() == 2 && scores.size(0) == boxes.size(0) && scores.size(1) == boxes.size(1), op,
+        "scores must be a 2-D tensor of shape [B, N] = [", boxes.size(0), ", ", boxes.size(1),
+        "], got shape ", shape_str(scores));
   check(is_floating(boxes.scalar_type()) && boxes.scalar_type() == scores.scalar_type(), op,
         "boxes and scores must have the same floating-point dtype, got ",
         dtype_name(boxes.scalar_type()), " and ", dtype_name(scores.scalar_type()));
@@ -62,8 +62,8 @@ inline void check_per_image_inputs(const char* op, const Tensor& boxes, const Te
     check_defined(op, "idxs", *idxs);
     check(idxs->scalar_type() == ScalarType::Long && idxs->dim() == 2 &&
               idxs->size(0) == boxes.size(0) && idxs->size(1) == boxes.size(1),
-          op, "idxs must be an int64 tensor of shape [B, N], got ",
-          dtype_name(idxs->scalar_type()), " of shape ", shape_str(*idxs));
+          op, "idxs must be an int64 tensor of shape [B, N], got ", dtype_name(idxs->scalar_type()),
+          " of shape ", shape_str(*idxs));
     check_same_device(op, "boxes", boxes, "idxs", *idxs);
   }
 }

@@ -13,7 +13,6 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <detops/cuda_launch.cuh>
-
 #include <vector>
 
 #include "nms_entry.h"

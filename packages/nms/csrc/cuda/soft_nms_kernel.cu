@@ -157,8 +157,7 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
   Tensor score = torch::stable::new_empty(
       boxes, {n}, sizeof(T) == sizeof(double) ? ScalarType::Double : ScalarType::Float);
   detops::cuda::launch<soft_kernel<S, T>>(
-      op,
-      detops::cuda::Shape(dim3(static_cast<unsigned>(groups)), dim3(kSoftThreads), stream),
+      op, detops::cuda::Shape(dim3(static_cast<unsigned>(groups)), dim3(kSoftThreads), stream),
       boxes.const_data_ptr<S>(), scores.const_data_ptr<S>(), order_data,
       start.const_data_ptr<int64_t>(), groups, n, p, step.mutable_data_ptr<int64_t>(),
       score.mutable_data_ptr<T>(), selected.mutable_data_ptr<bool>());
@@ -171,8 +170,8 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
     pos = torch::stable::index_select(
         kept, 0, sort_stable(torch::stable::index_select(step, 0, kept), 0, false).second);
   } else {
-    const Tensor by_index =
-        torch::stable::index_select(kept, 0, sort_stable(torch::stable::index_select(order, 0, kept), 0, false).second);
+    const Tensor by_index = torch::stable::index_select(
+        kept, 0, sort_stable(torch::stable::index_select(order, 0, kept), 0, false).second);
     pos = torch::stable::index_select(
         by_index, 0, sort_stable(torch::stable::index_select(score, 0, by_index), 0, true).second);
   }
