@@ -11,18 +11,17 @@
 
 namespace detops::nms {
 
-inline void check_inputs(const char* op, const Tensor& boxes, const Tensor& scores,
-                         const Tensor* idxs) {
-  check_defined(op, "boxes", boxes);
-  check_defined(op, "scores", scores);
-  check(boxes.dim() == 2 && boxes.size(1) == 4, op,
-        "boxes must be a 2-D tensor of shape [N, 4] in (x1, y1, x2, y2) format, got shape ",
-        shape_str(boxes));
+// The checks of scores and of the optional class indices, against boxes [N, ...]: shared by
+// the axis-aligned and the rotated NMS entry points.
+inline void check_scores_shape(const char* op, const Tensor& boxes, const Tensor& scores) {
   check(scores.dim() == 1, op, "scores must be a 1-D tensor of shape [N], got shape ",
         shape_str(scores));
   check(scores.size(0) == boxes.size(0), op, "scores must have one entry per box: boxes has ",
         boxes.size(0), " boxes but scores has ", scores.size(0), " entries");
-  check_floating(op, "boxes", boxes);
+}
+
+inline void check_scores_and_classes(const char* op, const Tensor& boxes, const Tensor& scores,
+                                     const Tensor* idxs) {
   check_same_dtype(op, "boxes", boxes, "scores", scores);
   check_same_device(op, "boxes", boxes, "scores", scores);
   if (idxs != nullptr) {
@@ -34,6 +33,18 @@ inline void check_inputs(const char* op, const Tensor& boxes, const Tensor& scor
           dtype_name(idxs->scalar_type()));
     check_same_device(op, "boxes", boxes, "idxs", *idxs);
   }
+}
+
+inline void check_inputs(const char* op, const Tensor& boxes, const Tensor& scores,
+                         const Tensor* idxs) {
+  check_defined(op, "boxes", boxes);
+  check_defined(op, "scores", scores);
+  check(boxes.dim() == 2 && boxes.size(1) == 4, op,
+        "boxes must be a 2-D tensor of shape [N, 4] in (x1, y1, x2, y2) format, got shape ",
+        shape_str(boxes));
+  check_scores_shape(op, boxes, scores);
+  check_floating(op, "boxes", boxes);
+  check_scores_and_classes(op, boxes, scores, idxs);
 }
 
 // max_output as a count: kNoLimit for None.

@@ -6,6 +6,8 @@
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 
+#include "nms_entry.h"
+
 namespace detops::nms::rotated {
 
 inline void check_rotated_boxes(const char* op, const char* name, const char* count,
@@ -20,21 +22,8 @@ inline void check_nms_inputs(const char* op, const Tensor& boxes, const Tensor& 
                              const Tensor* idxs) {
   check_rotated_boxes(op, "boxes", "N", boxes);
   check_defined(op, "scores", scores);
-  check(scores.dim() == 1, op, "scores must be a 1-D tensor of shape [N], got shape ",
-        shape_str(scores));
-  check(scores.size(0) == boxes.size(0), op, "scores must have one entry per box: boxes has ",
-        boxes.size(0), " boxes but scores has ", scores.size(0), " entries");
-  check_same_dtype(op, "boxes", boxes, "scores", scores);
-  check_same_device(op, "boxes", boxes, "scores", scores);
-  if (idxs != nullptr) {
-    check_defined(op, "idxs", *idxs);
-    check(idxs->dim() == 1 && idxs->size(0) == boxes.size(0), op,
-          "idxs must be a 1-D tensor of shape [N] with one class index per box (N = ",
-          boxes.size(0), "), got shape ", shape_str(*idxs));
-    check(idxs->scalar_type() == ScalarType::Long, op, "idxs must be an int64 tensor, got ",
-          dtype_name(idxs->scalar_type()));
-    check_same_device(op, "boxes", boxes, "idxs", *idxs);
-  }
+  check_scores_shape(op, boxes, scores);
+  check_scores_and_classes(op, boxes, scores, idxs);
 }
 
 // Kernel provides `kMaxBoxes` (NMS), and for S the element type:
