@@ -154,19 +154,53 @@ class BatchedSoftNms(torch.nn.Module):
         return detops_nms.batched_soft_nms(boxes, scores, idxs, method="linear")
 
 
-class PerImage(torch.nn.Module):
-    def forward(self, boxes, scores):
-        return detops_nms.nms_per_image(boxes, scores, 0.5)
-
-
 @pytest.mark.parametrize(
     "model, args, name",
     [
         (SoftNms(), _boxes(10, 0), "soft_nms"),
         (BatchedSoftNms(), (*_boxes(10, 0), torch.zeros(10, dtype=torch.int64)), "batched_soft_nms"),
-        (PerImage(), tuple(t[None] for t in _boxes(10, 0)), "nms_per_image"),
     ],
 )
 def test_ops_without_an_exact_translation_are_refused(model, args, name):
     with pytest.raises(Exception, match=f"detops.onnx: {name} cannot be exported"):
         onnx_session(model, args, onnx.translation_table())
+
+
+class PerImage(torch.nn.Module):
+    def __init__(self, max_output=None):
+        super().__init__()
+        self.max_output = max_output
+
+    def forward(self, boxes, scores):
+        return detops_nms.nms_per_image(boxes, scores, 0.5, max_output=self.max_output)
+
+
+class PerImageByClass(PerImage):
+    def forward(self, boxes, scores, idxs):
+        return detops_nms.nms_per_image(boxes, scores, 0.5, idxs, max_output=self.max_output)
+
+
+def _batch(images, n, seed):
+    """`images` images of `n` boxes each (ties, NaN and degenerate boxes included) and classes."""
+    pairs = [_boxes(n, seed + i) for i in range(images)]
+    boxes = torch.stack([b for b, _ in pairs]) if images else torch.zeros(0, n, 4)
+    scores = torch.stack([s for _, s in pairs]) if images else torch.zeros(0, n)
+    classes = torch.randint(0, 3, (images, n), generator=torch.Generator().manual_seed(seed))
+    return boxes, scores, classes
+
+
+@pytest.mark.parametrize("max_output", [None, 0, 1, 5])
+@pytest.mark.parametrize("by_class", [False, True])
+def test_nms_per_image_matches_eager(max_output, by_class):
+    boxes, scores, classes = _batch(3, 40, seed=7)
+    dims = ({0: torch.export.Dim("b"), 1: torch.export.Dim("n")},) * 2
+    if by_class:
+        model, args, dims = PerImageByClass(max_output), (boxes, scores, classes), (*dims, dims[0])
+    else:
+        model, args = PerImage(max_output), (boxes, scores)
+    run = onnx_session(model, args, onnx.translation_table(), dims)
+    for images, n, seed in ((3, 40, 7), (5, 17, 8), (1, 9, 9), (2, 1, 10), (4, 0, 11)):
+        boxes, scores, classes = _batch(images, n, seed)
+        case = (boxes, scores, classes) if by_class else (boxes, scores)
+        (got,) = run(*case)
+        np.testing.assert_array_equal(got.reshape(-1, 2), model(*case).numpy())

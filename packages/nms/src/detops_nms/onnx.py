@@ -29,9 +29,10 @@ maps both ops to the standard ``NonMaxSuppression`` operator with exactly detops
 What cannot be exact raises ``ValueError`` at export time: a negative or NaN
 ``iou_threshold`` (the operator never suppresses boxes without overlap; detops would), and
 float64 boxes (the operator computes in float32). float16/bfloat16 are computed in float32,
-as in detops. ``soft_nms`` and ``batched_soft_nms`` have no standard operator (ONNX's only
-NMS discards boxes, it never decays scores) and ``nms_per_image`` has no translation yet:
-exporting any of them raises ``ValueError`` naming the op. So do the rotated-box ops
+as in detops. ``nms_per_image`` is one ``batched_nms`` over the flattened batch (see its
+translation). ``soft_nms`` and ``batched_soft_nms`` have no standard operator (ONNX's only
+NMS discards boxes, it never decays scores): exporting either raises ``ValueError`` naming
+the op. So do the rotated-box ops
 (``box_iou_rotated``, ``nms_rotated``, ``batched_nms_rotated``): no standard operator
 intersects rotated rectangles.
 """
@@ -157,9 +158,42 @@ batched_soft_nms = _refuse(
     "batched_soft_nms",
     "no standard ONNX operator decays scores (NonMaxSuppression discards boxes); run it outside the graph",
 )
-nms_per_image = _refuse(
-    "nms_per_image", "it has no ONNX translation yet; export a loop of detops.nms / batched_nms over the images"
-)
+
+
+def nms_per_image(boxes, scores, idxs, iou_threshold: float, max_output: Optional[int] = None):
+    """Translation of ``detops::nms_per_image``: one batched_nms over the flattened batch,
+    with one category per image (per (image, class) with ``idxs``), which suppresses within
+    an image exactly as nms / batched_nms of that image does. Its kept boxes come in one
+    global stable descending order; a stable sort by image (TopK keeps equal images in
+    their order) gives each image its own order, and ``max_output`` keeps the first k of
+    each image."""
+    shape = op.Shape(scores)  # [B, N]
+    # N, as a divisor: at least 1 (a batch of empty images has nothing to divide, but an
+    # integer Div by zero fails even on empty input).
+    per_image = op.Max(op.Slice(shape, [1], [2]), op.Constant(value_ints=[1]))
+    total = op.ReduceProd(shape, keepdims=1)
+    flat_boxes = op.Reshape(boxes, op.Concat(total, op.Constant(value_ints=[4]), axis=0))
+    flat_scores = op.Reshape(scores, total)
+    image = op.Div(op.Range(op.Constant(value_int=0), op.Squeeze(total), op.Constant(value_int=1)), per_image)
+    if idxs is None:
+        category = image
+    else:
+        classes = op.Cast(op.Reshape(idxs, total), to=INT64.dtype)
+        pairs = op.Concat(op.Unsqueeze(image, [1]), op.Unsqueeze(classes, [1]), axis=1)
+        _, _, category, _ = op.Unique(pairs, axis=0, sorted=1)
+    kept = batched_nms(flat_boxes, flat_scores, op.Reshape(category, total), iou_threshold)
+    kept_image = op.Div(kept, per_image)
+    kept_image, by_image = op.TopK(kept_image, op.Shape(kept_image), largest=0, sorted=1)
+    kept = op.Gather(kept, by_image)
+    if max_output is not None:
+        # Rank within the image: position minus the position of the image's first box.
+        _, first, group, _ = op.Unique(kept_image, sorted=1)
+        count = op.Squeeze(op.Shape(kept_image))
+        rank = op.Sub(op.Range(op.Constant(value_int=0), count, op.Constant(value_int=1)), op.Gather(first, group))
+        within = op.Less(rank, op.Constant(value_int=max_output))
+        kept, kept_image = op.Compress(kept, within), op.Compress(kept_image, within)
+    return op.Concat(op.Unsqueeze(kept_image, [1]), op.Unsqueeze(op.Mod(kept, per_image), [1]), axis=1)
+
 
 # Rotated boxes: the standard operators' only box logic (NonMaxSuppression, RoiAlign) is
 # axis-aligned, and the exact intersection is a data-dependent clipping loop in float64.
