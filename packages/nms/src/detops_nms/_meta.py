@@ -14,14 +14,8 @@ from detops_core.messages import FLOATING, check_floating, check_same_device, ch
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
 
-def _check_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor, idxs=None) -> None:
-    # nms_entry.h: check_inputs
-    torch._check(
-        boxes.dim() == 2 and boxes.shape[1] == 4,
-        lambda: (
-            f"{op}: boxes must be a 2-D tensor of shape [N, 4] in (x1, y1, x2, y2) format, got shape {shape_str(boxes)}"
-        ),
-    )
+def check_scores_shape(op: str, boxes: torch.Tensor, scores: torch.Tensor) -> None:
+    # nms_entry.h: check_scores_shape (the rotated ops' fake kernels use it too)
     torch._check(
         scores.dim() == 1, lambda: f"{op}: scores must be a 1-D tensor of shape [N], got shape {shape_str(scores)}"
     )
@@ -32,7 +26,10 @@ def _check_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor, idxs=None)
             f"but scores has {scores.shape[0]} entries"
         ),
     )
-    check_floating(op, "boxes", boxes)
+
+
+def check_scores_and_classes(op: str, boxes: torch.Tensor, scores: torch.Tensor, idxs=None) -> None:
+    # nms_entry.h: check_scores_and_classes
     check_same_dtype(op, "boxes", boxes, "scores", scores)
     check_same_device(op, "boxes", boxes, "scores", scores)
     if idxs is None:
@@ -46,6 +43,19 @@ def _check_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor, idxs=None)
     )
     torch._check(idxs.dtype == torch.int64, lambda: f"{op}: idxs must be an int64 tensor, got {dtype_name(idxs.dtype)}")
     check_same_device(op, "boxes", boxes, "idxs", idxs)
+
+
+def _check_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor, idxs=None) -> None:
+    # nms_entry.h: check_inputs
+    torch._check(
+        boxes.dim() == 2 and boxes.shape[1] == 4,
+        lambda: (
+            f"{op}: boxes must be a 2-D tensor of shape [N, 4] in (x1, y1, x2, y2) format, got shape {shape_str(boxes)}"
+        ),
+    )
+    check_scores_shape(op, boxes, scores)
+    check_floating(op, "boxes", boxes)
+    check_scores_and_classes(op, boxes, scores, idxs)
 
 
 def _check_per_image_inputs(op: str, boxes: torch.Tensor, scores: torch.Tensor, idxs) -> None:

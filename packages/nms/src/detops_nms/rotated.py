@@ -25,9 +25,10 @@ import torch
 from torch import Tensor
 
 from detops_core.autocast import register_autocast_float32
-from detops_core.messages import check_floating, check_same_device, check_same_dtype, dtype_name, shape_str
+from detops_core.messages import check_floating, check_same_device, check_same_dtype, shape_str
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from ._meta import check_scores_and_classes, check_scores_shape
 
 __all__ = [
     "box_iou_rotated",
@@ -123,20 +124,10 @@ def _check_boxes(op: str, name: str, count: str, boxes: Tensor) -> None:
     check_floating(op, name, boxes)
 
 
-def _check_nms(op: str, boxes: Tensor, scores: Tensor) -> None:
+def _check_nms(op: str, boxes: Tensor, scores: Tensor, idxs=None) -> None:
     _check_boxes(op, "boxes", "N", boxes)
-    torch._check(
-        scores.dim() == 1, lambda: f"{op}: scores must be a 1-D tensor of shape [N], got shape {shape_str(scores)}"
-    )
-    torch._check(
-        scores.shape[0] == boxes.shape[0],
-        lambda: (
-            f"{op}: scores must have one entry per box: boxes has {boxes.shape[0]} boxes "
-            f"but scores has {scores.shape[0]} entries"
-        ),
-    )
-    check_same_dtype(op, "boxes", boxes, "scores", scores)
-    check_same_device(op, "boxes", boxes, "scores", scores)
+    check_scores_shape(op, boxes, scores)
+    check_scores_and_classes(op, boxes, scores, idxs)
 
 
 def _kept(boxes: Tensor) -> Tensor:
@@ -163,17 +154,7 @@ def _nms_rotated_fake(boxes, scores, iou_threshold):
 
 @torch.library.register_fake("detops::batched_nms_rotated")
 def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
-    op = "detops.batched_nms_rotated"
-    _check_nms(op, boxes, scores)
-    torch._check(
-        idxs.dim() == 1 and idxs.shape[0] == boxes.shape[0],
-        lambda: (
-            f"{op}: idxs must be a 1-D tensor of shape [N] with one class index per box "
-            f"(N = {boxes.shape[0]}), got shape {shape_str(idxs)}"
-        ),
-    )
-    torch._check(idxs.dtype == torch.int64, lambda: f"{op}: idxs must be an int64 tensor, got {dtype_name(idxs.dtype)}")
-    check_same_device(op, "boxes", boxes, "idxs", idxs)
+    _check_nms("detops.batched_nms_rotated", boxes, scores, idxs)
     return _kept(boxes)
 
 
