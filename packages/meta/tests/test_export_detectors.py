@@ -11,7 +11,7 @@ import detops
 pytestmark = pytest.mark.whole_model
 
 pytest.importorskip("torchvision", reason="torchvision is not installed (the models come from it)")
-import detectors  # noqa: E402  (tests/ is on sys.path: conftest.py)
+import detectors  # noqa: E402  (tests/ is importable: pytest.ini pythonpath)
 
 _programs = {}
 
