@@ -703,8 +703,18 @@ def deform_expectation(kw: dict, e: Expect):
 
 
 def _tv_deform_safe(kw: dict, shape) -> bool:
-    x = kw["input"]
-    return tv is not None and min(x.shape[1:]) > 0 and math.prod(shape) <= 200_000
+    x, weight = kw["input"], kw["weight"]
+    if tv is None or min(x.shape[1:]) == 0 or math.prod(shape) > 200_000:
+        return False
+    # torchvision sizes the output in int32: padding or dilation whose arithmetic leaves that
+    # range makes it raise ("computed output dims: (-2147483647, ...)") where detops, in
+    # int64, computes the defined result; no oracle there.
+    stride, pad, dil = (conv_pair(kw[k]) for k in ("stride", "padding", "dilation"))
+    for axis in (0, 1):
+        extent = dil[axis] * (weight.shape[2 + axis] - 1) + 1
+        if max(x.shape[2 + axis] + 2 * pad[axis], extent, stride[axis]) >= 2**31:
+            return False
+    return True
 
 
 def check_deform_outcome(label: str, kw: dict, out, shape):
