@@ -163,8 +163,8 @@ def demo(session: nox.Session) -> None:
 def cpp(session: nox.Session) -> None:
     """C++ without Python: build the packages, then examples/cpp's program (CMake, libtorch;
     kept build dir build/cpp-example), and run examples/cpp/test_cpp_example.py: AOTInductor
-    packages made in Python (a small roi_align + batched_nms model; Faster R-CNN once detops
-    has `exportable`) run from C++, compared with eager and with the package loaded in
-    Python. Arguments after `--` go to pytest (`-- -k "not fasterrcnn"`: the small model only)."""
+    packages made in Python (a small roi_align + batched_nms model, and Faster R-CNN) run
+    from C++, compared with eager and with the package loaded in Python. Arguments after
+    `--` go to pytest (`-- -k "not fasterrcnn"`: the small model only)."""
     _run(session, "build.py")
     session.run(envs.ensure("dev"), "-m", "pytest", "-q", "-ra", "-s", "examples/cpp", *session.posargs, external=True)

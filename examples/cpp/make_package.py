@@ -7,7 +7,7 @@ writes OUT_DIR/model.pt2, OUT_DIR/inputs.pt and OUT_DIR/expected.pt, and prints 
 libraries the package needs (for DETOPS_OPS_LIBRARIES). `tiny` (default): a convolution,
 roi_align over proposals, a linear classifier and batched_nms, the shape of a detector's
 second stage; `fasterrcnn`: torchvision's fasterrcnn_resnet50_fpn (random weights, small
-images) made exportable by `detops.exportable` (when the installed detops has it).
+images) made exportable by `detops.exportable`.
 """
 
 from __future__ import annotations
@@ -73,19 +73,14 @@ def fasterrcnn():
 
     import detops
 
-    if not hasattr(detops, "exportable"):
-        raise SystemExit("the installed detops has no exportable(): Faster R-CNN does not export without it")
     torch.manual_seed(0)
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, min_size=128, max_size=128
     ).eval()
     image = torch.rand(3, 128, 160, generator=torch.Generator().manual_seed(0))
-    # exportable(model): detops ops and export-friendly post-processing with the same
-    # results, either as a context (the eager outputs are then torchvision's own) or in place.
-    exporting = detops.exportable(model)
-    if not hasattr(exporting, "__enter__"):
-        exporting = contextlib.nullcontext()
-    return _Detections(model).eval(), (image,), None, exporting
+    # Inside exportable(model): detops ops and export-friendly post-processing with the
+    # same results; outside it the model is torchvision's own again.
+    return _Detections(model).eval(), (image,), None, detops.exportable(model)
 
 
 MODELS = {"tiny": tiny, "fasterrcnn": fasterrcnn}

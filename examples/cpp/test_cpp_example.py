@@ -9,7 +9,7 @@ Tolerances: the program's outputs equal those of the package loaded in Python ex
 compiled code; floats are printed with 9 significant digits, which read back as the same
 float32). Against eager, for the small model: labels and the kept boxes exact, scores within
 rtol 1e-5, atol 1e-6 (inductor's generated softmax may round differently from eager's); for
-Faster R-CNN (random weights, one 128x160 image; only when detops has `exportable`): as many
+Faster R-CNN (random weights, one 128x160 image, made exportable by `detops.exportable`): as many
 detections, each with an eager one of the same label, score within 1e-4 and box within
 1e-2 px (measured: 2e-5 and 5e-3; AOTInductor's convolutions round differently, and near
 ties in score swap places).
@@ -134,9 +134,6 @@ def test_tiny_model_matches_python(program, tiny_package):
 
 @pytest.fixture(scope="module")
 def fasterrcnn_package(tmp_path_factory) -> str:
-    detops = pytest.importorskip("detops")
-    if not hasattr(detops, "exportable"):
-        pytest.skip("the installed detops has no exportable(): Faster R-CNN does not export without it")
     out = str(tmp_path_factory.mktemp("fasterrcnn"))
     times = make_package.make(out, "fasterrcnn")
     print("[cpp] Faster R-CNN " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))

@@ -9,7 +9,8 @@ import torch
 import detops_deform_attn
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (ci/requirements-dev.txt)")
-modeling = pytest.importorskip("transformers.models.deformable_detr.modeling_deformable_detr")
+# With transformers installed, the model must be there: a plain import fails loudly if not.
+import transformers.models.deformable_detr.modeling_deformable_detr as modeling  # noqa: E402
 
 
 class DetopsAttention(torch.nn.Module):
