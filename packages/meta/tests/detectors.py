@@ -202,3 +202,17 @@ def assert_same_detections(
             torch.testing.assert_close(a, b, rtol=0, atol=dense_atol, msg=f"{what}: {key}")
             tie = (b - 0.5).abs() <= dense_atol
             assert torch.equal((a > 0.5) | tie, (b > 0.5) | tie), f"{what}: {key} thresholded at 0.5 differ"
+
+
+def detection_error(got: dict, truth: dict) -> dict:
+    """The largest difference of `got` from `truth` per field (box pixels, score, mask
+    probability), each detection of `truth` paired with the nearest box of its label in `got`."""
+    assert got["boxes"].shape[0] == truth["boxes"].shape[0] > 0, "different or no detections"
+    other_label = got["labels"][None, :] != truth["labels"][:, None]
+    distance = (got["boxes"][None].double() - truth["boxes"][:, None]).abs().amax(dim=2) + 1e9 * other_label
+    nearest = distance.argmin(dim=1)
+    errors = {"boxes": float(distance.min(dim=1).values.max())}
+    for key in ("scores", "masks"):
+        if key in truth:
+            errors[key] = float((got[key][nearest].double() - truth[key]).abs().max())
+    return errors
