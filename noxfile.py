@@ -129,14 +129,12 @@ def cuda(session: nox.Session) -> None:
 def gpu(session: nox.Session) -> None:
     """On an NVIDIA GPU: build, all tests, compute-sanitizer, benchmark; writes gpu-report.md.
 
-    ci/gpu_check.sh: builds for the local GPU only, runs the whole suite, one op per package
-    under compute-sanitizer, and every op against torchvision's CUDA kernels; the report's
-    path may follow `--`. Uses $PYTHON, else .venvs/dev's python when it exists, else
-    python3; installs nothing. Exit status 3: no GPU (nothing built); 4: a prerequisite
-    is missing."""
+    ci/gpu_check.py (its options follow `--`) with $PYTHON, else .venvs/dev's python when it
+    exists, else python3; installs nothing. Exit status 3: no GPU (nothing built); 4: a
+    prerequisite is missing."""
     dev = os.path.join(packages.ROOT, ".venvs", "dev", "bin", "python")
     python = os.environ.get("PYTHON") or (dev if os.path.exists(dev) else "python3")
-    session.run("bash", os.path.join("ci", "gpu_check.sh"), *session.posargs, env={"PYTHON": python}, external=True)
+    session.run(python, os.path.join("ci", "gpu_check.py"), *session.posargs, external=True)
 
 
 @nox.session

@@ -11,11 +11,11 @@ callables alternate, call by call, so both see the same machine state; the table
 the median time of each and the ratio.
 
     python ci/bench.py [--threads 2] [--packages nms roi] [--quick] [--markdown FILE]
-                       [--device cpu|cuda] [--json FILE] [--keep-going]
+                       [--device cpu|cuda] [--keep-going]
 
 With `--device cuda` a bench file's `cases(quick, device="cuda")` puts the same workloads
 on the GPU, and each call is timed with CUDA events, starting on an idle GPU (see
-_time_interleaved_cuda); torchvision runs its own CUDA kernels. ci/gpu_check.sh uses this.
+_time_interleaved_cuda); torchvision runs its own CUDA kernels. ci/gpu_check.py uses this.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import glob
 import importlib.util
 import inspect
-import json
 import os
 import platform
 import statistics
@@ -108,12 +107,27 @@ def _load(path: str):
     return module
 
 
-def _rows_json(args, machine: str, rows: list) -> None:
+def _table(machine: str, rows: list) -> str:
+    lines = [
+        machine,
+        "",
+        "| op | workload | detops (ms) | torchvision or named baseline (ms) | speed-up |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for op, workload, a, b, n in rows:
+        if a is None:
+            lines.append(f"| {op} | {workload} | failed: {n} | | |")
+        else:
+            lines.append(f"| {op} | {workload} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x |")
+    return "\n".join(lines)
+
+
+def _write_markdown(path: str, table: str) -> None:
     # Rewritten after every case, so a run stopped by a time limit still leaves its rows.
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json + ".tmp", "w") as f:
-        json.dump({"device": args.device, "machine": machine, "seconds": args.seconds, "rows": rows}, f, indent=1)
-    os.replace(args.json + ".tmp", args.json)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(table + "\n")
+    os.replace(path + ".tmp", path)
 
 
 def run(args) -> None:
@@ -123,7 +137,7 @@ def run(args) -> None:
     import torchvision
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        # Exit status 3, as ci/gpu_check.sh's "no NVIDIA GPU found".
+        # Exit status 3, as ci/gpu_check.py's "no NVIDIA GPU found".
         print(
             f"ci/bench.py --device cuda: no CUDA device visible to torch {torch.__version__} "
             f"(built for CUDA {torch.version.cuda or 'none'})",
@@ -133,7 +147,7 @@ def run(args) -> None:
     timer = _time_interleaved_cuda if args.device == "cuda" else _time_interleaved
     min_rounds = 10 if args.device == "cuda" else 5
     machine = _machine(args, torch, torchvision)
-    rows, records = [], []
+    rows = []
     files = []
     for pkg in args.packages or packages.present():
         files += sorted(glob.glob(os.path.join(packages.path(pkg), "benchmarks", "bench_*.py")))
@@ -150,41 +164,25 @@ def run(args) -> None:
                     if not args.keep_going:
                         raise
                     rows.append((op, workload, None, None, f"{type(e).__name__}: {e}"))
-                    records.append({"op": op, "workload": workload, "error": rows[-1][4]})
                     print(f"{op:32s} {workload:44s} FAILED: {rows[-1][4]}", flush=True)
                     continue
                 rows.append((op, workload, a, b, n))
-                records.append({"op": op, "workload": workload, "detops_s": a, "torchvision_s": b, "rounds": n})
                 print(
                     f"{op:32s} {workload:44s} detops {a * 1e3:9.3f} ms  torchvision {b * 1e3:9.3f} ms  "
                     f"speed-up {b / a:6.2f}x  ({n} rounds)",
                     flush=True,
                 )
-                if args.json:
-                    _rows_json(args, machine, records)
+                if args.markdown:
+                    _write_markdown(args.markdown, _table(machine, rows))
         except Exception as e:
             # A case generator that raised (a setup or agreement check) has no more cases.
             if not args.keep_going:
                 raise
             rows.append((name, "(remaining cases of this file)", None, None, f"{type(e).__name__}: {e}"))
-            records.append({"op": name, "workload": rows[-1][1], "error": rows[-1][4]})
             print(f"{name}: FAILED: {rows[-1][4]}", flush=True)
-    lines = [
-        machine,
-        "",
-        "| op | workload | detops (ms) | torchvision or named baseline (ms) | speed-up |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for op, workload, a, b, n in rows:
-        if a is None:
-            lines.append(f"| {op} | {workload} | failed: {n} | | |")
-        else:
-            lines.append(f"| {op} | {workload} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x |")
-    table = "\n".join(lines)
+    table = _table(machine, rows)
     print()
     print(table)
-    if args.json:
-        _rows_json(args, machine, records)
     if args.update_readme:
         readme = os.path.join(packages.ROOT, "README.md")
         text = open(readme).read()
@@ -205,9 +203,7 @@ def run(args) -> None:
                 + tail
             )
     if args.markdown:
-        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
-        with open(args.markdown, "w") as f:
-            f.write(table + "\n")
+        _write_markdown(args.markdown, table)
     if any(a is None for _, _, a, _, _ in rows):
         sys.exit(1)
 
@@ -221,7 +217,6 @@ if __name__ == "__main__":
     parser.add_argument("--markdown", default=os.path.join(packages.ROOT, "bench-results", "bench.md"))
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both libraries run")
-    parser.add_argument("--json", help="also write the rows to this file, updated after every case")
     parser.add_argument(
         "--keep-going", action="store_true", help="record a case that raises and go on (exit status 1 at the end)"
     )
