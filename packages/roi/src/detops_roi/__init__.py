@@ -43,6 +43,7 @@ from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 
 from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
+from ._align_module import AlignSettings
 from ._boxes import to_rois
 from ._library import build_info
 from .rotated import RoIAlignRotated, roi_align_rotated
@@ -211,7 +212,7 @@ def multi_level_roi_align(
     )
 
 
-class RoIAlign(nn.Module):
+class RoIAlign(AlignSettings):
     """See :func:`roi_align`."""
 
     def __init__(
@@ -221,20 +222,10 @@ class RoIAlign(nn.Module):
         sampling_ratio: int,
         aligned: bool = False,
     ):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.sampling_ratio = sampling_ratio
-        self.aligned = aligned
+        super().__init__(output_size, spatial_scale, sampling_ratio, aligned)
 
     def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
         return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
-
-    def __repr__(self) -> str:
-        return (
-            f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned})"
-        )
 
 
 class RoIPool(nn.Module):

@@ -15,7 +15,7 @@ detops_nms.from_mmcv_rotated for the angle).
 from typing import List, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 
@@ -24,6 +24,7 @@ from detops_core.autograd import forbid_double_backward, register_autograd
 from detops_core.messages import check_dim, check_floating, check_same_device, check_same_dtype, shape_str
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from ._align_module import AlignSettings
 
 __all__ = ["roi_align_rotated", "RoIAlignRotated"]
 
@@ -89,7 +90,7 @@ def roi_align_rotated(
     return torch.ops.detops.roi_align_rotated(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
 
 
-class RoIAlignRotated(nn.Module):
+class RoIAlignRotated(AlignSettings):
     """See :func:`roi_align_rotated`."""
 
     def __init__(
@@ -99,20 +100,10 @@ class RoIAlignRotated(nn.Module):
         sampling_ratio: int = -1,
         aligned: bool = True,
     ):
-        super().__init__()
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.sampling_ratio = sampling_ratio
-        self.aligned = aligned
+        super().__init__(output_size, spatial_scale, sampling_ratio, aligned)
 
     def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
         return roi_align_rotated(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
-
-    def __repr__(self) -> str:
-        return (
-            f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned})"
-        )
 
 
 # ---------------------------------------------------------------------------- fake kernels
