@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/compact.h"
 #include "cpu/score_order.h"
 #include "nms_entry.h"
 #include "nms_math.h"
@@ -107,19 +108,7 @@ void greedy(Candidates<T>& c, Mark<T>* dead, int64_t begin, int64_t end, T thres
     }
     // Compact when dead candidates dominate what is left: later passes then skip them.
     if (dead_after_pos > 16 && 2 * dead_after_pos > live_end - pos) {
-      int64_t w = pos;
-      for (int64_t j = pos; j < live_end; ++j) {
-        if (dead[j]) continue;
-        x1[w] = x1[j];
-        y1[w] = y1[j];
-        x2[w] = x2[j];
-        y2[w] = y2[j];
-        area[w] = area[j];
-        rank[w] = rank[j];
-        dead[w] = 0;
-        ++w;
-      }
-      live_end = w;
+      live_end = compact_live(dead, pos, live_end, x1, y1, x2, y2, area, rank);
       dead_after_pos = 0;
     }
   }

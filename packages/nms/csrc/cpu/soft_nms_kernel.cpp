@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/compact.h"
 #include "cpu/score_order.h"
 #include "nms_math.h"
 #include "soft_nms_entry.h"
@@ -47,20 +48,8 @@ struct Columns {
         size(n) {}
 
   void compact() {
-    int64_t w = 0;
-    for (int64_t j = 0; j < size; ++j) {
-      if (dead[j]) continue;
-      x1[w] = x1[j];
-      y1[w] = y1[j];
-      x2[w] = x2[j];
-      y2[w] = y2[j];
-      area[w] = area[j];
-      score[w] = score[j];
-      index[w] = index[j];
-      dead[w] = 0;
-      ++w;
-    }
-    size = w;
+    size = compact_live(dead.data(), 0, size, x1.data(), y1.data(), x2.data(), y2.data(),
+                        area.data(), score.data(), index.data());
   }
 };
 
