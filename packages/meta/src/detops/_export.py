@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 import detops_nms
 
-from ._torchvision import use_detops
+from ._torchvision import patched, use_detops
 
 
 def _rcnn_postprocess_detections(
@@ -308,17 +308,13 @@ def exportable(model: nn.Module) -> Iterator[nn.Module]:
     import torchvision.models.detection.roi_heads as roi_heads
 
     functions = [(roi_heads, "keypointrcnn_inference", _keypointrcnn_inference), (det_utils, "_topk_min", _topk_min)]
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in functions]
     with use_detops(model):
         _infer_pooler_scales(model)
         bound = _bind_methods(model)
         try:
-            for owner, name, replacement in functions:
-                setattr(owner, name, replacement)
-            yield model
+            with patched(functions):
+                yield model
         finally:
-            for owner, name, original in saved:
-                setattr(owner, name, original)
             for module, name in bound:
                 delattr(module, name)
 

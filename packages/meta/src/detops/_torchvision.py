@@ -119,19 +119,27 @@ def _swap_modules(model: nn.Module) -> List[Tuple[nn.Module, str, nn.Module]]:
 
 
 @contextlib.contextmanager
-def use_detops(model: Optional[nn.Module] = None) -> Iterator[Optional[nn.Module]]:
-    """Within the block, ``model`` (a torchvision detection model, or any module holding
-    torchvision.ops modules) and torchvision's detection code run on detops ops."""
-    functions = _function_patches()
+def patched(functions: List[Tuple[object, str, object]]) -> Iterator[None]:
+    """Within the block, each ``(owner, name, replacement)`` replaces ``owner.name``."""
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in functions]
-    swapped = _swap_modules(model) if model is not None else []
     try:
         for owner, name, replacement in functions:
             setattr(owner, name, replacement)
-        yield model
+        yield
     finally:
         for owner, name, original in saved:
             setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def use_detops(model: Optional[nn.Module] = None) -> Iterator[Optional[nn.Module]]:
+    """Within the block, ``model`` (a torchvision detection model, or any module holding
+    torchvision.ops modules) and torchvision's detection code run on detops ops."""
+    swapped = _swap_modules(model) if model is not None else []
+    try:
+        with patched(_function_patches()):
+            yield model
+    finally:
         for parent, name, original in reversed(swapped):
             twin = getattr(parent, name)
             if isinstance(twin, detops_fpn.MultiScaleRoIAlign) and twin.scales is not None:
