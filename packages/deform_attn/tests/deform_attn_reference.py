@@ -16,6 +16,9 @@ from torch import Tensor
 import detops_deform_attn
 from detops_core.testing import register_op
 
+# The op's tensor arguments, in order: the keys of make_case's dict that tests pass on.
+NAMES = ("value", "value_spatial_shapes", "sampling_locations", "attention_weights")
+
 
 def reference_msda(
     value: Tensor,

@@ -11,14 +11,13 @@ atomics in any order. Locations avoid exact pixel boundaries (a 1/8-pixel grid o
 
 import pytest
 import torch
-from deform_attn_reference import make_case
+from deform_attn_reference import NAMES, make_case
 
 import detops_deform_attn
 from detops_core.testing import assert_cuda_matches_cpu, cpu_vs_cuda_tolerance, float_dtypes, requires_cuda, to_device
 
 pytestmark = requires_cuda()
 
-NAMES = ("value", "value_spatial_shapes", "sampling_locations", "attention_weights")
 TOLERANCE = (1e-10, 1e-5)
 CONFIGS = [
     ("basic", dict()),

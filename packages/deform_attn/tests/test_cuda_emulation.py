@@ -20,13 +20,12 @@ one unit in the last place of the stored dtype for float16/bfloat16.
 
 import pytest
 import torch
-from deform_attn_reference import make_case, start_index
+from deform_attn_reference import NAMES, make_case, start_index
 
 from detops_core.testing import require_emulated_ops
 
 PACKAGE = "detops_deform_attn"
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-NAMES = ("value", "value_spatial_shapes", "sampling_locations", "attention_weights")
 
 CONFIGS = [
     ("basic", dict()),

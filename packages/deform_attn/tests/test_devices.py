@@ -4,12 +4,11 @@ narrow dtypes."""
 
 import pytest
 import torch
-from deform_attn_reference import make_case, reference_msda
+from deform_attn_reference import NAMES, make_case, reference_msda
 
 import detops_deform_attn
 from detops_core.testing import devices, float_dtypes
 
-NAMES = ("value", "value_spatial_shapes", "sampling_locations", "attention_weights")
 CONFIGS = [
     dict(),
     dict(shapes=((9, 11), (5, 7), (3, 3), (1, 5), (7, 1)), points=1, heads=3, head_dim=5),
