@@ -16,17 +16,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench  # noqa: E402
+
 import packages  # noqa: E402
-
-
-def _median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def _scene(size):
@@ -128,8 +120,7 @@ def run(out: str, size: int) -> None:
     print(f"{'op (inputs from the pipeline)':52s} {'detops':>10s} {'torchvision':>12s} {'speed-up':>9s}")
     for label, ours_fn, theirs_fn in rows:
         with torch.no_grad():
-            a = _median_time(ours_fn, 7)
-            b = _median_time(theirs_fn, 7)
+            a, b, _ = bench._time_interleaved(ours_fn, theirs_fn, min_seconds=1.0, min_rounds=7)
         results.append((label, a, b))
         print(f"{label:52s} {a * 1e3:8.2f}ms {b * 1e3:10.2f}ms {b / a:8.2f}x")
     print(f"{'whole model, first run (incl. backbone)':52s} {detops_total * 1e3:8.0f}ms {tv_total * 1e3:10.0f}ms")
@@ -158,7 +149,7 @@ def run(out: str, size: int) -> None:
     ax_bar.barh([y + 0.2 for y in ys], [r[2] * 1e3 for r in results], height=0.4, label="torchvision 0.29.1")
     ax_bar.barh([y - 0.2 for y in ys], [r[1] * 1e3 for r in results], height=0.4, label="detops")
     ax_bar.set_yticks(list(ys), labels, fontsize=8)
-    ax_bar.set_xlabel("ms (median, 2 threads)")
+    ax_bar.set_xlabel("ms (median of interleaved calls, 2 threads)")
     ax_bar.set_title("per-op time on the pipeline's own inputs")
     ax_bar.legend()
     fig.tight_layout()
