@@ -20,14 +20,21 @@ inline void check_input(const char* op, const Tensor& input) {
   check_floating(op, "input", input);
 }
 
+// What a row of rois holds: its width, and its fields as the messages name them.
+struct RoiLayout {
+  int64_t columns;
+  const char* fields;
+};
+inline constexpr RoiLayout kBoxRois{5, "(batch index, x1, y1, x2, y2)"};
+inline constexpr RoiLayout kRotatedRois{6, "(batch index, cx, cy, w, h, r)"};
+
 // `like` is the tensor rois must match in dtype and device, named `like_name` in messages.
 inline void check_rois(const char* op, const char* like_name, const Tensor& like,
-                       const Tensor& rois) {
+                       const Tensor& rois, const RoiLayout& layout = kBoxRois) {
   check_defined(op, "rois", rois);
-  check(rois.dim() == 2 && rois.size(1) == 5, op,
-        "rois must be a 2-D tensor of shape [K, 5] holding (batch index, x1, y1, x2, y2), "
-        "got shape ",
-        shape_str(rois));
+  check(rois.dim() == 2 && rois.size(1) == layout.columns, op,
+        "rois must be a 2-D tensor of shape [K, ", layout.columns, "] holding ", layout.fields,
+        ", got shape ", shape_str(rois));
   check_same_dtype(op, like_name, like, "rois", rois);
   check_same_device(op, like_name, like, "rois", rois);
 }
@@ -53,15 +60,16 @@ inline void check_ps_channels(const char* op, int64_t channels, int64_t pooled_h
         ") must be divisible by output_size[0] * output_size[1] (", pooled_h * pooled_w, ")");
 }
 
-// Batch indices (column 0 of contiguous rois on the host) must be integers in
-// [0, batch_size): the predicate the CUDA kernels apply per RoI (batch_index).
+// Batch indices (column 0 of contiguous rois of `columns` columns, on the host) must be
+// integers in [0, batch_size): the predicate the CUDA kernels apply per RoI (batch_index).
 template <typename S>
-void check_batch_indices(const char* op, const S* rois, int64_t num_rois, int64_t batch_size) {
+void check_batch_indices(const char* op, const S* rois, int64_t num_rois, int64_t columns,
+                         int64_t batch_size) {
   for (int64_t k = 0; k < num_rois; ++k) {
-    if (batch_index(rois[5 * k], batch_size) < 0) {
+    if (batch_index(rois[columns * k], batch_size) < 0) {
       fail(op, "rois[", k, ", 0] is the batch index of RoI ", k, " and must be an integer in [0, ",
            batch_size - 1, "] (input has ", batch_size, " images), got ",
-           static_cast<double>(rois[5 * k]));
+           static_cast<double>(rois[columns * k]));
     }
   }
 }
@@ -95,6 +103,7 @@ struct OpSpec {
   int64_t pooled_h, pooled_w;
   int64_t sampling_ratio;  // pooling ops, which sample no points, use kNoSampling
   Channels channels;
+  RoiLayout layout = kBoxRois;
 };
 
 // The sampling_ratio of the pooling ops: it passes check_sampling_ratio.
@@ -109,7 +118,7 @@ struct InputShape {
 inline void check_forward(const char* op, const Tensor& input, const Tensor& rois,
                           const OpSpec& spec) {
   check_input(op, input);
-  check_rois(op, "input", input, rois);
+  check_rois(op, "input", input, rois, spec.layout);
   check_output_size(op, spec.pooled_h, spec.pooled_w);
   check_sampling_ratio(op, spec.sampling_ratio);
   if (spec.channels == Channels::kPositionSensitive) {
@@ -125,7 +134,7 @@ inline void check_backward(const char* op, const Tensor& grad, const Tensor& roi
   check_input_shape(op, in.batch, in.channels, in.height, in.width);
   const bool ps = spec.channels == Channels::kPositionSensitive;
   if (ps) check_ps_channels(op, in.channels, spec.pooled_h, spec.pooled_w);
-  check_rois(op, "grad", grad, rois);
+  check_rois(op, "grad", grad, rois, spec.layout);
   check_grad(op, grad, rois, ps ? in.channels / (spec.pooled_h * spec.pooled_w) : in.channels,
              spec.pooled_h, spec.pooled_w);
 }

@@ -92,7 +92,7 @@ void check_data(const char* op, const Tensor& rois, int64_t batch, const Tensor*
     if (levels != nullptr) {
       check_level_values(op, levels->const_data_ptr<int64_t>(), levels->size(0), num_levels);
     }
-    check_batch_indices(op, rois.const_data_ptr<S>(), rois.size(0), batch);
+    check_batch_indices(op, rois.const_data_ptr<S>(), rois.size(0), rois.size(1), batch);
   }
 }
 
