@@ -44,7 +44,7 @@ from torch.nn.modules.utils import _pair
 
 from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
 from ._align_module import AlignSettings
-from ._boxes import to_rois
+from ._arguments import check_int, check_size, to_rois
 from ._library import build_info
 from .rotated import RoIAlignRotated, roi_align_rotated
 
@@ -63,20 +63,6 @@ __all__ = [
     "build_info",
 ]
 __version__ = "0.1.0"
-
-
-def _check_int(op: str, name: str, value: int) -> None:
-    if not torch.jit.is_scripting():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RuntimeError(op + ": " + name + " must be an int, got " + str(value))
-
-
-def _check_size(op: str, size: List[int]) -> None:
-    # _pair keeps any iterable as it is: (7,) or "7" would fail later with a bare
-    # "tuple index out of range".
-    if not torch.jit.is_scripting():
-        if len(size) < 2:
-            raise RuntimeError(op + ": output_size must be an int or a pair of ints, got " + str(size))
 
 
 def roi_align(
@@ -104,10 +90,10 @@ def roi_align(
     Returns:
         Tensor[K, C, output_size[0], output_size[1]]
     """
-    _check_int("roi_align", "sampling_ratio", sampling_ratio)
+    check_int("roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("roi_align", boxes, input)
     size = _pair(output_size)
-    _check_size("roi_align", size)
+    check_size("roi_align", size)
     return torch.ops.detops.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
 
 
@@ -127,7 +113,7 @@ def roi_pool(
     """
     rois = to_rois("roi_pool", boxes, input)
     size = _pair(output_size)
-    _check_size("roi_pool", size)
+    check_size("roi_pool", size)
     out, _ = torch.ops.detops.roi_pool(input, rois, spatial_scale, size[0], size[1])
     return out
 
@@ -148,10 +134,10 @@ def ps_roi_align(
     Returns:
         Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
     """
-    _check_int("ps_roi_align", "sampling_ratio", sampling_ratio)
+    check_int("ps_roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("ps_roi_align", boxes, input)
     size = _pair(output_size)
-    _check_size("ps_roi_align", size)
+    check_size("ps_roi_align", size)
     return torch.ops.detops.ps_roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio)
 
 
@@ -172,7 +158,7 @@ def ps_roi_pool(
     """
     rois = to_rois("ps_roi_pool", boxes, input)
     size = _pair(output_size)
-    _check_size("ps_roi_pool", size)
+    check_size("ps_roi_pool", size)
     return torch.ops.detops.ps_roi_pool(input, rois, spatial_scale, size[0], size[1])
 
 
@@ -202,9 +188,9 @@ def multi_level_roi_align(
         Tensor[K, C, output_size[0], output_size[1]]: equal to
         ``roi_align(features[levels[k]], rois[k:k+1], ..., spatial_scales[levels[k]])``.
     """
-    _check_int("multi_level_roi_align", "sampling_ratio", sampling_ratio)
+    check_int("multi_level_roi_align", "sampling_ratio", sampling_ratio)
     size = _pair(output_size)
-    _check_size("multi_level_roi_align", size)
+    check_size("multi_level_roi_align", size)
     if levels.dtype != torch.int64 and not levels.is_floating_point():
         levels = levels.to(torch.int64)
     return torch.ops.detops.multi_level_roi_align(

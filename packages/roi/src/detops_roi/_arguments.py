@@ -1,4 +1,5 @@
-"""Box-format handling shared by the RoI functions (TorchScript-compatible)."""
+"""Argument handling shared by the RoI functions (TorchScript-compatible): boxes to rois,
+and the int and size checks Python must make before the schema's conversions hide them."""
 
 from typing import List, Union
 
@@ -6,28 +7,43 @@ import torch
 from torch import Tensor
 
 
-def to_rois(op: str, boxes: Union[Tensor, List[Tensor]], input: Tensor) -> Tensor:
-    """``boxes`` as a Tensor[K, 5] of (batch index, x1, y1, x2, y2).
+def to_rois(op: str, boxes: Union[Tensor, List[Tensor]], input: Tensor, fields: str = "x1, y1, x2, y2") -> Tensor:
+    """``boxes`` as a Tensor[K, 1 + F] of (batch index, `fields`), F the number of fields.
 
-    A Tensor is returned as is (its shape is checked); a list of Tensor[L_i, 4] (one per
+    A Tensor is returned as is (its shape is checked); a list of Tensor[L_i, F] (one per
     image) is concatenated with image i's index prepended. An empty list gives an empty
-    Tensor[0, 5] of the input's dtype.
+    Tensor[0, 1 + F] of the input's dtype.
     """
+    width = len(fields.split(", "))
     if isinstance(boxes, torch.Tensor):
-        if boxes.dim() != 2 or boxes.size(1) != 5:
+        if boxes.dim() != 2 or boxes.size(1) != width + 1:
             raise RuntimeError(
-                op + ": boxes must be a Tensor[K, 5] of (batch index, x1, y1, x2, y2) or a "
-                "list of Tensor[L, 4], got a tensor of shape " + str(list(boxes.shape))
+                op + ": boxes must be a Tensor[K, " + str(width + 1) + "] of (batch index, " + fields + ") or a "
+                "list of Tensor[L, " + str(width) + "], got a tensor of shape " + str(list(boxes.shape))
             )
         return boxes
     if len(boxes) == 0:
-        return torch.empty((0, 5), dtype=input.dtype, device=input.device)
+        return torch.empty((0, width + 1), dtype=input.dtype, device=input.device)
     parts: List[Tensor] = []
     for i, b in enumerate(boxes):
-        if b.dim() != 2 or b.size(1) != 4:
+        if b.dim() != 2 or b.size(1) != width:
             raise RuntimeError(
-                op + ": boxes[" + str(i) + "] must be a Tensor[L, 4] of (x1, y1, x2, y2), got "
+                op + ": boxes[" + str(i) + "] must be a Tensor[L, " + str(width) + "] of (" + fields + "), got "
                 "shape " + str(list(b.shape))
             )
         parts.append(torch.cat([torch.full_like(b[:, :1], float(i)), b], dim=1))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def check_int(op: str, name: str, value: int) -> None:
+    if not torch.jit.is_scripting():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RuntimeError(op + ": " + name + " must be an int, got " + str(value))
+
+
+def check_size(op: str, size: List[int]) -> None:
+    # _pair keeps any iterable as it is: (7,) or "7" would fail later with a bare
+    # "tuple index out of range".
+    if not torch.jit.is_scripting():
+        if len(size) < 2:
+            raise RuntimeError(op + ": output_size must be an int or a pair of ints, got " + str(size))

@@ -34,12 +34,17 @@ def _check_input(op, input):
     check_floating(op, "input", input)
 
 
-def _check_rois(op, like_name, like, rois):
+# roi_checks.h's RoiLayout: a row's width and its fields as the messages name them.
+BOX_ROIS = (5, "(batch index, x1, y1, x2, y2)")
+ROTATED_ROIS = (6, "(batch index, cx, cy, w, h, r)")
+
+
+def _check_rois(op, like_name, like, rois, layout=BOX_ROIS):
+    columns, fields = layout
     torch._check(
-        rois.dim() == 2 and rois.shape[1] == 5,
+        rois.dim() == 2 and rois.shape[1] == columns,
         lambda: (
-            f"{op}: rois must be a 2-D tensor of shape [K, 5] holding (batch index, x1, y1, x2, y2), "
-            f"got shape {shape_str(rois)}"
+            f"{op}: rois must be a 2-D tensor of shape [K, {columns}] holding {fields}, got shape {shape_str(rois)}"
         ),
     )
     check_same_dtype(op, like_name, like, "rois", rois)
@@ -73,10 +78,10 @@ def _ps_channels(op, channels, ph, pw):
     return channels // (ph * pw)
 
 
-def _check_forward(op, input, rois, ph, pw, sampling_ratio=0):
+def check_forward(op, input, rois, ph, pw, sampling_ratio=0, layout=BOX_ROIS):
     """roi_checks.h's check_forward; returns the number of output channels."""
     _check_input(op, input)
-    _check_rois(op, "input", input, rois)
+    _check_rois(op, "input", input, rois, layout)
     _check_output_size(op, ph, pw)
     _check_sampling_ratio(op, sampling_ratio)
     if op.startswith("detops.ps_"):
@@ -84,8 +89,8 @@ def _check_forward(op, input, rois, ph, pw, sampling_ratio=0):
     return input.shape[1]
 
 
-def _check_backward(op, grad, rois, ph, pw, sampling_ratio, batch, channels, height, width):
-    """roi_checks.h's check_backward."""
+def check_backward(op, grad, rois, ph, pw, sampling_ratio, batch, channels, height, width, layout=BOX_ROIS):
+    """roi_checks.h's check_backward; returns the fake input gradient."""
     _check_output_size(op, ph, pw)
     _check_sampling_ratio(op, sampling_ratio)
     torch._check(
@@ -93,7 +98,7 @@ def _check_backward(op, grad, rois, ph, pw, sampling_ratio, batch, channels, hei
         lambda: f"{op}: input sizes must be non-negative, got [{batch}, {channels}, {height}, {width}]",
     )
     grad_channels = _ps_channels(op, channels, ph, pw) if op.startswith("detops._ps_") else channels
-    _check_rois(op, "grad", grad, rois)
+    _check_rois(op, "grad", grad, rois, layout)
     expected = [rois.shape[0], grad_channels, ph, pw]
     torch._check(
         grad.dim() == 4 and list(grad.shape) == expected,
@@ -108,14 +113,14 @@ def _check_backward(op, grad, rois, ph, pw, sampling_ratio, batch, channels, hei
 
 @torch.library.register_fake("detops::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    c = _check_forward("detops.roi_align", input, rois, pooled_height, pooled_width, sampling_ratio)
+    c = check_forward("detops.roi_align", input, rois, pooled_height, pooled_width, sampling_ratio)
     return input.new_empty((rois.shape[0], c, pooled_height, pooled_width))
 
 
 @torch.library.register_fake("detops::roi_pool")
 def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
     op = "detops.roi_pool"
-    c = _check_forward(op, input, rois, pooled_height, pooled_width)
+    c = check_forward(op, input, rois, pooled_height, pooled_width)
     torch._check(
         input.shape[2] * input.shape[3] < 2**31,
         lambda: f"{op}: input planes must have fewer than 2^31 elements (argmax is int32), got {shape_str(input)}",
@@ -126,13 +131,13 @@ def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
 
 @torch.library.register_fake("detops::ps_roi_align")
 def _ps_roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio):
-    c_out = _check_forward("detops.ps_roi_align", input, rois, pooled_height, pooled_width, sampling_ratio)
+    c_out = check_forward("detops.ps_roi_align", input, rois, pooled_height, pooled_width, sampling_ratio)
     return input.new_empty((rois.shape[0], c_out, pooled_height, pooled_width))
 
 
 @torch.library.register_fake("detops::ps_roi_pool")
 def _ps_roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
-    c_out = _check_forward("detops.ps_roi_pool", input, rois, pooled_height, pooled_width)
+    c_out = check_forward("detops.ps_roi_pool", input, rois, pooled_height, pooled_width)
     return input.new_empty((rois.shape[0], c_out, pooled_height, pooled_width))
 
 
@@ -186,13 +191,13 @@ def _multi_level_fake(features, spatial_scales, rois, levels, pooled_height, poo
 
 @torch.library.register_fake("detops::_roi_align_backward")
 def _roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, batch_size, channels, height, width, sr, aligned):
-    return _check_backward("detops._roi_align_backward", grad, rois, ph, pw, sr, batch_size, channels, height, width)
+    return check_backward("detops._roi_align_backward", grad, rois, ph, pw, sr, batch_size, channels, height, width)
 
 
 @torch.library.register_fake("detops::_roi_pool_backward")
 def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch_size, channels, height, width):
     op = "detops._roi_pool_backward"
-    grad_input = _check_backward(op, grad, rois, ph, pw, 0, batch_size, channels, height, width)
+    grad_input = check_backward(op, grad, rois, ph, pw, 0, batch_size, channels, height, width)
     torch._check(
         argmax.dtype == torch.int32 and argmax.shape == grad.shape,
         lambda: (
@@ -207,12 +212,12 @@ def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch_siz
 @torch.library.register_fake("detops::_ps_roi_align_backward")
 def _ps_roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, sr, batch_size, channels, height, width):
     op = "detops._ps_roi_align_backward"
-    return _check_backward(op, grad, rois, ph, pw, sr, batch_size, channels, height, width)
+    return check_backward(op, grad, rois, ph, pw, sr, batch_size, channels, height, width)
 
 
 @torch.library.register_fake("detops::_ps_roi_pool_backward")
 def _ps_roi_pool_backward_fake(grad, rois, spatial_scale, ph, pw, batch_size, channels, height, width):
-    return _check_backward("detops._ps_roi_pool_backward", grad, rois, ph, pw, 0, batch_size, channels, height, width)
+    return check_backward("detops._ps_roi_pool_backward", grad, rois, ph, pw, 0, batch_size, channels, height, width)
 
 
 @torch.library.register_fake("detops::_multi_level_roi_align_backward")
@@ -226,7 +231,7 @@ def _multi_level_backward_fake(grad, rois, levels, scales, heights, widths, batc
             f"got {len(scales)}, {len(heights)} and {len(widths)}"
         ),
     )
-    grads = [_check_backward(op, grad, rois, ph, pw, sr, batch_size, channels, h, w) for h, w in zip(heights, widths)]
+    grads = [check_backward(op, grad, rois, ph, pw, sr, batch_size, channels, h, w) for h, w in zip(heights, widths)]
     torch._check(
         levels.dim() == 1 and levels.shape[0] == rois.shape[0] and levels.dtype == torch.int64,
         lambda: f"{op}: levels must be an int64 tensor of shape [{rois.shape[0]}]",
