@@ -108,7 +108,7 @@ def _check_soft(op: str, sigma: float, method: str) -> None:
     )
 
 
-def _kept_count(at_most: int, max_output=None):
+def kept_count(at_most: int, max_output=None):
     # How many boxes survive depends on the data: an unbacked size between 0 and at_most.
     kept = torch.library.get_ctx().new_dynamic_size()
     torch._check(kept <= at_most)
@@ -121,14 +121,14 @@ def _kept_count(at_most: int, max_output=None):
 def _nms_fake(boxes, scores, iou_threshold, max_output=None):
     _check_inputs("detops.nms", boxes, scores)
     _check_max_output("detops.nms", max_output)
-    return boxes.new_empty((_kept_count(boxes.shape[0], max_output),), dtype=torch.int64)
+    return boxes.new_empty((kept_count(boxes.shape[0], max_output),), dtype=torch.int64)
 
 
 @torch.library.register_fake("detops::batched_nms")
 def _batched_nms_fake(boxes, scores, idxs, iou_threshold, max_output=None):
     _check_inputs("detops.batched_nms", boxes, scores, idxs)
     _check_max_output("detops.batched_nms", max_output)
-    return boxes.new_empty((_kept_count(boxes.shape[0], max_output),), dtype=torch.int64)
+    return boxes.new_empty((kept_count(boxes.shape[0], max_output),), dtype=torch.int64)
 
 
 @torch.library.register_fake("detops::nms_per_image")
@@ -137,14 +137,14 @@ def _nms_per_image_fake(boxes, scores, idxs, iou_threshold, max_output=None):
     _check_per_image_inputs(op, boxes, scores, idxs)
     _check_max_output(op, max_output)
     per_image = None if max_output is None else boxes.shape[0] * max_output
-    kept = _kept_count(boxes.shape[0] * boxes.shape[1], per_image)
+    kept = kept_count(boxes.shape[0] * boxes.shape[1], per_image)
     return boxes.new_empty((kept, 2), dtype=torch.int64)
 
 
 def _soft_nms_fake(op: str, boxes, scores, idxs, sigma, method):
     _check_inputs(op, boxes, scores, idxs)
     _check_soft(op, sigma, method)
-    kept = _kept_count(boxes.shape[0])
+    kept = kept_count(boxes.shape[0])
     return boxes.new_empty((kept,), dtype=torch.int64), scores.new_empty((kept,))
 
 

@@ -28,7 +28,7 @@ from detops_core.autocast import register_autocast_float32
 from detops_core.messages import check_floating, check_same_device, check_same_dtype, shape_str
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
-from ._meta import check_scores_and_classes, check_scores_shape
+from ._meta import check_scores_and_classes, check_scores_shape, kept_count
 
 __all__ = [
     "box_iou_rotated",
@@ -131,9 +131,7 @@ def _check_nms(op: str, boxes: Tensor, scores: Tensor, idxs=None) -> None:
 
 
 def _kept(boxes: Tensor) -> Tensor:
-    kept = torch.library.get_ctx().new_dynamic_size()
-    torch._check(kept <= boxes.shape[0])
-    return boxes.new_empty((kept,), dtype=torch.int64)
+    return boxes.new_empty((kept_count(boxes.shape[0]),), dtype=torch.int64)
 
 
 @torch.library.register_fake("detops::box_iou_rotated")
