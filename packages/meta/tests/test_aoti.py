@@ -11,6 +11,49 @@ import detops
 aoti_compile_and_package = torch._inductor.aoti_compile_and_package
 aoti_load_package = torch._inductor.aoti_load_package
 
+# torch 2.11's C++ wrapper caches each int-array declaration under id() of the bound
+# `writeline` method it was written with. A bound method is a fresh object per access, so
+# the id comes back for another buffer once the first is freed, and a later kernel names
+# an array declared elsewhere: "'int_array_9' was not declared in this scope", depending
+# on memory addresses (it failed one CI run of this file, passed the next). torch 2.13
+# keys by the method's buffer instead; the fixture below applies that key on older torch
+# so these tests check detops's ops, not that bug.
+_INT_ARRAY_KEY_FIXED = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
+
+
+def _int_array_var_keyed_by_buffer(self, int_array, writeline, known_statically=False, graph=None):
+    buffer = getattr(writeline, "__self__", writeline)
+    key = (int_array, id(buffer), known_statically, id(graph) if graph else None)
+    cache = self.codegen_int_array_var_cache
+    if key not in cache:
+        cache[key] = self._codegen_int_array_var_impl(int_array, writeline, known_statically)
+    return cache[key]
+
+
+@pytest.fixture(autouse=True)
+def _int_array_key(monkeypatch):
+    if not _INT_ARRAY_KEY_FIXED:
+        from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+
+        monkeypatch.setattr(CppWrapperCpu, "codegen_int_array_var", _int_array_var_keyed_by_buffer)
+
+
+def test_each_wrapper_buffer_declares_the_int_arrays_it_uses():
+    # The condition the AOTI tests below rely on, with or without the fixture's key.
+    import itertools
+
+    from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
+    from torch._inductor.utils import IndentedBuffer
+    from torch.utils._ordered_set import OrderedSet
+
+    wrapper = object.__new__(CppWrapperCpu)
+    wrapper.int_array_id, wrapper.declared_int_array_vars = itertools.count(), OrderedSet()
+    wrapper.codegen_int_array_var_cache = {}
+    buffers = [IndentedBuffer() for _ in range(50)]
+    names = [wrapper.codegen_int_array_var("{3, 4}", buffer.writeline) for buffer in buffers]
+    elsewhere = [name for name, buffer in zip(names, buffers) if f"{name}[]" not in buffer.getvalue()]
+    assert not elsewhere, f"{len(elsewhere)} of {len(buffers)} buffers use an int array declared in another"
+
 
 def _public_ops() -> set:
     names = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("detops::")}
