@@ -86,7 +86,7 @@ def probe() -> tuple[dict, list[str], str | None]:
     except Exception as e:  # a broken install raises more than ImportError
         return found, [f"torch cannot be imported: {type(e).__name__}: {e}"], None
     found["torch"] = f"{torch.__version__} (CUDA {torch.version.cuda or 'none'})"
-    if tuple(int(p) for p in re.findall(r"\d+", torch.__version__)[:2]) < (2, 11):
+    if torch.__version__ < (2, 11):
         missing.append(f"torch {torch.__version__} is older than 2.11")
     if not torch.version.cuda:
         missing.append("torch is a CPU-only build: the CUDA kernels cannot be built")

@@ -143,7 +143,7 @@ def test_torchscript(extra, device):
 # torch 2.13's inductor (CPU) computes wrong FPN weight gradients even with the plain
 # F.interpolate + add top-down step, no detops op involved (fixed in 2.14); there the
 # gradient check compiles with aot_eager, which still traces our fake kernels and autograd.
-_BACKWARD_BACKEND = "inductor" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 14) else "aot_eager"
+_BACKWARD_BACKEND = "inductor" if torch.__version__ >= (2, 14) else "aot_eager"
 
 
 # Float32 throughout: TF32 convolutions of other algorithms (compiled vs eager) differ by 1e-3.

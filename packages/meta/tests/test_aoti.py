@@ -3,6 +3,8 @@ detops.export_detector, compiled with torch._inductor.aoti_compile_and_package, 
 aoti_load_package, give the eager results. The packages call only torch.ops.detops.* and
 aten ops, so a C++ program that loads the detops libraries can run them too."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ aoti_load_package = torch._inductor.aoti_load_package
 # on memory addresses (it failed one CI run of this file, passed the next). torch 2.13
 # keys by the method's buffer instead; the fixture below applies that key on older torch
 # so these tests check detops's ops, not that bug.
-_INT_ARRAY_KEY_FIXED = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
+_INT_ARRAY_KEY_FIXED = torch.__version__ >= (2, 13)  # TorchVersion compares with tuples
 
 
 def _int_array_var_keyed_by_buffer(self, int_array, writeline, known_statically=False, graph=None):
@@ -40,8 +42,6 @@ def _int_array_key(monkeypatch):
 
 def test_each_wrapper_buffer_declares_the_int_arrays_it_uses():
     # The condition the AOTI tests below rely on, with or without the fixture's key.
-    import itertools
-
     from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
     from torch._inductor.utils import IndentedBuffer
     from torch.utils._ordered_set import OrderedSet
