@@ -70,14 +70,23 @@ def test_fake_kernels_raise_like_native(op, args, message):
     assert re.search(message, assert_fake_raises_like_native(op, args))
 
 
+@pytest.mark.parametrize("op", ["batched_nms", "nms_per_image", "batched_soft_nms", "batched_nms_rotated"])
 @pytest.mark.parametrize("device", devices())
-def test_narrow_integer_idxs_are_accepted(device):
+def test_narrow_integer_idxs_are_accepted(op, device):
+    # Every wrapper taking category ids widens narrower integer dtypes to the schema's int64.
     boxes, scores = torch.rand(5, 4, device=device), torch.rand(5, device=device)
     boxes[:, 2:] += boxes[:, :2]
+    rotated = torch.cat(((boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2], scores[:, None] * 90), 1)
+    call = {
+        "batched_nms": lambda ids: detops_nms.batched_nms(boxes, scores, ids, 0.5),
+        "nms_per_image": lambda ids: detops_nms.nms_per_image(boxes[None], scores[None], 0.5, ids[None]),
+        "batched_soft_nms": lambda ids: detops_nms.batched_soft_nms(boxes, scores, ids, 0.5),
+        "batched_nms_rotated": lambda ids: detops_nms.batched_nms_rotated(rotated, scores, ids, 0.5),
+    }[op]
     idxs = torch.tensor([0, 1, 0, 1, 2], device=device)
-    expected = detops_nms.batched_nms(boxes, scores, idxs, 0.5)
+    expected = call(idxs)
     for dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
-        assert torch.equal(detops_nms.batched_nms(boxes, scores, idxs.to(dtype), 0.5), expected)
+        torch.testing.assert_close(call(idxs.to(dtype)), expected, rtol=0, atol=0, msg=f"idxs of {dtype}")
 
 
 # A CUDA kernel given a CPU tensor would read host memory as device memory: every

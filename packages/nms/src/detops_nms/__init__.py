@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from . import _meta  # noqa: F401  (registers fake kernels and autocast)
+from ._classes import as_int64
 from ._library import build_info
 from ._script import scripts_as
 from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, remove_small_boxes
@@ -75,9 +76,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_output: Opti
 def _batched_nms(
     boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, max_output: Optional[int] = None
 ) -> Tensor:
-    if idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
-        idxs = idxs.to(torch.int64)
-    return torch.ops.detops.batched_nms(boxes, scores, idxs, iou_threshold, max_output)
+    return torch.ops.detops.batched_nms(boxes, scores, as_int64(idxs), iou_threshold, max_output)
 
 
 @scripts_as(_batched_nms)
@@ -111,8 +110,8 @@ def _nms_per_image(
     idxs: Optional[Tensor] = None,
     max_output: Optional[int] = None,
 ) -> Tensor:
-    if idxs is not None and idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
-        idxs = idxs.to(torch.int64)
+    if idxs is not None:
+        idxs = as_int64(idxs)
     return torch.ops.detops.nms_per_image(boxes, scores, idxs, iou_threshold, max_output)
 
 
@@ -205,6 +204,6 @@ def batched_soft_nms(
         scores, by decreasing decayed score (NaN first; equal scores in input order), which
         within one category is its selection order.
     """
-    if idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
-        idxs = idxs.to(torch.int64)
-    return torch.ops.detops.batched_soft_nms(boxes, scores, idxs, iou_threshold, sigma, score_threshold, method)
+    return torch.ops.detops.batched_soft_nms(
+        boxes, scores, as_int64(idxs), iou_threshold, sigma, score_threshold, method
+    )

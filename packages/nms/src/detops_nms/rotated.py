@@ -28,6 +28,7 @@ from detops_core.autocast import register_autocast_float32
 from detops_core.messages import check_floating, check_same_device, check_same_dtype, shape_str
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from ._classes import as_int64
 from ._meta import check_scores_and_classes, check_scores_shape, kept_count
 
 __all__ = [
@@ -86,9 +87,7 @@ def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thresho
         Tensor[K] (int64): indices of the kept boxes, in decreasing order of score (equal
         scores in input order).
     """
-    if idxs.dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
-        idxs = idxs.to(torch.int64)
-    return torch.ops.detops.batched_nms_rotated(boxes, scores, idxs, iou_threshold)
+    return torch.ops.detops.batched_nms_rotated(boxes, scores, as_int64(idxs), iou_threshold)
 
 
 def from_mmcv_rotated(boxes: Tensor, clockwise: bool = True) -> Tensor:
