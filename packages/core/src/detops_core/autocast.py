@@ -1,10 +1,11 @@
-"""Autocast rule shared by the detops ops that return feature values (RoI family,
-deform_conv2d): floating-point tensor arguments are cast to float32, the op runs, and its
-floating-point results are cast back to the dtype of the first floating-point tensor
-argument (the feature map). That is what torchvision's autocast kernels do, so results
-keep their dtype inside an autocast region.
+"""Autocast rule shared by the detops ops: floating-point tensor arguments are cast to
+float32, the op runs with autocast off, and its floating-point results are cast back to the
+dtype of the first floating-point tensor argument (the feature map, the boxes). That is
+what torchvision's autocast kernels do, so results keep their dtype inside an autocast
+region.
 
-torch.library.register_autocast casts inputs but cannot cast results back, hence this.
+torch.library.register_autocast casts the inputs but cannot cast the results back, so the
+rule is an autocast kernel of its own, registered with the public ``Library.impl``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, List
 import torch
 
 _LIBRARIES: List[torch.library.Library] = []  # registrations live as long as these do
+_AUTOCAST_KEYS = {"cpu": "AutocastCPU", "cuda": "AutocastCUDA"}
 
 
 def _first_floating_dtype(args) -> torch.dtype | None:
@@ -39,21 +41,19 @@ def register_autocast_float32(qualname: str, device_types=("cpu", "cuda")) -> No
     """Register the rule above for op ``qualname`` ("namespace::name") on each device."""
     namespace, name = qualname.split("::")
     op = getattr(getattr(torch.ops, namespace), name).default
+    lib = torch.library.Library(namespace, "FRAGMENT")
     for device_type in device_types:
-        key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
-        key = getattr(torch._C.DispatchKey, key_name)
 
-        def run(*args, _key=key):
-            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(_key)):
-                dtype = _first_floating_dtype(args)
+        def run(_keyset, *args, _device=device_type):
+            dtype = _first_floating_dtype(args)
+            # Autocast off for the inner call, so it reaches the device kernel.
+            was_enabled = torch.is_autocast_enabled(_device)
+            torch.set_autocast_enabled(_device, False)
+            try:
                 out = op(*_cast(args, torch.float32))
+            finally:
+                torch.set_autocast_enabled(_device, was_enabled)
             return out if dtype is None else _cast(out, dtype)
 
-        # Both paths torch uses: the C++ dispatcher (eager) and the Python dispatcher
-        # (tracing under torch.compile / export), as torch.library.register_autocast does.
-        if op.has_kernel_for_dispatch_key(key):
-            op.py_kernels.pop(key, None)
-        op.py_impl(key)(run)
-        lib = torch.library.Library(namespace, "FRAGMENT")
-        lib.impl(name, lambda _keyset, *args, _run=run: _run(*args), key_name, with_keyset=True)
-        _LIBRARIES.append(lib)
+        lib.impl(name, run, _AUTOCAST_KEYS[device_type], with_keyset=True)
+    _LIBRARIES.append(lib)

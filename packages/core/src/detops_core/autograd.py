@@ -1,4 +1,4 @@
-"""Autograd registrations derived from an op's schema, so a package's ``_meta.py`` names the
+"""Autograd registrations derived from an op's schema, so a package's ``_registrations.py`` names the
 arguments it needs instead of repeating each schema's argument list by position (the
 ``None, None, ...`` gradient tuples, one setup function per op).
 
@@ -15,11 +15,13 @@ from types import SimpleNamespace
 from typing import Callable, Dict, Sequence
 
 import torch
+from torch.fx.operator_schemas import get_signature_for_torch_op
 
 
-def _op(qualname: str):
+def _argument_names(qualname: str) -> list:
     namespace, name = qualname.split("::")
-    return getattr(getattr(torch.ops, namespace), name).default
+    (signature,) = get_signature_for_torch_op(getattr(getattr(torch.ops, namespace), name).default)
+    return list(signature.parameters)
 
 
 def _shape_of(value):
@@ -48,14 +50,15 @@ def register_autograd(
     get none. With `materialize_grads` False, outputs nobody differentiated arrive as None
     instead of zeros (for integer outputs such as an argmax).
     """
-    names = [a.name for a in _op(qualname)._schema.arguments]
+    names = _argument_names(qualname)
     saved = list(save)
     unknown = [n for n in saved if n not in names]
     if unknown:
         raise ValueError(f"{qualname} has no argument(s) {unknown}; its arguments are {names}")
 
     def setup_context(ctx, inputs, output):
-        values = dict(zip(names, inputs))
+        # An optional argument left out of the call (its default, None) may be missing.
+        values = {n: inputs[i] if i < len(inputs) else None for i, n in enumerate(names)}
         outputs = output if isinstance(output, (list, tuple)) else (output,)
         ctx.set_materialize_grads(materialize_grads)
         ctx.save_for_backward(*(values[n] for n in saved), *(outputs[i] for i in save_outputs))
@@ -65,12 +68,13 @@ def register_autograd(
         tensors = ctx.saved_tensors
         args = SimpleNamespace(**ctx.kept, **dict(zip(saved, tensors)))
         args.outputs = dict(zip(save_outputs, tensors[len(saved) :]))
-        args.needs_grad = dict(zip(names, ctx.needs_input_grad))
+        passed = names[: len(ctx.needs_input_grad)]
+        args.needs_grad = {n: n in passed and ctx.needs_input_grad[passed.index(n)] for n in names}
         result = backward(args, *grads)
         extra = set(result) - set(names)
         if extra:
             raise ValueError(f"{qualname}: backward returned gradients for unknown arguments {sorted(extra)}")
-        return tuple(result.get(n) if args.needs_grad[n] else None for n in names)
+        return tuple(result.get(n) if args.needs_grad[n] else None for n in passed)
 
     torch.library.register_autograd(qualname, run_backward, setup_context=setup_context)
 
