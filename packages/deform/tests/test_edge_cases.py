@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import detops_deform
 from detops_core.testing import (
-    assert_fake_raises_like_native,
+    assert_traced_raises_like_native,
     call,
     devices,
     oracles,
@@ -399,27 +399,37 @@ def _schema_args(op, device, replace):
     return [named[a.name] for a in op._schema.arguments if a.name in named]
 
 
-@pytest.mark.parametrize("name,replace", _BAD_FORWARD, ids=[c[0] for c in _BAD_FORWARD])
-def test_fake_kernel_raises_like_native(name, replace):
-    op = torch.ops.detops.deform_conv2d.default
-    message = assert_fake_raises_like_native(op, _schema_args(op, "cpu", replace))
-    assert message.startswith("detops.deform_conv2d: "), message
+_OPS = {"forward": torch.ops.detops.deform_conv2d.default, "backward": torch.ops.detops._deform_conv2d_backward.default}
+_CASES = [pytest.param("forward", *c, id=c[0]) for c in _BAD_FORWARD]
+_CASES += [pytest.param("backward", *c, id=f"backward-{c[0]}") for c in _BAD_BACKWARD]
 
 
-@pytest.mark.parametrize("name,replace", _BAD_BACKWARD, ids=[c[0] for c in _BAD_BACKWARD])
-def test_backward_fake_kernel_raises_like_native(name, replace):
-    op = torch.ops.detops._deform_conv2d_backward.default
-    message = assert_fake_raises_like_native(op, _schema_args(op, "cpu", replace))
-    assert message.startswith("detops._deform_conv2d_backward: "), message
+@pytest.mark.parametrize("which,name,replace", _CASES)
+def test_every_bad_call_raises_an_error_naming_the_op(which, name, replace):
+    op = _OPS[which]
+    with pytest.raises(RuntimeError, match=rf"^{op.name().replace('::', '.')}: "):
+        op(*_schema_args(op, "cpu", replace))
+
+
+# torch.compile and torch.export trace with the fake kernels, which only infer shapes: the
+# native op reports the bad call when the traced code runs.
+_TRACED = ("stride", "offset_channels", "mask_channels", "bias_shape", "backward-grad_output_shape")
+
+
+@pytest.mark.parametrize("which,name,replace", [c for c in _CASES if c.id in _TRACED])
+def test_bad_calls_once_traced_raise_like_native(which, name, replace):
+    op = _OPS[which]
+    message = assert_traced_raises_like_native(op, _schema_args(op, "cpu", replace))
+    assert message.startswith(op.name().replace("::", ".") + ": "), message
 
 
 # Devices: a CPU tensor next to CUDA ones, which only a GPU machine can build.
 @requires_cuda()
 @pytest.mark.parametrize("on_cpu", ["offset", "weight", "bias", "mask", "grad_out"])
-def test_fake_kernels_raise_like_native_on_mixed_devices(on_cpu):
+def test_mixed_devices_once_traced_raise_like_native(on_cpu):
     for op in (torch.ops.detops.deform_conv2d.default, torch.ops.detops._deform_conv2d_backward.default):
         names = [a.name for a in op._schema.arguments]
         if on_cpu in names:
             args = _schema_args(op, "cuda", {})
             args[names.index(on_cpu)] = args[names.index(on_cpu)].cpu()
-            assert "same device" in assert_fake_raises_like_native(op, args)
+            assert "same device" in assert_traced_raises_like_native(op, args)

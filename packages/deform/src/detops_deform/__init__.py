@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.nn import init
 from torch.nn.parameter import Parameter
 
-from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
+from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._library import build_info
 
 __all__ = ["deform_conv2d", "DeformConv2d", "build_info"]

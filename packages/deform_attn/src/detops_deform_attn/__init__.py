@@ -34,7 +34,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
+from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._library import build_info
 from .module import MultiScaleDeformableAttention
 

@@ -1,43 +1,40 @@
-"""Fake kernels, autograd and autocast for the multi-scale deformable attention ops, so they
-trace under torch.compile and torch.export (with dynamic query and value counts),
-differentiate, and run under autocast."""
+"""What multi_scale_deformable_attention registers with torch besides its kernels: fake
+kernels (output shapes for torch.compile and torch.export, with dynamic query and value
+counts), autograd and autocast. The native entry point (csrc/deform_attn_checks.h) owns
+the argument checks."""
 
 import torch
 
 from detops_core.autocast import register_autocast_float32
+from detops_core.autograd import register_autograd
+from detops_core.fake import one_device, size
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
-
-_OP = "detops.multi_scale_deformable_attention"
 
 
 @torch.library.register_fake("detops::multi_scale_deformable_attention")
 def _forward_fake(value, value_spatial_shapes, sampling_locations, attention_weights, value_level_start_index=None):
-    # The shape checks that need no data; sum(height * width) == S needs the level sizes,
-    # which only the kernel sees.
-    torch._check(value.dim() == 4, lambda: f"{_OP}: value must be a 4-D tensor, got shape {list(value.shape)}")
-    torch._check(
-        sampling_locations.dim() == 6,
-        lambda: f"{_OP}: sampling_locations must be a 6-D tensor, got shape {list(sampling_locations.shape)}",
+    one_device(
+        "detops.multi_scale_deformable_attention",
+        value=value,
+        value_spatial_shapes=value_spatial_shapes,
+        sampling_locations=sampling_locations,
+        attention_weights=attention_weights,
+        value_level_start_index=value_level_start_index,
     )
-    torch._check(
-        attention_weights.dim() == 5,
-        lambda: f"{_OP}: attention_weights must be a 5-D tensor, got shape {list(attention_weights.shape)}",
-    )
-    for name, t in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
-        torch._check(
-            t.dtype == value.dtype and t.device == value.device,
-            lambda name=name, t=t: (
-                f"{_OP}: value and {name} must have the same dtype and device, "
-                f"got {value.dtype} on {value.device} and {t.dtype} on {t.device}"
-            ),
-        )
-    batch, _, heads, head_dim = value.shape
-    return value.new_empty((batch, sampling_locations.shape[1], heads * head_dim))
+    queries = size(sampling_locations, 1)
+    return value.new_empty((size(value, 0), queries, size(value, 2) * size(value, 3)))
 
 
 @torch.library.register_fake("detops::_multi_scale_deformable_attention_backward")
 def _backward_fake(grad, value, value_spatial_shapes, sampling_locations, attention_weights, *rest):
+    one_device(
+        "detops._multi_scale_deformable_attention_backward",
+        value=value,
+        sampling_locations=sampling_locations,
+        attention_weights=attention_weights,
+        grad=grad,
+    )
     return (
         value.new_empty(value.shape),
         sampling_locations.new_empty(sampling_locations.shape),
@@ -45,26 +42,19 @@ def _backward_fake(grad, value, value_spatial_shapes, sampling_locations, attent
     )
 
 
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:5])
+_SAVED = ("value", "value_spatial_shapes", "sampling_locations", "attention_weights", "value_level_start_index")
 
 
-def _backward(ctx, grad):
-    value, shapes, loc, attn, start_index = ctx.saved_tensors
-    need = ctx.needs_input_grad  # (value, shapes, locations, weights, start index)
-    grad_value, grad_loc, grad_attn = torch.ops.detops._multi_scale_deformable_attention_backward(
-        grad, value, shapes, loc, attn, start_index, need[0], need[2] or need[3]
-    )
-    return (
-        grad_value if need[0] else None,
-        None,
-        grad_loc if need[2] else None,
-        grad_attn if need[3] else None,
-        None,
-    )
+def _attention_grads(args, grad):
+    need = args.needs_grad
+    grad_value, grad_locations, grad_weights = torch.ops.detops._multi_scale_deformable_attention_backward(
+        grad, *(getattr(args, name) for name in _SAVED), need["value"],
+        need["sampling_locations"] or need["attention_weights"],
+    )  # fmt: skip
+    return {"value": grad_value, "sampling_locations": grad_locations, "attention_weights": grad_weights}
 
 
-torch.library.register_autograd("detops::multi_scale_deformable_attention", _backward, setup_context=_setup_context)
+register_autograd("detops::multi_scale_deformable_attention", _attention_grads, save=_SAVED)
 
 # Under autocast, value, locations and weights are computed in float32 (the kernels need
 # one dtype for the three; autocast regions mix them) and the result comes back in value's

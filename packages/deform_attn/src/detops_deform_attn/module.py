@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import _meta  # noqa: F401  (the op and its autograd)
+from . import _registrations  # noqa: F401  (the op's fake kernels, autograd and autocast)
 
 
 class MultiScaleDeformableAttention(nn.Module):

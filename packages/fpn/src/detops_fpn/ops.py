@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from . import _meta  # noqa: F401  (fake kernels and autograd)
+from . import _registrations  # noqa: F401  (fake kernels and autograd)
 
 
 def fpn_upsample_add(top: Tensor, lateral: Tensor) -> Tensor:

@@ -22,8 +22,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import _meta  # noqa: F401  (registers fake kernels and autocast)
-from ._classes import as_int64
+from . import _registrations  # noqa: F401  (fake kernels and autocast)
+from ._category_ids import as_int64
 from ._library import build_info
 from ._script import scripts_as
 from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, remove_small_boxes

@@ -24,12 +24,8 @@ import math
 import torch
 from torch import Tensor
 
-from detops_core.autocast import register_autocast_float32
-from detops_core.messages import check_floating, check_same_device, check_same_dtype, shape_str
-
-from . import _library  # noqa: F401  (the ops must exist before we register against them)
-from ._classes import as_int64
-from ._meta import check_scores_and_classes, check_scores_shape, kept_count
+from . import _registrations  # noqa: F401  (fake kernels and autocast)
+from ._category_ids import as_int64
 
 __all__ = [
     "box_iou_rotated",
@@ -106,57 +102,3 @@ def to_mmcv_rotated(boxes: Tensor, clockwise: bool = True) -> Tensor:
     if clockwise:
         radians = -radians
     return torch.cat((boxes[..., :4], radians.unsqueeze(-1)), dim=-1)
-
-
-# ---------------------------------------------------------------------------- fake kernels
-# The checks of csrc/rotated_entry.h, in the same words.
-
-
-def _check_boxes(op: str, name: str, count: str, boxes: Tensor) -> None:
-    torch._check(
-        boxes.dim() == 2 and boxes.shape[1] == 5,
-        lambda: (
-            f"{op}: {name} must be a 2-D tensor of shape [{count}, 5] in (cx, cy, w, h, r) format, "
-            f"got shape {shape_str(boxes)}"
-        ),
-    )
-    check_floating(op, name, boxes)
-
-
-def _check_nms(op: str, boxes: Tensor, scores: Tensor, idxs=None) -> None:
-    _check_boxes(op, "boxes", "N", boxes)
-    check_scores_shape(op, boxes, scores)
-    check_scores_and_classes(op, boxes, scores, idxs)
-
-
-def _kept(boxes: Tensor) -> Tensor:
-    return boxes.new_empty((kept_count(boxes.shape[0]),), dtype=torch.int64)
-
-
-@torch.library.register_fake("detops::box_iou_rotated")
-def _box_iou_rotated_fake(boxes1, boxes2):
-    op = "detops.box_iou_rotated"
-    _check_boxes(op, "boxes1", "N", boxes1)
-    _check_boxes(op, "boxes2", "M", boxes2)
-    check_same_dtype(op, "boxes1", boxes1, "boxes2", boxes2)
-    check_same_device(op, "boxes1", boxes1, "boxes2", boxes2)
-    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
-
-
-@torch.library.register_fake("detops::nms_rotated")
-def _nms_rotated_fake(boxes, scores, iou_threshold):
-    _check_nms("detops.nms_rotated", boxes, scores)
-    return _kept(boxes)
-
-
-@torch.library.register_fake("detops::batched_nms_rotated")
-def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
-    _check_nms("detops.batched_nms_rotated", boxes, scores, idxs)
-    return _kept(boxes)
-
-
-# Under autocast the boxes are computed in float32 (the kernels compute in float64 from
-# whatever they get; float32 keeps the IoU's own rounding off float16's grid); the IoU
-# matrix comes back in the narrow dtype, the kept indices as they are.
-for _op in ("detops::box_iou_rotated", "detops::nms_rotated", "detops::batched_nms_rotated"):
-    register_autocast_float32(_op)

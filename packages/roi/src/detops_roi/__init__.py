@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 
-from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocast)
+from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._align_module import AlignSettings
 from ._arguments import check_int, check_size, to_rois
 from ._library import build_info

@@ -1,5 +1,6 @@
 """Argument handling shared by the RoI functions (TorchScript-compatible): boxes to rois,
-and the int and size checks Python must make before the schema's conversions hide them."""
+and the int and size checks Python must make before the schema's conversions hide them.
+Everything else is the native ops' to check."""
 
 from typing import List, Union
 
@@ -10,18 +11,13 @@ from torch import Tensor
 def to_rois(op: str, boxes: Union[Tensor, List[Tensor]], input: Tensor, fields: str = "x1, y1, x2, y2") -> Tensor:
     """``boxes`` as a Tensor[K, 1 + F] of (batch index, `fields`), F the number of fields.
 
-    A Tensor is returned as is (its shape is checked); a list of Tensor[L_i, F] (one per
+    A Tensor is returned as is; a list of Tensor[L_i, F] (one per
     image) is concatenated with image i's index prepended. An empty list gives an empty
     Tensor[0, 1 + F] of the input's dtype.
     """
     width = len(fields.split(", "))
     if isinstance(boxes, torch.Tensor):
-        if boxes.dim() != 2 or boxes.size(1) != width + 1:
-            raise RuntimeError(
-                op + ": boxes must be a Tensor[K, " + str(width + 1) + "] of (batch index, " + fields + ") or a "
-                "list of Tensor[L, " + str(width) + "], got a tensor of shape " + str(list(boxes.shape))
-            )
-        return boxes
+        return boxes  # the native op checks its shape, naming it rois
     if len(boxes) == 0:
         return torch.empty((0, width + 1), dtype=input.dtype, device=input.device)
     parts: List[Tensor] = []

@@ -19,13 +19,9 @@ from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 
-from detops_core.autocast import register_autocast_float32
-from detops_core.autograd import forbid_double_backward, register_autograd
-
-from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._align_module import AlignSettings
 from ._arguments import check_int, check_size, to_rois
-from ._meta import ROTATED_ROIS, check_backward, check_forward
 
 __all__ = ["roi_align_rotated", "RoIAlignRotated"]
 
@@ -78,34 +74,3 @@ class RoIAlignRotated(AlignSettings):
 
     def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:
         return roi_align_rotated(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
-
-
-# ---------------------------------------------------------------------------- fake kernels
-
-
-@torch.library.register_fake("detops::roi_align_rotated")
-def _roi_align_rotated_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    op = "detops.roi_align_rotated"
-    c = check_forward(op, input, rois, pooled_height, pooled_width, sampling_ratio, ROTATED_ROIS)
-    return input.new_empty((rois.shape[0], c, pooled_height, pooled_width))
-
-
-@torch.library.register_fake("detops::_roi_align_rotated_backward")
-def _roi_align_rotated_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width, sr, aligned):
-    op = "detops._roi_align_rotated_backward"
-    return check_backward(op, grad, rois, ph, pw, sr, batch, channels, height, width, ROTATED_ROIS)
-
-
-def _backward(args, grad):
-    n, c, h, w = args.input
-    grad_input = torch.ops.detops._roi_align_rotated_backward(
-        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w,
-        args.sampling_ratio, args.aligned,
-    )  # fmt: skip
-    return {"input": grad_input}
-
-
-# Gradients flow to the feature map only (none to the boxes, as in roi_align).
-register_autograd("detops::roi_align_rotated", _backward, save=("rois",))
-forbid_double_backward("detops::_roi_align_rotated_backward", "detops.roi_align_rotated")
-register_autocast_float32("detops::roi_align_rotated")

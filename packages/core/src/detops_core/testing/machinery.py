@@ -1,5 +1,5 @@
-"""One check per piece of torch machinery an op must work in: opcheck, the fake kernel's
-errors, TorchScript, torch.compile, torch.export and autocast. Each runs the op both ways
+"""One check per piece of torch machinery an op must work in: opcheck, bad calls once
+traced, TorchScript, torch.compile, torch.export and autocast. Each runs the op both ways
 and compares results with :func:`assert_same`, so a test file only states its cases."""
 
 from __future__ import annotations
@@ -85,33 +85,33 @@ def assert_opcheck(op, args: Sequence, kwargs: Optional[dict] = None) -> None:
     torch.library.opcheck(op, tuple(args), kwargs)
 
 
-def assert_fake_raises_like_native(op, args: Sequence) -> str:
-    """`op(*args)` raises on real tensors, and the fake kernel (torch.compile's and
-    torch.export's view of the op) raises the same error with the same message on fake
-    copies of them. Returns the message."""
+def assert_traced_raises_like_native(op, args: Sequence) -> str:
+    """`op(*args)` raises on real tensors, and the same call traced by torch.compile
+    (fullgraph) and by torch.export raises the same error, same type and first line, when
+    the traced code runs: the fake kernel only infers shapes and the native op reports the
+    bad call. Returns the message."""
     import pytest
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     with pytest.raises(Exception) as native:
         op(*args)
-    mode = FakeTensorMode()
+    kind, message = type(native.value), str(native.value).splitlines()[0]
 
-    def fake(a):
-        if isinstance(a, torch.Tensor):
-            return mode.from_tensor(a)
-        if isinstance(a, (list, tuple)):
-            return type(a)(fake(t) for t in a)
-        return a
+    def call(*a):
+        return op(*a)
 
-    fake_args = [fake(a) for a in args]
-    with pytest.raises(Exception) as faked, mode:
-        op(*fake_args)
-    native_message = str(native.value).splitlines()[0]
-    fake_message = str(faked.value).splitlines()[0]
-    assert fake_message == native_message, f"fake kernel says {fake_message!r}, the native op {native_message!r}"
-    assert type(faked.value) is type(native.value), f"{type(faked.value).__name__} != {type(native.value).__name__}"
-    return native_message
+    torch.compiler.reset()  # a fresh compile, not a cached or recompile-limited one
+    traced = {
+        "compiled": torch.compile(call, fullgraph=True, backend="aot_eager"),
+        "exported": torch.export.export(_as_module(call), tuple(args), strict=False).module(),
+    }
+    for how, fn in traced.items():
+        with pytest.raises(Exception) as raised:
+            fn(*args)
+        got = str(raised.value).splitlines()[0]
+        assert got == message, f"{how}: {got!r}, the native op {message!r}"
+        assert type(raised.value) is kind, f"{how}: {type(raised.value).__name__} != {kind.__name__}"
+    return message
 
 
 def assert_scripts(fn: Callable, args: Sequence, expected: Any = None, **tol):
