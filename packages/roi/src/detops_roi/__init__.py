@@ -40,11 +40,10 @@ from typing import List, Union
 import torch
 from torch import Tensor, nn
 from torch.jit.annotations import BroadcastingList2
-from torch.nn.modules.utils import _pair
 
 from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._align_module import AlignSettings
-from ._arguments import check_int, check_size, to_rois
+from ._arguments import check_int, size_pair, to_rois
 from ._library import build_info
 from .rotated import RoIAlignRotated, roi_align_rotated
 
@@ -92,8 +91,7 @@ def roi_align(
     """
     check_int("roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("roi_align", boxes, input)
-    size = _pair(output_size)
-    check_size("roi_align", size)
+    size = size_pair("roi_align", output_size)
     return torch.ops.detops.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
 
 
@@ -112,8 +110,7 @@ def roi_pool(
         Tensor[K, C, output_size[0], output_size[1]]
     """
     rois = to_rois("roi_pool", boxes, input)
-    size = _pair(output_size)
-    check_size("roi_pool", size)
+    size = size_pair("roi_pool", output_size)
     out, _ = torch.ops.detops.roi_pool(input, rois, spatial_scale, size[0], size[1])
     return out
 
@@ -136,8 +133,7 @@ def ps_roi_align(
     """
     check_int("ps_roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("ps_roi_align", boxes, input)
-    size = _pair(output_size)
-    check_size("ps_roi_align", size)
+    size = size_pair("ps_roi_align", output_size)
     return torch.ops.detops.ps_roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio)
 
 
@@ -157,8 +153,7 @@ def ps_roi_pool(
         Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
     """
     rois = to_rois("ps_roi_pool", boxes, input)
-    size = _pair(output_size)
-    check_size("ps_roi_pool", size)
+    size = size_pair("ps_roi_pool", output_size)
     return torch.ops.detops.ps_roi_pool(input, rois, spatial_scale, size[0], size[1])
 
 
@@ -189,8 +184,7 @@ def multi_level_roi_align(
         ``roi_align(features[levels[k]], rois[k:k+1], ..., spatial_scales[levels[k]])``.
     """
     check_int("multi_level_roi_align", "sampling_ratio", sampling_ratio)
-    size = _pair(output_size)
-    check_size("multi_level_roi_align", size)
+    size = size_pair("multi_level_roi_align", output_size)
     if levels.dtype != torch.int64 and not levels.is_floating_point():
         levels = levels.to(torch.int64)
     return torch.ops.detops.multi_level_roi_align(

@@ -2,10 +2,12 @@
 and the int and size checks Python must make before the schema's conversions hide them.
 Everything else is the native ops' to check."""
 
+from collections.abc import Iterable
 from typing import List, Union
 
 import torch
 from torch import Tensor
+from torch.jit.annotations import BroadcastingList2
 
 
 def to_rois(op: str, boxes: Union[Tensor, List[Tensor]], input: Tensor, fields: str = "x1, y1, x2, y2") -> Tensor:
@@ -37,9 +39,12 @@ def check_int(op: str, name: str, value: int) -> None:
             raise RuntimeError(op + ": " + name + " must be an int, got " + str(value))
 
 
-def check_size(op: str, size: List[int]) -> None:
-    # _pair keeps any iterable as it is: (7,) or "7" would fail later with a bare
-    # "tuple index out of range".
-    if not torch.jit.is_scripting():
-        if len(size) < 2:
-            raise RuntimeError(op + ": output_size must be an int or a pair of ints, got " + str(size))
+def size_pair(op: str, output_size: BroadcastingList2[int]) -> List[int]:
+    """output_size as [height, width]: an int is both; TorchScript already passes a list."""
+    if torch.jit.is_scripting():
+        return output_size
+    size = list(output_size) if isinstance(output_size, Iterable) else [output_size, output_size]
+    # (7,) or "7" would fail later with a bare "list index out of range".
+    if len(size) < 2:
+        raise RuntimeError(op + ": output_size must be an int or a pair of ints, got " + str(output_size))
+    return size

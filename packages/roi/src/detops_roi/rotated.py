@@ -17,11 +17,10 @@ from typing import List, Union
 import torch
 from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
-from torch.nn.modules.utils import _pair
 
 from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._align_module import AlignSettings
-from ._arguments import check_int, check_size, to_rois
+from ._arguments import check_int, size_pair, to_rois
 
 __all__ = ["roi_align_rotated", "RoIAlignRotated"]
 
@@ -55,8 +54,7 @@ def roi_align_rotated(
     """
     check_int("roi_align_rotated", "sampling_ratio", sampling_ratio)
     rois = to_rois("roi_align_rotated", boxes, input, "cx, cy, w, h, r")
-    size = _pair(output_size)
-    check_size("roi_align_rotated", size)
+    size = size_pair("roi_align_rotated", output_size)
     return torch.ops.detops.roi_align_rotated(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
 
 
