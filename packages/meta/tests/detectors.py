@@ -1,6 +1,10 @@
 """Shared by the whole-detector tests (test_export_detectors.py, test_aoti.py): small
-torchvision detectors with random weights, their test images, and a comparison of
-detections that tolerates reordering among equal scores."""
+torchvision detectors with random weights, their test images, the detection pipeline after
+the backbone as a module of its own, and a comparison of detections that tolerates
+reordering among equal scores."""
+
+from collections import OrderedDict
+from typing import List, Tuple
 
 import torch
 
@@ -108,6 +112,37 @@ def tiny_faster_rcnn():
     with torch.no_grad():
         torch.nn.init.normal_(model.roi_heads.box_predictor.cls_score.weight, std=0.5)
     return model
+
+
+class Heads(torch.nn.Module):
+    """What an R-CNN `model` does after its backbone (RPN, RoI heads, post-processing),
+    for one image: inputs are the batched, transformed image (its shape sizes the anchors)
+    and the backbone's feature maps, in the order `model.backbone` returns them. Exporting
+    this leaves the backbone's convolutions out: what remains is where detops' ops are."""
+
+    def __init__(self, model, feature_names: List[str], image_size: Tuple[int, int], original_size: Tuple[int, int]):
+        super().__init__()
+        self.model, self.feature_names = model, feature_names
+        self.image_size, self.original_size = image_size, original_size
+
+    def forward(self, batched: torch.Tensor, features: List[torch.Tensor]):
+        from torchvision.models.detection.image_list import ImageList
+
+        images = ImageList(batched, [self.image_size])
+        named = OrderedDict(zip(self.feature_names, features))
+        proposals, _ = self.model.rpn(images, named)
+        detections, _ = self.model.roi_heads(named, proposals, images.image_sizes)
+        return self.model.transform.postprocess(detections, images.image_sizes, [self.original_size])
+
+
+def heads_and_inputs(model, image):
+    """(Heads of `model` for `image`, its inputs: the transformed image and the backbone's
+    features, computed eagerly in the model's dtype)."""
+    with torch.no_grad():
+        batched, _ = model.transform([image])
+        features = model.backbone(batched.tensors)
+    heads = Heads(model, list(features), tuple(batched.image_sizes[0]), tuple(image.shape[-2:]))
+    return heads, (batched.tensors, list(features.values()))
 
 
 def set_threshold(model, value: float) -> None:

@@ -110,38 +110,96 @@ def test_onnx_runtime_matches_eager_torchvision(kind):
     model, images, blank, _ = _exported(kind)
     run = _in_onnx_runtime(kind)
     for image in (*images, blank):
-        # ONNX Runtime's convolutions sum in other orders than torch's. Through ResNet-50 with
-        # random weights (activations far from unit scale) that drifts by up to 2e-4 in a
-        # score, 2e-4 of a box coordinate and 8e-4 in a mask probability (measured on these
-        # images, torch 2.14.1, ONNX Runtime 1.32): tolerances a few times those. The next
-        # test shows why 1e-3 px is below what float32 can promise here.
+        # The whole model: ResNet-50's float32 convolutions, which ONNX Runtime sums in other
+        # orders than torch, with results that depend on the CPU's instructions. Against the
+        # float64 model, eager is off by up to 6.8e-3 px and 1.4e-4 in a score here, and one
+        # CPU put ONNX Runtime's boxes 1.6e-2 px off (issue 21). The tolerances leave five
+        # times that; what ONNX Runtime adds beyond float32 rounding is checked without the
+        # backbone by the next test, and a translation error moves boxes by pixels.
         detectors.assert_same_detections(
             run(image),
             _eager(model, image),
-            score_atol=1e-3,
-            box_rtol=5e-4,
-            dense_atol=2e-3,
+            box_atol=0.1,
+            score_atol=2e-3,
+            dense_atol=1e-2,
             what=f"{kind} {tuple(image.shape)} in ORT",
         )
 
 
-@pytest.mark.parametrize("kind", ["fasterrcnn", "maskrcnn"])
-def test_onnx_runtime_is_about_as_accurate_as_eager_float32(kind):
-    # Against the same model in float64, eager float32 itself is off by up to 6.8e-3 px and
-    # 1.4e-4 in a score on these images, and torch with oneDNN off differs from torch with it
-    # on by up to 4.2e-3 px: agreement to 1e-3 px between two float32 runs is below the noise.
-    # What holds is that ONNX Runtime is about as close to the exact result as eager is
-    # (measured: 1.1x to 2.3x eager's error; a translation error would be far larger).
+_heads_cases = {}
+
+
+def _heads_case(kind):
+    """(model, heads, inputs, eager, truth) for `kind`'s first test image: the model after
+    its backbone (detectors.Heads), its inputs (the float32 features eager computes), its
+    eager float32 result and the same heads' result in float64 on those features."""
     import copy
 
-    model, images, _, _ = _exported(kind)
-    run = _in_onnx_runtime(kind)
-    exact = copy.deepcopy(model).double()
-    for image in images:
-        truth = _eager(exact, image.double())
-        eager = detectors.detection_error(_eager(model, image), truth)
-        onnx = detectors.detection_error(run(image), truth)
-        for field, limit in eager.items():
-            assert onnx[field] <= 3 * limit + 1e-5, (
-                f"{kind} {tuple(image.shape)}: ORT {field} error {onnx[field]:.2e}, eager {limit:.2e}"
-            )
+    if kind not in _heads_cases:
+        model, images, _, _ = _exported(kind)
+        heads, inputs = detectors.heads_and_inputs(model, images[0])
+        with detops.exportable(model), torch.no_grad():
+            eager = heads(*inputs)[0]
+        exact = copy.deepcopy(heads).double()
+        with torch.no_grad():
+            truth = exact(inputs[0].double(), [f.double() for f in inputs[1]])[0]
+        _heads_cases[kind] = (model, heads, inputs, eager, truth)
+    return _heads_cases[kind]
+
+
+def _heads_in_onnx_runtime(kind, table=None):
+    """The heads of `kind` exported through detops.onnx (with `table`, translations that
+    replace detops' own) and run in ONNX Runtime on their inputs."""
+    pytest.importorskip("onnxscript", reason="the onnx extra (onnx, onnxscript, onnxruntime) is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra (onnx, onnxscript, onnxruntime) is not installed")
+    import detops.onnx
+
+    model, heads, inputs, eager, _ = _heads_case(kind)
+    with detops.exportable(model), torch.no_grad():
+        onnx_program = detops.onnx.export(heads, inputs, verbose=False, custom_translation_table=table)
+    session = ort.InferenceSession(onnx_program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    flat, _ = tree_flatten(inputs)
+    outputs = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), flat)})
+    return tree_unflatten([torch.from_numpy(a) for a in outputs], tree_flatten([eager])[1])[0]
+
+
+# What detops adds on top of float32: ONNX Runtime's error against the float64 result, as a
+# multiple of eager float32's (plus a floor of float32 rounding at these magnitudes).
+# Without the backbone, eager and ONNX Runtime are measured at 4.6e-4 to 8.6e-4 px and
+# 2e-6 to 9e-6 in a score (Faster R-CNN); a translation error is orders larger.
+_FLOOR = {"boxes": 1e-3, "scores": 1e-5, "masks": 1e-4}
+
+
+def _within_float32(got, eager, truth) -> str:
+    """'' when `got` is as close to `truth` as float32 allows, else what is not."""
+    if got["boxes"].shape[0] != truth["boxes"].shape[0]:
+        return f"{got['boxes'].shape[0]} detections, the float64 heads make {truth['boxes'].shape[0]}"
+    limit, error = detectors.detection_error(eager, truth), detectors.detection_error(got, truth)
+    return "; ".join(
+        f"{field} error {error[field]:.2e}, eager {limit[field]:.2e}"
+        for field in limit
+        if error[field] > 4 * limit[field] + _FLOOR[field]
+    )
+
+
+@pytest.mark.parametrize("kind", ["fasterrcnn", "maskrcnn"])
+def test_onnx_runtime_after_the_backbone_is_as_accurate_as_eager(kind):
+    _, _, _, eager, truth = _heads_case(kind)
+    assert truth["boxes"].shape[0] > 0
+    problem = _within_float32(_heads_in_onnx_runtime(kind), eager, truth)
+    assert not problem, f"{kind} after the backbone in ORT: {problem}"
+
+
+def test_a_translation_error_fails_the_accuracy_check():
+    # roi_align's half-pixel offset flipped in one translation (multi_level_roi_align's):
+    # the check above must see it.
+    import detops_roi.onnx
+
+    op = torch.ops.detops.multi_level_roi_align.default
+    correct = detops_roi.onnx.translation_table()[op]
+
+    def flipped(features, scales, rois, levels, ph, pw, sampling_ratio, aligned):
+        return correct(features, scales, rois, levels, ph, pw, sampling_ratio, not aligned)
+
+    _, _, _, eager, truth = _heads_case("fasterrcnn")
+    assert _within_float32(_heads_in_onnx_runtime("fasterrcnn", {op: flipped}), eager, truth)
