@@ -1,90 +1,27 @@
 // The entry points of nms, batched_nms and nms_per_image, shared by the CPU and CUDA
-// kernels: argument checks, the empty case and dtype dispatch happen here, once.
+// kernels: argument checks (nms_checks.h), the empty case, the device guard and dtype
+// dispatch happen here, once.
 #pragma once
 
+#include <detops/backend.h>
 #include <detops/checks.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 
-#include <limits>
 #include <optional>
+
+#include "nms_checks.h"
 
 namespace detops::nms {
 
-// The checks of scores and of the optional class indices, against boxes [N, ...]: shared by
-// the axis-aligned and the rotated NMS entry points.
-inline void check_scores_shape(const char* op, const Tensor& boxes, const Tensor& scores) {
-  check(scores.dim() == 1, op, "scores must be a 1-D tensor of shape [N], got shape ",
-        shape_str(scores));
-  check(scores.size(0) == boxes.size(0), op, "scores must have one entry per box: boxes has ",
-        boxes.size(0), " boxes but scores has ", scores.size(0), " entries");
-}
+// Backend (detops/backend.h) provides `kMaxBoxes` and, for S the element type of boxes and
+// scores, `template <typename S> static Tensor run(boxes, scores, idxs_or_null,
+// iou_threshold, limit)` (the first `limit` kept indices) and `run_per_image` with the same
+// arguments on [B, N, 4] boxes (limit per image; rows (image, box)).
+template <typename Backend>
+struct NmsEntry {
+  static_assert(is_backend<Backend>());
 
-inline void check_scores_and_classes(const char* op, const Tensor& boxes, const Tensor& scores,
-                                     const Tensor* idxs) {
-  check_same_dtype(op, "boxes", boxes, "scores", scores);
-  check_same_device(op, "boxes", boxes, "scores", scores);
-  if (idxs != nullptr) {
-    check_defined(op, "idxs", *idxs);
-    check(idxs->dim() == 1 && idxs->size(0) == boxes.size(0), op,
-          "idxs must be a 1-D tensor of shape [N] with one class index per box (N = ",
-          boxes.size(0), "), got shape ", shape_str(*idxs));
-    check(idxs->scalar_type() == ScalarType::Long, op, "idxs must be an int64 tensor, got ",
-          dtype_name(idxs->scalar_type()));
-    check_same_device(op, "boxes", boxes, "idxs", *idxs);
-  }
-}
-
-inline void check_inputs(const char* op, const Tensor& boxes, const Tensor& scores,
-                         const Tensor* idxs) {
-  check_defined(op, "boxes", boxes);
-  check_defined(op, "scores", scores);
-  check(boxes.dim() == 2 && boxes.size(1) == 4, op,
-        "boxes must be a 2-D tensor of shape [N, 4] in (x1, y1, x2, y2) format, got shape ",
-        shape_str(boxes));
-  check_scores_shape(op, boxes, scores);
-  check_floating(op, "boxes", boxes);
-  check_scores_and_classes(op, boxes, scores, idxs);
-}
-
-// max_output as a count: kNoLimit for None.
-constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
-
-inline int64_t limit_of(const char* op, const std::optional<int64_t>& max_output) {
-  if (!max_output.has_value()) return kNoLimit;
-  check(*max_output >= 0, op, "max_output must be None or >= 0, got ", *max_output);
-  return *max_output;
-}
-
-inline void check_per_image_inputs(const char* op, const Tensor& boxes, const Tensor& scores,
-                                   const Tensor* idxs) {
-  check_defined(op, "boxes", boxes);
-  check_defined(op, "scores", scores);
-  check(boxes.dim() == 3 && boxes.size(2) == 4, op,
-        "boxes must be a 3-D tensor of shape [B, N, 4], got shape ", shape_str(boxes));
-  check(scores.dim() == 2 && scores.size(0) == boxes.size(0) && scores.size(1) == boxes.size(1), op,
-        "scores must be a 2-D tensor of shape [B, N] = [", boxes.size(0), ", ", boxes.size(1),
-        "], got shape ", shape_str(scores));
-  check(is_floating(boxes.scalar_type()) && boxes.scalar_type() == scores.scalar_type(), op,
-        "boxes and scores must have the same floating-point dtype, got ",
-        dtype_name(boxes.scalar_type()), " and ", dtype_name(scores.scalar_type()));
-  check_same_device(op, "boxes", boxes, "scores", scores);
-  if (idxs != nullptr) {
-    check_defined(op, "idxs", *idxs);
-    check(idxs->scalar_type() == ScalarType::Long && idxs->dim() == 2 &&
-              idxs->size(0) == boxes.size(0) && idxs->size(1) == boxes.size(1),
-          op, "idxs must be an int64 tensor of shape [B, N], got ", dtype_name(idxs->scalar_type()),
-          " of shape ", shape_str(*idxs));
-    check_same_device(op, "boxes", boxes, "idxs", *idxs);
-  }
-}
-
-// Kernel provides `kMaxBoxes` and, for S the element type of boxes and scores,
-// `template <typename S> static Tensor run(boxes, scores, idxs_or_null, iou_threshold,
-// limit)` (the first `limit` kept indices) and `run_per_image` with the same arguments on
-// [B, N, 4] boxes (limit per image; rows (image, box)).
-template <typename Kernel>
-struct Entry {
   static Tensor dispatch(const char* op, const Tensor& boxes, const Tensor& scores,
                          const Tensor* idxs, double iou_threshold,
                          const std::optional<int64_t>& max_output) {
@@ -92,11 +29,12 @@ struct Entry {
     const int64_t limit = limit_of(op, max_output);
     const int64_t n = boxes.size(0);
     if (n == 0 || limit == 0) return torch::stable::new_empty(boxes, {0}, ScalarType::Long);
-    check(n <= Kernel::kMaxBoxes, op, "at most ", Kernel::kMaxBoxes,
+    check(n <= Backend::kMaxBoxes, op, "at most ", Backend::kMaxBoxes,
           " boxes are supported on this device, got ", n);
+    const typename Backend::Guard guard(boxes);
     return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      return Kernel::template run<S>(boxes, scores, idxs, iou_threshold, limit);
+      return Backend::template run<S>(boxes, scores, idxs, iou_threshold, limit);
     });
   }
 
@@ -119,11 +57,12 @@ struct Entry {
     if (boxes.size(0) == 0 || boxes.size(1) == 0 || limit == 0) {
       return torch::stable::new_empty(boxes, {0, 2}, ScalarType::Long);
     }
-    check(boxes.size(1) <= Kernel::kMaxBoxes, op, "at most ", Kernel::kMaxBoxes,
+    check(boxes.size(1) <= Backend::kMaxBoxes, op, "at most ", Backend::kMaxBoxes,
           " boxes per image are supported on this device, got ", boxes.size(1));
+    const typename Backend::Guard guard(boxes);
     return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      return Kernel::template run_per_image<S>(boxes, scores, classes, iou_threshold, limit);
+      return Backend::template run_per_image<S>(boxes, scores, classes, iou_threshold, limit);
     });
   }
 };

@@ -1,7 +1,9 @@
 // The entry points of soft_nms and batched_soft_nms, shared by the CPU and CUDA kernels:
-// argument checks, the empty case and dtype dispatch happen here, once.
+// argument checks (nms_checks.h), the empty case, the device guard and dtype dispatch
+// happen here, once.
 #pragma once
 
+#include <detops/backend.h>
 #include <detops/checks.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
@@ -9,26 +11,18 @@
 #include <string>
 #include <tuple>
 
-#include "nms_entry.h"
+#include "nms_checks.h"
 #include "nms_math.h"
 
 namespace detops::nms {
 
-inline SoftParams soft_params(const char* op, double iou_threshold, double sigma,
-                              double score_threshold, const std::string& method) {
-  check(method == "gaussian" || method == "linear", op,
-        "method must be \"gaussian\" or \"linear\", got \"", method, "\"");
-  const SoftMethod m = method == "linear" ? SoftMethod::kLinear : SoftMethod::kGaussian;
-  // A NaN sigma fails too: every weight would be NaN.
-  check(m != SoftMethod::kGaussian || sigma > 0, op,
-        "sigma must be > 0 for the gaussian method, got ", sigma);
-  return SoftParams{m, iou_threshold, sigma, score_threshold};
-}
+// Backend (detops/backend.h) provides `template <typename S> static std::tuple<Tensor,
+// Tensor> run(boxes, scores, idxs_or_null, params)` for S the element type of boxes and
+// scores.
+template <typename Backend>
+struct SoftNmsEntry {
+  static_assert(is_backend<Backend>());
 
-// Kernel provides `template <typename S> static std::tuple<Tensor, Tensor> run(boxes,
-// scores, idxs_or_null, params)` for S the element type of boxes and scores.
-template <typename Kernel>
-struct SoftEntry {
   static std::tuple<Tensor, Tensor> dispatch(const char* op, const Tensor& boxes,
                                              const Tensor& scores, const Tensor* idxs,
                                              double iou_threshold, double sigma,
@@ -39,9 +33,10 @@ struct SoftEntry {
       return {torch::stable::new_empty(boxes, {0}, ScalarType::Long),
               torch::stable::new_empty(scores, {0})};
     }
+    const typename Backend::Guard guard(boxes);
     return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      return Kernel::template run<S>(boxes, scores, idxs, params);
+      return Backend::template run<S>(boxes, scores, idxs, params);
     });
   }
 

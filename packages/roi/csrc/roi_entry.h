@@ -1,21 +1,23 @@
-// The entry points of the RoI ops, shared by their CPU and CUDA kernels: argument checks,
-// dtype dispatch and output allocation are written here once, per op. A device backend
-// supplies only the loops (cpu/*.cpp) or the thread mapping, atomics and launches
-// (cuda/*.cu); each device file registers `XxxEntry<its backend>`.
+// The entry points of the RoI ops, shared by their CPU and CUDA kernels: argument checks
+// (roi_checks.h), the device guard, dtype dispatch and output allocation are written here
+// once, per op. A device backend (detops/backend.h) supplies only the loops (cpu/*.cpp) or
+// the thread mapping, atomics and launches (cuda/*.cu); each device file registers
+// `<Op>Entry<its backend>`, whose functions are named after the ops.
 //
-// Every backend declares
-//   static constexpr bool kChecksDataOnHost;  // see below
-// and, for the align entry, `static constexpr size_t kMaxLevels` (maps one call takes).
+// Besides its per-op forward / backward, every backend declares, for the align entry,
+// `static constexpr size_t kMaxLevels` (maps one call takes); the package's backends get it
+// from cpu::RoiCpuBackend or cuda::RoiCudaBackend.
 //
 // Data-dependent validity is the one thing the devices treat differently. The CPU kernels
-// read rois and levels on the host anyway, so there (kChecksDataOnHost) a batch index that
-// is not an integer in [0, N) or a level that is neither -1 nor in [0, L) raises a
-// RuntimeError naming rois[k, 0] or levels[k]. Reading a CUDA tensor on the host would
+// read rois and levels on the host anyway, so there (detops::reads_data_on_host) a batch
+// index that is not an integer in [0, N) or a level that is neither -1 nor in [0, L) raises
+// a RuntimeError naming rois[k, 0] or levels[k]. Reading a CUDA tensor on the host would
 // synchronise the stream on every call, so the CUDA kernels apply the same predicates per
-// RoI (batch_index, has_level in roi_geometry.h) and give an invalid RoI a zero output row
+// RoI (batch_index, has_level in roi_math.h) and give an invalid RoI a zero output row
 // (roi_pool: argmax -1) and no gradient; they never index memory with it.
 #pragma once
 
+#include <detops/backend.h>
 #include <detops/cpu_memory.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
@@ -27,9 +29,8 @@
 #include <utility>
 #include <vector>
 
-#include "level_checks.h"
 #include "roi_checks.h"
-#include "roi_geometry.h"
+#include "roi_math.h"
 
 namespace detops::roi {
 
@@ -88,7 +89,7 @@ struct RoiArgs {
 template <typename Backend, typename S>
 void check_data(const char* op, const Tensor& rois, int64_t batch, const Tensor* levels,
                 int64_t num_levels) {
-  if constexpr (Backend::kChecksDataOnHost) {
+  if constexpr (reads_data_on_host<Backend>()) {
     if (levels != nullptr) {
       check_level_values(op, levels->const_data_ptr<int64_t>(), levels->size(0), num_levels);
     }
@@ -100,6 +101,7 @@ void check_data(const char* op, const Tensor& rois, int64_t batch, const Tensor*
 // pooled_w] and runs run(tag, out) unless the output is empty.
 template <typename Backend, typename F>
 Tensor single_map_forward(const RoiArgs& a, const Tensor& input, int64_t c_out, F&& run) {
+  const typename Backend::Guard guard(input);
   return dispatch_floating(input.scalar_type(), a.op, "input", [&](auto tag) {
     using S = typename decltype(tag)::type;
     check_data<Backend, S>(a.op, a.rois, a.batch, nullptr, 0);
@@ -114,6 +116,7 @@ Tensor single_map_forward(const RoiArgs& a, const Tensor& input, int64_t c_out, 
 // writes into an uninitialised tensor.
 template <typename Backend, typename F>
 Tensor single_map_backward(const RoiArgs& a, const Tensor& grad, F&& run) {
+  const typename Backend::Guard guard(grad);
   return dispatch_floating(grad.scalar_type(), a.op, "grad", [&](auto tag) {
     using S = typename decltype(tag)::type;
     check_data<Backend, S>(a.op, a.rois, a.batch, nullptr, 0);
@@ -135,7 +138,9 @@ Tensor single_map_backward(const RoiArgs& a, const Tensor& grad, F&& run) {
 // Outputs are uninitialised and never empty: the backend writes every element.
 
 template <typename Backend>
-struct AlignEntry {
+struct RoiAlignEntry {
+  static_assert(is_backend<Backend>());
+
   static Tensor roi_align(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                           int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
     const char* op = "detops.roi_align";
@@ -173,9 +178,9 @@ struct AlignEntry {
     return backward(a, grad)[0];
   }
 
-  static Tensor multi_level(std::vector<Tensor> features, std::vector<double> scales, Tensor rois,
-                            Tensor levels, int64_t pooled_h, int64_t pooled_w,
-                            int64_t sampling_ratio, bool aligned) {
+  static Tensor multi_level_roi_align(std::vector<Tensor> features, std::vector<double> scales,
+                                      Tensor rois, Tensor levels, int64_t pooled_h,
+                                      int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
     const char* op = "detops.multi_level_roi_align";
     check_levels(op, features, scales, rois, levels, pooled_h, pooled_w, sampling_ratio,
                  Backend::kMaxLevels);
@@ -196,7 +201,7 @@ struct AlignEntry {
     return forward(a, features, "features");
   }
 
-  static std::vector<Tensor> multi_level_backward(
+  static std::vector<Tensor> multi_level_roi_align_backward(
       Tensor grad, Tensor rois, Tensor levels, std::vector<double> scales,
       std::vector<int64_t> heights, std::vector<int64_t> widths, int64_t batch_size,
       int64_t channels, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
@@ -226,6 +231,7 @@ struct AlignEntry {
   }
 
   static Tensor forward(const AlignArgs& a, const std::vector<Tensor>& features, const char* arg) {
+    const typename Backend::Guard guard(features[0]);
     return dispatch_floating(features[0].scalar_type(), a.op, arg, [&](auto tag) {
       using S = typename decltype(tag)::type;
       check<S>(a);
@@ -236,6 +242,7 @@ struct AlignEntry {
   }
 
   static std::vector<Tensor> backward(const AlignArgs& a, const Tensor& grad) {
+    const typename Backend::Guard guard(grad);
     return dispatch_floating(grad.scalar_type(), a.op, "grad", [&](auto tag) {
       using S = typename decltype(tag)::type;
       check<S>(a);
@@ -260,14 +267,17 @@ struct AlignEntry {
 //       const Tensor& argmax, Tensor& grad_input); // argmax contiguous; grad_input [N, C, H, W]
 
 template <typename Backend>
-struct PoolEntry {
-  static std::tuple<Tensor, Tensor> forward(Tensor input, Tensor rois, double spatial_scale,
-                                            int64_t pooled_h, int64_t pooled_w) {
+struct RoiPoolEntry {
+  static_assert(is_backend<Backend>());
+
+  static std::tuple<Tensor, Tensor> roi_pool(Tensor input, Tensor rois, double spatial_scale,
+                                             int64_t pooled_h, int64_t pooled_w) {
     const char* op = "detops.roi_pool";
     check_forward(op, input, rois, {pooled_h, pooled_w, kNoSampling, Channels::kSame});
     check_plane_fits_int32(op, input);
     const RoiArgs a = args(op, rois, input.size(0), input.size(1), input.size(2), input.size(3),
                            pooled_h, pooled_w, spatial_scale);
+    const typename Backend::Guard guard(input);
     return dispatch_floating(input.scalar_type(), op, "input", [&](auto tag) {
       using S = typename decltype(tag)::type;
       check_data<Backend, S>(op, a.rois, a.batch, nullptr, 0);
@@ -279,9 +289,9 @@ struct PoolEntry {
     });
   }
 
-  static Tensor backward(Tensor grad, Tensor rois, Tensor argmax, double spatial_scale,
-                         int64_t pooled_h, int64_t pooled_w, int64_t batch_size, int64_t channels,
-                         int64_t height, int64_t width) {
+  static Tensor roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, double spatial_scale,
+                                  int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
+                                  int64_t channels, int64_t height, int64_t width) {
     const char* op = "detops._roi_pool_backward";
     check_backward(op, grad, rois, {pooled_h, pooled_w, kNoSampling, Channels::kSame},
                    {batch_size, channels, height, width});
@@ -317,6 +327,8 @@ enum class PsOp {
 
 template <typename Backend, PsOp kPsOp>
 struct PsEntry {
+  static_assert(is_backend<Backend>());
+
   static constexpr bool kSampled = kPsOp == PsOp::kAlign;
   static constexpr const char* kOp = kSampled ? "detops.ps_roi_align" : "detops.ps_roi_pool";
   static constexpr const char* kBackwardOp =
@@ -384,8 +396,8 @@ struct PsEntry {
 };
 
 template <typename Backend>
-using PsAlignEntry = PsEntry<Backend, PsOp::kAlign>;
+using PsRoiAlignEntry = PsEntry<Backend, PsOp::kAlign>;
 template <typename Backend>
-using PsPoolEntry = PsEntry<Backend, PsOp::kPool>;
+using PsRoiPoolEntry = PsEntry<Backend, PsOp::kPool>;
 
 }  // namespace detops::roi

@@ -13,8 +13,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "deform_driver.h"
-#include "deform_layout.h"
+#include "deform_entry.h"
+#include "deform_layout_math.h"
 #include "deform_math.h"
 
 namespace detops::deform::cpu {
@@ -216,12 +216,7 @@ class Sampler {
   std::vector<T> mask_;        // same layout; empty without a mask
 };
 
-struct Backend {
-  // No device to select.
-  struct DeviceGuard {
-    explicit DeviceGuard(int32_t) {}
-  };
-
+struct DeformBackend : detops::CpuBackend {
   // 24 MiB: below glibc's largest mmap threshold (32 MiB), so the allocator reuses the
   // buffers instead of mapping and page-faulting them in on every call.
   static constexpr int64_t kColumnBytes = int64_t(24) << 20;
@@ -257,7 +252,7 @@ struct Backend {
 }  // namespace detops::deform::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using detops::deform::cpu::Backend;
-  m.impl("deform_conv2d", TORCH_BOX(&detops::deform::deform_conv2d_op<Backend>));
-  m.impl("_deform_conv2d_backward", TORCH_BOX(&detops::deform::deform_conv2d_backward_op<Backend>));
+  using Entry = detops::deform::DeformEntry<detops::deform::cpu::DeformBackend>;
+  m.impl("deform_conv2d", TORCH_BOX(&Entry::deform_conv2d));
+  m.impl("_deform_conv2d_backward", TORCH_BOX(&Entry::deform_conv2d_backward));
 }

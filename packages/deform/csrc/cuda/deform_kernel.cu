@@ -1,6 +1,6 @@
 // CUDA kernels of detops::deform_conv2d and detops::_deform_conv2d_backward. The sampling
-// math is deform_math.h and the index formulas deform_layout.h (both shared with the CPU
-// kernels); the entry points, checks, products and batch chunking are deform_driver.h.
+// math is deform_math.h and the index formulas deform_layout_math.h (both shared with the
+// CPU kernels); the entry points, checks, products and batch chunking are deform_entry.h.
 // Here: thread mapping, atomics and launches only.
 //
 // Threads run along output positions (the fastest-varying index of the column buffer, the
@@ -14,8 +14,8 @@
 
 #include <detops/cuda_launch.cuh>
 
-#include "deform_driver.h"
-#include "deform_layout.h"
+#include "deform_entry.h"
+#include "deform_layout_math.h"
 #include "deform_math.h"
 
 namespace detops::deform::cuda {
@@ -161,15 +161,13 @@ class Sampler {
   cudaStream_t stream_;
 };
 
-struct Backend {
-  using DeviceGuard = detops::cuda::DeviceGuard;
-
+struct DeformBackend : detops::CudaBackend {
   static constexpr int64_t kColumnBytes = int64_t(256) << 20;  // 256 MiB: few, large products
 
   template <typename S, typename T>
   using Sampler = cuda::Sampler<S, T>;
 
-  // Below the entry point's DeviceGuard: the current stream is the input's.
+  // Below the entry point's guard: the current stream is the input's.
   template <typename S, typename T>
   static void finish_output(const Layout& d, const T* prod, const S* bias, S* out) {
     const int64_t n = d.O * d.nb * d.np;
@@ -183,7 +181,7 @@ struct Backend {
 }  // namespace detops::deform::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using detops::deform::cuda::Backend;
-  m.impl("deform_conv2d", TORCH_BOX(&detops::deform::deform_conv2d_op<Backend>));
-  m.impl("_deform_conv2d_backward", TORCH_BOX(&detops::deform::deform_conv2d_backward_op<Backend>));
+  using Entry = detops::deform::DeformEntry<detops::deform::cuda::DeformBackend>;
+  m.impl("deform_conv2d", TORCH_BOX(&Entry::deform_conv2d));
+  m.impl("_deform_conv2d_backward", TORCH_BOX(&Entry::deform_conv2d_backward));
 }

@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "deform_attn_driver.h"
+#include "deform_attn_entry.h"
 #include "deform_attn_math.h"
 
 namespace detops::deform_attn::cpu {
@@ -45,12 +45,7 @@ inline Rows<S, T> rows_of(const Corners<T>& c, const S* level, int64_t width, in
           (c.flags & k11) ? level + (c.index + width + 1) * stride : zeros};
 }
 
-struct Backend {
-  // No device to select.
-  struct DeviceGuard {
-    explicit DeviceGuard(int32_t) {}
-  };
-
+struct DeformAttnBackend : detops::CpuBackend {
   template <typename S, typename T>
   static void forward(const Geometry& g, const Inputs<S>& in, S* out) {
     const int64_t rows = g.B * g.Q * g.H;
@@ -150,8 +145,8 @@ struct Backend {
 }  // namespace detops::deform_attn::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using detops::deform_attn::cpu::Backend;
-  m.impl("multi_scale_deformable_attention", TORCH_BOX(&detops::deform_attn::forward_op<Backend>));
+  using Entry = detops::deform_attn::DeformAttnEntry<detops::deform_attn::cpu::DeformAttnBackend>;
+  m.impl("multi_scale_deformable_attention", TORCH_BOX(&Entry::multi_scale_deformable_attention));
   m.impl("_multi_scale_deformable_attention_backward",
-         TORCH_BOX(&detops::deform_attn::backward_op<Backend>));
+         TORCH_BOX(&Entry::multi_scale_deformable_attention_backward));
 }

@@ -1,6 +1,6 @@
 // CUDA kernels of detops::multi_scale_deformable_attention and its backward. The sampling
 // math is deform_attn_math.h (shared with the CPU kernels), the entry points, checks and
-// allocation deform_attn_driver.h. Here: thread mapping, atomics and launches only.
+// allocation deform_attn_entry.h. Here: thread mapping, atomics and launches only.
 //
 // Forward: one thread per output element (row, d), d fastest, so the threads of a row read
 // neighbouring elements of each value row (coalesced) and sum levels and points in the
@@ -15,7 +15,7 @@
 
 #include <detops/cuda_launch.cuh>
 
-#include "deform_attn_driver.h"
+#include "deform_attn_entry.h"
 #include "deform_attn_math.h"
 
 namespace detops::deform_attn::cuda {
@@ -102,10 +102,8 @@ __global__ void backward_kernel(Geometry g, int64_t n, Inputs<S> in, const S* __
   }
 }
 
-struct Backend {
-  using DeviceGuard = detops::cuda::DeviceGuard;
-
-  // Below the entry point's DeviceGuard: the current stream is value's.
+struct DeformAttnBackend : detops::CudaBackend {
+  // Below the entry point's guard: the current stream is value's.
   template <typename S, typename T>
   static void forward(const Geometry& g, const Inputs<S>& in, S* out) {
     const int64_t n = g.B * g.Q * g.H * g.D;
@@ -129,8 +127,8 @@ struct Backend {
 }  // namespace detops::deform_attn::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using detops::deform_attn::cuda::Backend;
-  m.impl("multi_scale_deformable_attention", TORCH_BOX(&detops::deform_attn::forward_op<Backend>));
+  using Entry = detops::deform_attn::DeformAttnEntry<detops::deform_attn::cuda::DeformAttnBackend>;
+  m.impl("multi_scale_deformable_attention", TORCH_BOX(&Entry::multi_scale_deformable_attention));
   m.impl("_multi_scale_deformable_attention_backward",
-         TORCH_BOX(&detops::deform_attn::backward_op<Backend>));
+         TORCH_BOX(&Entry::multi_scale_deformable_attention_backward));
 }

@@ -9,8 +9,8 @@
 
 #include <vector>
 
-#include "upsample_entry.h"
-#include "upsample_math.h"
+#include "upsample_add_entry.h"
+#include "upsample_add_math.h"
 
 namespace detops::fpn::cpu {
 namespace {
@@ -73,11 +73,7 @@ void backward_planes(const S* grad, S* grad_top, int64_t planes, int64_t th, int
   });
 }
 
-struct Backend {
-  struct Guard {
-    explicit Guard(const Tensor&) {}
-  };
-
+struct UpsampleAddBackend : detops::CpuBackend {
   template <typename S>
   static void forward(const Tensor&, const S* top, const S* lateral, S* out, int64_t planes,
                       int64_t th, int64_t tw, int64_t oh, int64_t ow) {
@@ -95,7 +91,7 @@ struct Backend {
 }  // namespace detops::fpn::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::fpn::UpsampleEntry<detops::fpn::cpu::Backend>;
-  m.impl("fpn_upsample_add", TORCH_BOX(&Entry::forward));
-  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&Entry::backward));
+  using Entry = detops::fpn::UpsampleAddEntry<detops::fpn::cpu::UpsampleAddBackend>;
+  m.impl("fpn_upsample_add", TORCH_BOX(&Entry::fpn_upsample_add));
+  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&Entry::fpn_upsample_add_backward));
 }

@@ -8,8 +8,8 @@
 
 #include <detops/cuda_launch.cuh>
 
-#include "upsample_entry.h"
-#include "upsample_math.h"
+#include "upsample_add_entry.h"
+#include "upsample_add_math.h"
 
 namespace detops::fpn::cuda {
 namespace {
@@ -48,12 +48,7 @@ __global__ void backward_kernel(const S* __restrict__ grad, S* __restrict__ grad
   }
 }
 
-struct Backend {
-  struct Guard {
-    explicit Guard(const Tensor& t) : device(t.get_device_index()) {}
-    detops::cuda::DeviceGuard device;
-  };
-
+struct UpsampleAddBackend : detops::CudaBackend {
   template <typename S>
   static void forward(const Tensor& like, const S* top, const S* lateral, S* out, int64_t planes,
                       int64_t th, int64_t tw, int64_t oh, int64_t ow) {
@@ -78,7 +73,7 @@ struct Backend {
 }  // namespace detops::fpn::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::fpn::UpsampleEntry<detops::fpn::cuda::Backend>;
-  m.impl("fpn_upsample_add", TORCH_BOX(&Entry::forward));
-  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&Entry::backward));
+  using Entry = detops::fpn::UpsampleAddEntry<detops::fpn::cuda::UpsampleAddBackend>;
+  m.impl("fpn_upsample_add", TORCH_BOX(&Entry::fpn_upsample_add));
+  m.impl("_fpn_upsample_add_backward", TORCH_BOX(&Entry::fpn_upsample_add_backward));
 }

@@ -247,7 +247,7 @@ Tensor run_per_image(const Tensor& boxes_in, const Tensor& scores_in, const Tens
   return out;
 }
 
-struct CpuKernel {
+struct NmsBackend : detops::CpuBackend {
   static constexpr int64_t kMaxBoxes = std::numeric_limits<int64_t>::max();
   template <typename S>
   static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr,
@@ -265,7 +265,7 @@ struct CpuKernel {
 }  // namespace detops::nms::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::nms::Entry<detops::nms::cpu::CpuKernel>;
+  using Entry = detops::nms::NmsEntry<detops::nms::cpu::NmsBackend>;
   m.impl("nms", TORCH_BOX(&Entry::nms));
   m.impl("batched_nms", TORCH_BOX(&Entry::batched_nms));
   m.impl("nms_per_image", TORCH_BOX(&Entry::nms_per_image));

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "cpu/score_order.h"
-#include "rotated_entry.h"
-#include "rotated_math.h"
+#include "nms_rotated_entry.h"
+#include "nms_rotated_math.h"
 
 namespace detops::nms::rotated::cpu {
 namespace {
@@ -145,7 +145,7 @@ Tensor nms(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_i
   return out;
 }
 
-struct CpuKernel {
+struct NmsRotatedBackend : detops::CpuBackend {
   static constexpr int64_t kMaxBoxes = std::numeric_limits<int64_t>::max();
   template <typename S>
   static void iou(const Tensor& boxes1, const Tensor& boxes2, Tensor& out) {
@@ -161,7 +161,7 @@ struct CpuKernel {
 }  // namespace detops::nms::rotated::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::nms::rotated::RotatedEntry<detops::nms::rotated::cpu::CpuKernel>;
+  using Entry = detops::nms::rotated::NmsRotatedEntry<detops::nms::rotated::cpu::NmsRotatedBackend>;
   m.impl("box_iou_rotated", TORCH_BOX(&Entry::box_iou_rotated));
   m.impl("nms_rotated", TORCH_BOX(&Entry::nms_rotated));
   m.impl("batched_nms_rotated", TORCH_BOX(&Entry::batched_nms_rotated));

@@ -241,7 +241,7 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
   return {out_index, out_score};
 }
 
-struct CpuSoftKernel {
+struct SoftNmsBackend : detops::CpuBackend {
   template <typename S>
   static std::tuple<Tensor, Tensor> run(const Tensor& boxes, const Tensor& scores,
                                         const Tensor* idxs, const SoftParams& p) {
@@ -253,7 +253,7 @@ struct CpuSoftKernel {
 }  // namespace detops::nms::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::nms::SoftEntry<detops::nms::cpu::CpuSoftKernel>;
+  using Entry = detops::nms::SoftNmsEntry<detops::nms::cpu::SoftNmsBackend>;
   m.impl("soft_nms", TORCH_BOX(&Entry::soft_nms));
   m.impl("batched_soft_nms", TORCH_BOX(&Entry::batched_soft_nms));
 }

@@ -122,7 +122,6 @@ Tensor run_bitmask(const Tensor& boxes, const Tensor& scores, const Tensor* idxs
   using T = acc_t<S>;
   const char* op = idxs != nullptr ? "detops.batched_nms" : "detops.nms";
   const int64_t n = boxes.size(0);
-  detops::cuda::DeviceGuard guard(boxes.get_device_index());
   cudaStream_t stream = detops::cuda::current_stream(boxes);
 
   const Tensor order = sort_stable(scores, 0, /*descending=*/true).second;  // rank -> box
@@ -191,7 +190,7 @@ Tensor run_per_image(const Tensor& boxes, const Tensor& scores, const Tensor* id
   return out;
 }
 
-struct CudaKernel {
+struct NmsBackend : detops::CudaBackend {
   static constexpr int64_t kMaxBoxes = int64_t(65535) * kTile;  // grid.y limit on row tiles
   template <typename S>
   static Tensor run(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double thr,
@@ -209,7 +208,7 @@ struct CudaKernel {
 }  // namespace detops::nms::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::nms::Entry<detops::nms::cuda::CudaKernel>;
+  using Entry = detops::nms::NmsEntry<detops::nms::cuda::NmsBackend>;
   m.impl("nms", TORCH_BOX(&Entry::nms));
   m.impl("batched_nms", TORCH_BOX(&Entry::batched_nms));
   m.impl("nms_per_image", TORCH_BOX(&Entry::nms_per_image));

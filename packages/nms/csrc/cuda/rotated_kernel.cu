@@ -4,7 +4,7 @@
 // the device (then stably by class for batched_nms_rotated, so each class is one run);
 // mask_kernel compares each 64-box row tile with each later 64-box column tile and sets bit
 // j of word (box, column tile) when the box suppresses box j; keep_kernel walks the tiles
-// in order on one block. All of them use rotated_math.h's iou, in double. It is not the
+// in order on one block. All of them use nms_rotated_math.h's iou, in double. It is not the
 // CPU's bit for bit: CUDA's cos/sin may differ from the C library's in the last place and
 // nvcc contracts products into fmas, so the two agree to about 1e-15 relative, and NMS can
 // only differ for an IoU that close to the threshold.
@@ -16,8 +16,8 @@
 
 #include <detops/cuda_launch.cuh>
 
-#include "rotated_entry.h"
-#include "rotated_math.h"
+#include "nms_rotated_entry.h"
+#include "nms_rotated_math.h"
 
 namespace detops::nms::rotated::cuda {
 namespace {
@@ -117,7 +117,6 @@ __global__ void rank_kernel(const bool* __restrict__ kept,
 template <typename S>
 void iou_matrix(const Tensor& boxes1, const Tensor& boxes2, Tensor& out) {
   const int64_t n = boxes1.size(0), m = boxes2.size(0);
-  detops::cuda::DeviceGuard guard(boxes1.get_device_index());
   cudaStream_t stream = detops::cuda::current_stream(boxes1);
   detops::cuda::launch<iou_kernel<S>>("detops.box_iou_rotated", detops::cuda::over(n * m, stream),
                                       boxes1.const_data_ptr<S>(), boxes2.const_data_ptr<S>(), n, m,
@@ -128,7 +127,6 @@ template <typename S>
 Tensor nms(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double threshold) {
   const char* op = idxs != nullptr ? "detops.batched_nms_rotated" : "detops.nms_rotated";
   const int64_t n = boxes.size(0);
-  detops::cuda::DeviceGuard guard(boxes.get_device_index());
   cudaStream_t stream = detops::cuda::current_stream(boxes);
 
   const Tensor order = sort_stable(scores, 0, /*descending=*/true).second;  // rank -> box
@@ -166,7 +164,7 @@ Tensor nms(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double
   return torch::stable::index_select(order, 0, nonzero_1d(kept_by_rank));
 }
 
-struct CudaKernel {
+struct NmsRotatedBackend : detops::CudaBackend {
   static constexpr int64_t kMaxBoxes = int64_t(65535) * kTile;  // row tiles along gridDim.y
   template <typename S>
   static void iou(const Tensor& boxes1, const Tensor& boxes2, Tensor& out) {
@@ -182,7 +180,8 @@ struct CudaKernel {
 }  // namespace detops::nms::rotated::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::nms::rotated::RotatedEntry<detops::nms::rotated::cuda::CudaKernel>;
+  using Entry =
+      detops::nms::rotated::NmsRotatedEntry<detops::nms::rotated::cuda::NmsRotatedBackend>;
   m.impl("box_iou_rotated", TORCH_BOX(&Entry::box_iou_rotated));
   m.impl("nms_rotated", TORCH_BOX(&Entry::nms_rotated));
   m.impl("batched_nms_rotated", TORCH_BOX(&Entry::batched_nms_rotated));

@@ -129,7 +129,6 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
   using T = acc_t<S>;
   const char* op = idxs != nullptr ? "detops.batched_soft_nms" : "detops.soft_nms";
   const int64_t n = boxes_in.size(0);
-  detops::cuda::DeviceGuard guard(boxes_in.get_device_index());
   cudaStream_t stream = detops::cuda::current_stream(boxes_in);
   const Tensor boxes = torch::stable::contiguous(boxes_in);
   const Tensor scores = torch::stable::contiguous(scores_in);
@@ -188,7 +187,7 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
   return {out_index, out_score};
 }
 
-struct CudaSoftKernel {
+struct SoftNmsBackend : detops::CudaBackend {
   template <typename S>
   static std::tuple<Tensor, Tensor> run(const Tensor& boxes, const Tensor& scores,
                                         const Tensor* idxs, const SoftParams& p) {
@@ -200,7 +199,7 @@ struct CudaSoftKernel {
 }  // namespace detops::nms::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::nms::SoftEntry<detops::nms::cuda::CudaSoftKernel>;
+  using Entry = detops::nms::SoftNmsEntry<detops::nms::cuda::SoftNmsBackend>;
   m.impl("soft_nms", TORCH_BOX(&Entry::soft_nms));
   m.impl("batched_soft_nms", TORCH_BOX(&Entry::batched_soft_nms));
 }

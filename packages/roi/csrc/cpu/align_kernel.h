@@ -13,7 +13,7 @@
 
 #include "cpu/align_tables.h"
 #include "cpu/roi_cpu.h"
-#include "roi_geometry.h"
+#include "roi_math.h"
 
 namespace detops::roi::cpu {
 

@@ -12,7 +12,7 @@
 #include <limits>
 #include <vector>
 
-#include "roi_geometry.h"
+#include "roi_math.h"
 
 namespace detops::roi::cpu {
 

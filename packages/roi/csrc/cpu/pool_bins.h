@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "cpu/roi_cpu.h"
-#include "roi_geometry.h"
+#include "roi_math.h"
 
 namespace detops::roi::cpu {
 

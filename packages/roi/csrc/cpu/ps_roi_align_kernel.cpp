@@ -31,7 +31,7 @@ T bin_sum(const AlignTables<T>& t, const S* plane, const Strides& st, int64_t ph
   return acc;
 }
 
-struct PsAlignCpu : CpuBackend {
+struct PsRoiAlignBackend : RoiCpuBackend {
   template <typename S>
   static void forward(const RoiArgs& a, const Tensor& input, Tensor& out) {
     using T = acc_t<S>;
@@ -110,7 +110,7 @@ struct PsAlignCpu : CpuBackend {
 }  // namespace detops::roi::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::roi::PsAlignEntry<detops::roi::cpu::PsAlignCpu>;
+  using Entry = detops::roi::PsRoiAlignEntry<detops::roi::cpu::PsRoiAlignBackend>;
   m.impl("ps_roi_align", TORCH_BOX(&Entry::ps_roi_align));
   m.impl("_ps_roi_align_backward", TORCH_BOX(&Entry::ps_roi_align_backward));
 }

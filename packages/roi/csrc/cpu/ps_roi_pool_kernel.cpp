@@ -16,7 +16,7 @@
 namespace detops::roi::cpu {
 namespace {
 
-struct PsPoolCpu : CpuBackend {
+struct PsRoiPoolBackend : RoiCpuBackend {
   template <typename S>
   static void forward(const RoiArgs& a, const Tensor& input, Tensor& out) {
     using T = acc_t<S>;
@@ -91,7 +91,7 @@ struct PsPoolCpu : CpuBackend {
 }  // namespace detops::roi::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::roi::PsPoolEntry<detops::roi::cpu::PsPoolCpu>;
+  using Entry = detops::roi::PsRoiPoolEntry<detops::roi::cpu::PsRoiPoolBackend>;
   m.impl("ps_roi_pool", TORCH_BOX(&Entry::ps_roi_pool));
   m.impl("_ps_roi_pool_backward", TORCH_BOX(&Entry::ps_roi_pool_backward));
 }

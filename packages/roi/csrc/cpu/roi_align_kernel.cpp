@@ -10,7 +10,7 @@
 namespace detops::roi::cpu {
 namespace {
 
-struct AlignCpu : CpuBackend {
+struct RoiAlignBackend : RoiCpuBackend {
   template <typename S>
   static void forward(const AlignArgs& a, const std::vector<Tensor>& features, Tensor& out) {
     align_forward<S>(a, features, out);
@@ -26,9 +26,9 @@ struct AlignCpu : CpuBackend {
 }  // namespace detops::roi::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::roi::AlignEntry<detops::roi::cpu::AlignCpu>;
+  using Entry = detops::roi::RoiAlignEntry<detops::roi::cpu::RoiAlignBackend>;
   m.impl("roi_align", TORCH_BOX(&Entry::roi_align));
   m.impl("_roi_align_backward", TORCH_BOX(&Entry::roi_align_backward));
-  m.impl("multi_level_roi_align", TORCH_BOX(&Entry::multi_level));
-  m.impl("_multi_level_roi_align_backward", TORCH_BOX(&Entry::multi_level_backward));
+  m.impl("multi_level_roi_align", TORCH_BOX(&Entry::multi_level_roi_align));
+  m.impl("_multi_level_roi_align_backward", TORCH_BOX(&Entry::multi_level_roi_align_backward));
 }

@@ -1,5 +1,5 @@
 // CPU kernels of detops::roi_align_rotated and its backward (geometry in
-// rotated_geometry.h, checks and allocation in rotated_entry.h).
+// roi_align_rotated_math.h, checks and allocation in roi_align_rotated_entry.h).
 //
 // Each RoI's samples are found once per call (or once per block of channels in the
 // backward) as a table of bilinear taps per bin, then applied to every channel. The
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cpu/roi_cpu.h"
-#include "rotated_entry.h"
+#include "roi_align_rotated_entry.h"
 
 namespace detops::roi::cpu {
 namespace {
@@ -131,7 +131,7 @@ void backward(const RotatedArgs& a, const Tensor& grad, Tensor& grad_input) {
   });
 }
 
-struct RotatedCpu : CpuBackend {
+struct RoiAlignRotatedBackend : RoiCpuBackend {
   template <typename S>
   static void forward(const RotatedArgs& a, const Tensor& input, Tensor& out) {
     cpu::forward<S>(a, input, out);
@@ -146,7 +146,7 @@ struct RotatedCpu : CpuBackend {
 }  // namespace detops::roi::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::roi::RotatedAlignEntry<detops::roi::cpu::RotatedCpu>;
-  m.impl("roi_align_rotated", TORCH_BOX(&Entry::forward));
-  m.impl("_roi_align_rotated_backward", TORCH_BOX(&Entry::backward));
+  using Entry = detops::roi::RoiAlignRotatedEntry<detops::roi::cpu::RoiAlignRotatedBackend>;
+  m.impl("roi_align_rotated", TORCH_BOX(&Entry::roi_align_rotated));
+  m.impl("_roi_align_rotated_backward", TORCH_BOX(&Entry::roi_align_rotated_backward));
 }

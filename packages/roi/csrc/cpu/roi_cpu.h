@@ -1,5 +1,5 @@
 // CPU plumbing shared by the RoI kernels: the backend traits, per-image RoI buckets, RoIs
-// in the compute type and the parallel loop. The math lives in roi_geometry.h, the checks
+// in the compute type and the parallel loop. The math lives in roi_math.h, the checks
 // and allocations in roi_entry.h.
 //
 // Threading: forward passes split (channel, RoI) pairs over threads; backward passes split
@@ -7,6 +7,7 @@
 // writer, which visits its RoIs in index order: no atomics, bitwise repeatable results.
 #pragma once
 
+#include <detops/backend.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
@@ -21,10 +22,9 @@ namespace detops::roi::cpu {
 
 using torch::stable::Tensor;
 
-// What every CPU backend of roi_entry.h shares: rois and levels are host memory, so bad
-// batch indices and levels raise; any number of feature maps.
-struct CpuBackend {
-  static constexpr bool kChecksDataOnHost = true;
+// What every CPU backend of roi_entry.h shares: detops/backend.h's concept (rois and levels
+// are host memory, so bad batch indices and levels raise) and any number of feature maps.
+struct RoiCpuBackend : detops::CpuBackend {
   static constexpr size_t kMaxLevels = std::numeric_limits<size_t>::max();
 };
 

@@ -37,7 +37,7 @@ void pool_channels(const PoolBins& b, const S* plane, int64_t sc, int64_t sy, in
   }
 }
 
-struct PoolCpu : CpuBackend {
+struct RoiPoolBackend : RoiCpuBackend {
   template <typename S>
   static void forward(const RoiArgs& a, const Tensor& input, Tensor& out, Tensor& argmax) {
     using T = acc_t<S>;
@@ -127,7 +127,7 @@ struct PoolCpu : CpuBackend {
 }  // namespace detops::roi::cpu
 
 STABLE_TORCH_LIBRARY_IMPL(detops, CPU, m) {
-  using Entry = detops::roi::PoolEntry<detops::roi::cpu::PoolCpu>;
-  m.impl("roi_pool", TORCH_BOX(&Entry::forward));
-  m.impl("_roi_pool_backward", TORCH_BOX(&Entry::backward));
+  using Entry = detops::roi::RoiPoolEntry<detops::roi::cpu::RoiPoolBackend>;
+  m.impl("roi_pool", TORCH_BOX(&Entry::roi_pool));
+  m.impl("_roi_pool_backward", TORCH_BOX(&Entry::roi_pool_backward));
 }

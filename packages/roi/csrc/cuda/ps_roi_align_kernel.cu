@@ -68,11 +68,10 @@ Params params_of(const RoiArgs& a) {
           a.pooled_w,   a.sampling_ratio, a.height,         a.width};
 }
 
-struct PsAlignCuda : CudaBackend {
+struct PsRoiAlignBackend : RoiCudaBackend {
   template <typename S>
   static void forward(const RoiArgs& a, const Tensor& input, Tensor& out) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(input.get_device_index());
     detops::cuda::launch<forward_kernel<S, T>>(
         a.op, detops::cuda::over(out.numel(), detops::cuda::current_stream(input)),
         input.const_data_ptr<S>(), strides_of(input), a.rois.const_data_ptr<S>(),
@@ -82,7 +81,6 @@ struct PsAlignCuda : CudaBackend {
   template <typename S>
   static void backward(const RoiArgs& a, const Tensor& grad, Tensor& grad_input) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(grad.get_device_index());
     Tensor accumulator = grad_accumulator<S>(grad_input);
     detops::cuda::launch<backward_kernel<S, T>>(
         a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
@@ -96,7 +94,7 @@ struct PsAlignCuda : CudaBackend {
 }  // namespace detops::roi::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::roi::PsAlignEntry<detops::roi::cuda::PsAlignCuda>;
+  using Entry = detops::roi::PsRoiAlignEntry<detops::roi::cuda::PsRoiAlignBackend>;
   m.impl("ps_roi_align", TORCH_BOX(&Entry::ps_roi_align));
   m.impl("_ps_roi_align_backward", TORCH_BOX(&Entry::ps_roi_align_backward));
 }

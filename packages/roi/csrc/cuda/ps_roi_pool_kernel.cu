@@ -74,11 +74,10 @@ Params params_of(const RoiArgs& a) {
   return {a.num_rois(), a.batch, a.channels_out(), a.pooled_h, a.pooled_w, a.height, a.width};
 }
 
-struct PsPoolCuda : CudaBackend {
+struct PsRoiPoolBackend : RoiCudaBackend {
   template <typename S>
   static void forward(const RoiArgs& a, const Tensor& input, Tensor& out) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(input.get_device_index());
     detops::cuda::launch<forward_kernel<S, T>>(
         a.op, detops::cuda::over(out.numel(), detops::cuda::current_stream(input)),
         input.const_data_ptr<S>(), strides_of(input), a.rois.const_data_ptr<S>(),
@@ -88,7 +87,6 @@ struct PsPoolCuda : CudaBackend {
   template <typename S>
   static void backward(const RoiArgs& a, const Tensor& grad, Tensor& grad_input) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(grad.get_device_index());
     Tensor accumulator = grad_accumulator<S>(grad_input);
     detops::cuda::launch<backward_kernel<S, T>>(
         a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
@@ -102,7 +100,7 @@ struct PsPoolCuda : CudaBackend {
 }  // namespace detops::roi::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::roi::PsPoolEntry<detops::roi::cuda::PsPoolCuda>;
+  using Entry = detops::roi::PsRoiPoolEntry<detops::roi::cuda::PsRoiPoolBackend>;
   m.impl("ps_roi_pool", TORCH_BOX(&Entry::ps_roi_pool));
   m.impl("_ps_roi_pool_backward", TORCH_BOX(&Entry::ps_roi_pool_backward));
 }

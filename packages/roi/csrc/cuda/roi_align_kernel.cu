@@ -12,7 +12,7 @@
 namespace detops::roi::cuda {
 namespace {
 
-constexpr int kMaxLevels = static_cast<int>(CudaBackend::kMaxLevels);
+constexpr int kMaxLevels = static_cast<int>(RoiCudaBackend::kMaxLevels);
 
 template <typename P, typename T>
 struct Levels {
@@ -109,7 +109,7 @@ const int64_t* level_data(const AlignArgs& a) {
   return a.levels.defined() ? a.levels.const_data_ptr<int64_t>() : nullptr;
 }
 
-struct AlignCuda : CudaBackend {
+struct RoiAlignBackend : RoiCudaBackend {
   template <typename S>
   static void forward(const AlignArgs& a, const std::vector<Tensor>& features, Tensor& out) {
     using T = acc_t<S>;
@@ -118,7 +118,6 @@ struct AlignCuda : CudaBackend {
       lv.data[l] = features[l].const_data_ptr<S>();
       lv.st[l] = strides_of(features[l]);
     }
-    detops::cuda::DeviceGuard guard(out.get_device_index());
     detops::cuda::launch<forward_kernel<S, T>>(
         a.op, detops::cuda::over(out.numel(), detops::cuda::current_stream(out)), lv,
         a.rois.const_data_ptr<S>(), level_data(a), params_of(a), out.mutable_data_ptr<S>());
@@ -127,7 +126,6 @@ struct AlignCuda : CudaBackend {
   template <typename S>
   static void backward(const AlignArgs& a, const Tensor& grad, std::vector<Tensor>& grads) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(grad.get_device_index());
     std::vector<Tensor> accumulators;
     Levels<T*, T> lv = levels_of<T*, T>(a);
     for (size_t l = 0; l < grads.size(); ++l) {
@@ -146,9 +144,9 @@ struct AlignCuda : CudaBackend {
 }  // namespace detops::roi::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::roi::AlignEntry<detops::roi::cuda::AlignCuda>;
+  using Entry = detops::roi::RoiAlignEntry<detops::roi::cuda::RoiAlignBackend>;
   m.impl("roi_align", TORCH_BOX(&Entry::roi_align));
   m.impl("_roi_align_backward", TORCH_BOX(&Entry::roi_align_backward));
-  m.impl("multi_level_roi_align", TORCH_BOX(&Entry::multi_level));
-  m.impl("_multi_level_roi_align_backward", TORCH_BOX(&Entry::multi_level_backward));
+  m.impl("multi_level_roi_align", TORCH_BOX(&Entry::multi_level_roi_align));
+  m.impl("_multi_level_roi_align_backward", TORCH_BOX(&Entry::multi_level_roi_align_backward));
 }

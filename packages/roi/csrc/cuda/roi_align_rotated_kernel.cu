@@ -1,11 +1,11 @@
 // CUDA kernels of detops::roi_align_rotated and its backward: one thread per output bin
-// (rotated_geometry.h's samples, in the CPU's order); the backward scatters with atomics into
+// (roi_align_rotated_math.h's samples, in the CPU's order); the backward scatters with atomics into
 // a float32 (float64) accumulator. A RoI with an invalid batch index gets a zero row and no
 // gradient (roi_entry.h).
 #include <torch/csrc/stable/library.h>
 
 #include "cuda/roi_cuda.cuh"
-#include "rotated_entry.h"
+#include "roi_align_rotated_entry.h"
 
 namespace detops::roi::cuda {
 namespace {
@@ -69,11 +69,10 @@ Params params_of(const RotatedArgs& a) {
           a.pooled_h,   a.pooled_w, a.sampling_ratio, a.aligned};
 }
 
-struct RotatedCuda : CudaBackend {
+struct RoiAlignRotatedBackend : RoiCudaBackend {
   template <typename S>
   static void forward(const RotatedArgs& a, const Tensor& input, Tensor& out) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(out.get_device_index());
     detops::cuda::launch<forward_kernel<S, T>>(
         a.op, detops::cuda::over(out.numel(), detops::cuda::current_stream(out)),
         input.const_data_ptr<S>(), strides_of(input), a.rois.const_data_ptr<S>(),
@@ -83,7 +82,6 @@ struct RotatedCuda : CudaBackend {
   template <typename S>
   static void backward(const RotatedArgs& a, const Tensor& grad, Tensor& grad_input) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(grad.get_device_index());
     Tensor acc = grad_accumulator<S>(grad_input);
     detops::cuda::launch<backward_kernel<S, T>>(
         a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
@@ -97,7 +95,7 @@ struct RotatedCuda : CudaBackend {
 }  // namespace detops::roi::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::roi::RotatedAlignEntry<detops::roi::cuda::RotatedCuda>;
-  m.impl("roi_align_rotated", TORCH_BOX(&Entry::forward));
-  m.impl("_roi_align_rotated_backward", TORCH_BOX(&Entry::backward));
+  using Entry = detops::roi::RoiAlignRotatedEntry<detops::roi::cuda::RoiAlignRotatedBackend>;
+  m.impl("roi_align_rotated", TORCH_BOX(&Entry::roi_align_rotated));
+  m.impl("_roi_align_rotated_backward", TORCH_BOX(&Entry::roi_align_rotated_backward));
 }

@@ -1,6 +1,6 @@
 // CUDA plumbing shared by the RoI kernels: the backend traits, the float32 (float64)
 // gradient accumulators the backward kernels add into with atomics, and the output-bin
-// thread mapping. Checks and allocation live in roi_entry.h, the math in roi_geometry.h.
+// thread mapping. Checks and allocation live in roi_entry.h, the math in roi_math.h.
 #pragma once
 
 #include <torch/csrc/stable/ops.h>
@@ -11,18 +11,18 @@
 #include <type_traits>
 
 #include "roi_entry.h"
-#include "roi_geometry.h"
+#include "roi_math.h"
 
 namespace detops::roi::cuda {
 
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
-// What every CUDA backend of roi_entry.h shares: rois and levels stay on the device (the
-// kernels give invalid ones a zero row and no gradient instead of a host round-trip), and a
-// multi_level call passes its maps by value, at most kMaxLevels of them.
-struct CudaBackend {
-  static constexpr bool kChecksDataOnHost = false;
+// What every CUDA backend of roi_entry.h shares: detops/backend.h's concept (rois and
+// levels stay on the device: the kernels give invalid ones a zero row and no gradient
+// instead of a host round-trip), and a multi_level call passes its maps by value, at most
+// kMaxLevels of them.
+struct RoiCudaBackend : detops::CudaBackend {
   static constexpr size_t kMaxLevels = 8;
 };
 

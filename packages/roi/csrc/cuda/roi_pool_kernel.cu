@@ -61,11 +61,10 @@ Params params_of(const RoiArgs& a) {
   return {a.num_rois(), a.batch, a.channels, a.height, a.width, a.pooled_h, a.pooled_w};
 }
 
-struct PoolCuda : CudaBackend {
+struct RoiPoolBackend : RoiCudaBackend {
   template <typename S>
   static void forward(const RoiArgs& a, const Tensor& input, Tensor& out, Tensor& argmax) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(input.get_device_index());
     detops::cuda::launch<forward_kernel<S, T>>(
         a.op, detops::cuda::over(out.numel(), detops::cuda::current_stream(input)),
         input.const_data_ptr<S>(), strides_of(input), a.rois.const_data_ptr<S>(), params_of(a),
@@ -76,7 +75,6 @@ struct PoolCuda : CudaBackend {
   static void backward(const RoiArgs& a, const Tensor& grad, const Tensor& argmax,
                        Tensor& grad_input) {
     using T = acc_t<S>;
-    detops::cuda::DeviceGuard guard(grad.get_device_index());
     Tensor accumulator = grad_accumulator<S>(grad_input);
     detops::cuda::launch<backward_kernel<S, T>>(
         a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
@@ -90,7 +88,7 @@ struct PoolCuda : CudaBackend {
 }  // namespace detops::roi::cuda
 
 DETOPS_CUDA_LIBRARY_IMPL(m) {
-  using Entry = detops::roi::PoolEntry<detops::roi::cuda::PoolCuda>;
-  m.impl("roi_pool", TORCH_BOX(&Entry::forward));
-  m.impl("_roi_pool_backward", TORCH_BOX(&Entry::backward));
+  using Entry = detops::roi::RoiPoolEntry<detops::roi::cuda::RoiPoolBackend>;
+  m.impl("roi_pool", TORCH_BOX(&Entry::roi_pool));
+  m.impl("_roi_pool_backward", TORCH_BOX(&Entry::roi_pool_backward));
 }

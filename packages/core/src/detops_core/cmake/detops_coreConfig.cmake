@@ -6,7 +6,7 @@
 #
 #   find_package(detops_core CONFIG REQUIRED)
 #   detops_add_extension(PACKAGE detops_nms
-#     CPU_SOURCES    csrc/nms.cpp csrc/cpu/nms_kernel.cpp
+#     CPU_SOURCES    csrc/nms_schema.cpp csrc/cpu/nms_kernel.cpp
 #     CUDA_SOURCES   csrc/cuda/nms_kernel.cu
 #     INCLUDE_DIRS   csrc)
 include_guard(GLOBAL)

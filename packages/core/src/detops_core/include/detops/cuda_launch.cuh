@@ -1,8 +1,17 @@
-// The one way detops launches CUDA kernels, and what a `.cu` entry point needs around it:
-// the device guard, the current stream, grid sizing and launch checks that turn a failed
-// launch into a Python exception naming the op.
+// The one way detops launches CUDA kernels, and what a CUDA backend needs around it: its
+// base (detops::CudaBackend, the backend concept of detops/backend.h with the CUDA device
+// guard), the current stream, grid sizing and launch checks that turn a failed launch into
+// a Python exception naming the op.
 //
 //   detops::cuda::launch<my_kernel<S, T>>(op, detops::cuda::over(n, stream), args...);
+//
+// Device selection: the entry point constructs `Backend::Guard` (detops::cuda::Guard)
+// before its first backend call, so launches, allocations and stream queries below it run
+// on the inputs' device. launch() itself never sets a device: a guard per launch would
+// switch the device once per kernel and hide an entry that forgot its guard, and code that
+// allocates scratch tensors between launches needs the device set anyway. The stream is
+// the one the caller passes, from current_stream(tensor) or, below the guard,
+// current_stream().
 //
 // Package code never writes `<<<...>>>`: the same sources then also build as C++ against the
 // CPU emulation of the CUDA execution model (DETOPS_CUDA_EMULATION, detops/cuda_emulation.h),
@@ -22,6 +31,7 @@
 #endif
 #endif
 
+#include <detops/backend.h>
 #include <detops/checks.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/tensor.h>
@@ -66,11 +76,20 @@ inline cudaStream_t current_stream(const torch::stable::Tensor& on) {
   return current_stream(on.get_device_index());
 }
 
-// For code below an entry point's DeviceGuard that no longer holds a tensor.
+// For code below an entry point's guard that no longer holds a tensor.
 inline cudaStream_t current_stream() {
   return current_stream(torch::stable::accelerator::getCurrentDeviceIndex());
 }
 #endif
+
+// The CUDA backends' guard: the tensor's device is current while it lives.
+class Guard {
+ public:
+  explicit Guard(const torch::stable::Tensor& on) : device_(on.get_device_index()) {}
+
+ private:
+  DeviceGuard device_;
+};
 
 // Blocks for a grid-stride loop over `n` items: enough to fill the device, never zero.
 inline unsigned int grid_for(int64_t n, int threads_per_block, int64_t max_blocks = 65535) {
@@ -116,6 +135,18 @@ void launch(const char* op, const Shape& shape, Args&&... args) {
 }
 
 }  // namespace detops::cuda
+
+namespace detops {
+
+// What every CUDA backend derives from (detops/backend.h).
+struct CudaBackend {
+  static constexpr Device kDevice = Device::kCuda;
+  using Guard = cuda::Guard;
+};
+
+static_assert(is_backend<CudaBackend>());
+
+}  // namespace detops
 
 // Grid-stride loop: every index in [0, n) visited once whatever the grid size.
 #define DETOPS_CUDA_LOOP(i, n)                                                           \

@@ -1,36 +1,24 @@
 // The entry points of box_iou_rotated, nms_rotated and batched_nms_rotated, shared by the
-// CPU and CUDA kernels: argument checks, the empty case and dtype dispatch happen here.
+// CPU and CUDA kernels: argument checks (nms_rotated_checks.h), the empty case, the device
+// guard and dtype dispatch happen here.
 #pragma once
 
+#include <detops/backend.h>
 #include <detops/checks.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 
-#include "nms_entry.h"
+#include "nms_rotated_checks.h"
 
 namespace detops::nms::rotated {
 
-inline void check_rotated_boxes(const char* op, const char* name, const char* count,
-                                const Tensor& boxes) {
-  check_defined(op, name, boxes);
-  check(boxes.dim() == 2 && boxes.size(1) == 5, op, name, " must be a 2-D tensor of shape [", count,
-        ", 5] in (cx, cy, w, h, r) format, got shape ", shape_str(boxes));
-  check_floating(op, name, boxes);
-}
-
-inline void check_nms_inputs(const char* op, const Tensor& boxes, const Tensor& scores,
-                             const Tensor* idxs) {
-  check_rotated_boxes(op, "boxes", "N", boxes);
-  check_defined(op, "scores", scores);
-  check_scores_shape(op, boxes, scores);
-  check_scores_and_classes(op, boxes, scores, idxs);
-}
-
-// Kernel provides `kMaxBoxes` (NMS), and for S the element type:
+// Backend (detops/backend.h) provides `kMaxBoxes` (NMS), and for S the element type:
 // `template <typename S> static void iou(boxes1, boxes2, out)` (out [N, M], N, M > 0) and
 // `template <typename S> static Tensor nms(boxes, scores, idxs_or_null, iou_threshold)`.
-template <typename Kernel>
-struct RotatedEntry {
+template <typename Backend>
+struct NmsRotatedEntry {
+  static_assert(is_backend<Backend>());
+
   static Tensor box_iou_rotated(Tensor boxes1, Tensor boxes2) {
     const char* op = "detops.box_iou_rotated";
     check_rotated_boxes(op, "boxes1", "N", boxes1);
@@ -43,10 +31,11 @@ struct RotatedEntry {
           " boxes has more elements than int64 can count");
     Tensor out = torch::stable::new_empty(boxes1, {n, m});
     if (pairs == 0) return out;
+    const typename Backend::Guard guard(boxes1);
     dispatch_floating(boxes1.scalar_type(), op, "boxes1", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      Kernel::template iou<S>(torch::stable::contiguous(boxes1), torch::stable::contiguous(boxes2),
-                              out);
+      Backend::template iou<S>(torch::stable::contiguous(boxes1), torch::stable::contiguous(boxes2),
+                               out);
     });
     return out;
   }
@@ -56,11 +45,12 @@ struct RotatedEntry {
     check_nms_inputs(op, boxes, scores, idxs);
     const int64_t n = boxes.size(0);
     if (n == 0) return torch::stable::new_empty(boxes, {0}, ScalarType::Long);
-    check(n <= Kernel::kMaxBoxes, op, "at most ", Kernel::kMaxBoxes,
+    check(n <= Backend::kMaxBoxes, op, "at most ", Backend::kMaxBoxes,
           " boxes are supported on this device, got ", n);
+    const typename Backend::Guard guard(boxes);
     return dispatch_floating(boxes.scalar_type(), op, "boxes", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      return Kernel::template nms<S>(boxes, scores, idxs, iou_threshold);
+      return Backend::template nms<S>(boxes, scores, idxs, iou_threshold);
     });
   }
 

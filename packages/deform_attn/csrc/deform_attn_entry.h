@@ -1,8 +1,8 @@
-// The device-independent half of multi_scale_deformable_attention: the op entry points,
-// argument checks, dtype dispatch and output allocation. The device-specific half is a
-// Backend holding only loops (CPU) or thread mapping and launches (CUDA):
+// The device-independent half of multi_scale_deformable_attention: the op entry points
+// (DeformAttnEntry), argument checks, dtype dispatch, output allocation and the device guard.
+// The device-specific half is a Backend (detops/backend.h) holding only loops (CPU) or
+// thread mapping and launches (CUDA):
 //
-//   using Backend::DeviceGuard = /* a guard constructed from value's device index */;
 //   template <typename S, typename T> static void Backend::forward(
 //       const Geometry&, const Inputs<S>&, S* out /* [B, Q, H * D] */);
 //   template <typename S, typename T> static void Backend::backward(
@@ -15,6 +15,7 @@
 // pointer is to contiguous memory on value's device.
 #pragma once
 
+#include <detops/backend.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -126,25 +127,29 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_in, const Tensor&
   return {grad_value, grad_loc, grad_attn};
 }
 
-// The op entry points of both devices: a backend registers TORCH_BOX(&forward_op<Backend>)
-// and TORCH_BOX(&backward_op<Backend>).
+// The op entry points of both devices: a device file registers
+// DeformAttnEntry<its backend>, whose functions are named after the ops.
 template <typename Backend>
-Tensor forward_op(Tensor value, Tensor value_spatial_shapes, Tensor sampling_locations,
-                  Tensor attention_weights, std::optional<Tensor> value_level_start_index) {
-  const typename Backend::DeviceGuard guard(value.get_device_index());
-  return forward<Backend>(value, value_spatial_shapes, sampling_locations, attention_weights,
-                          value_level_start_index);
-}
+struct DeformAttnEntry {
+  static_assert(is_backend<Backend>());
 
-template <typename Backend>
-std::tuple<Tensor, Tensor, Tensor> backward_op(Tensor grad_output, Tensor value,
-                                               Tensor value_spatial_shapes,
-                                               Tensor sampling_locations, Tensor attention_weights,
-                                               std::optional<Tensor> value_level_start_index,
-                                               bool need_value, bool need_sampling) {
-  const typename Backend::DeviceGuard guard(value.get_device_index());
-  return backward<Backend>(grad_output, value, value_spatial_shapes, sampling_locations,
-                           attention_weights, value_level_start_index, need_value, need_sampling);
-}
+  static Tensor multi_scale_deformable_attention(Tensor value, Tensor value_spatial_shapes,
+                                                 Tensor sampling_locations,
+                                                 Tensor attention_weights,
+                                                 std::optional<Tensor> value_level_start_index) {
+    const typename Backend::Guard guard(value);
+    return forward<Backend>(value, value_spatial_shapes, sampling_locations, attention_weights,
+                            value_level_start_index);
+  }
+
+  static std::tuple<Tensor, Tensor, Tensor> multi_scale_deformable_attention_backward(
+      Tensor grad_output, Tensor value, Tensor value_spatial_shapes, Tensor sampling_locations,
+      Tensor attention_weights, std::optional<Tensor> value_level_start_index, bool need_value,
+      bool need_sampling) {
+    const typename Backend::Guard guard(value);
+    return backward<Backend>(grad_output, value, value_spatial_shapes, sampling_locations,
+                             attention_weights, value_level_start_index, need_value, need_sampling);
+  }
+};
 
 }  // namespace detops::deform_attn

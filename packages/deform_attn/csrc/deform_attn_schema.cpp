@@ -1,5 +1,5 @@
-// Schemas of the detops multi-scale deformable attention ops. Kernels:
-// cpu/deform_attn_kernel.cpp, cuda/deform_attn_kernel.cu.
+// Schemas of the detops multi-scale deformable attention ops. Entry points:
+// deform_attn_entry.h; kernels: cpu/deform_attn_kernel.cpp, cuda/deform_attn_kernel.cu.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {

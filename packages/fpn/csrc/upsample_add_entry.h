@@ -1,7 +1,7 @@
 // The entry points of fpn_upsample_add and its backward, shared by the CPU and CUDA
 // kernels: argument checks, contiguity, output allocation, the empty cases and dtype
-// dispatch happen here, once. A backend supplies
-//   struct Guard { explicit Guard(const Tensor&); };  // the device a call runs on
+// dispatch happen here, once, and the entry sets the device (Backend::Guard). A backend
+// satisfies detops/backend.h's concept and supplies
 //   template <typename S> static void forward(const Tensor& like, const S* top,
 //       const S* lateral, S* out, int64_t planes, int64_t th, int64_t tw, int64_t oh, int64_t ow);
 //   template <typename S> static void backward(const Tensor& like, const S* grad,
@@ -9,17 +9,20 @@
 // where `like` is an input on the device (for its stream) and planes = N * C.
 #pragma once
 
+#include <detops/backend.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
-#include "upsample_checks.h"
+#include "upsample_add_checks.h"
 
 namespace detops::fpn {
 
 template <typename Backend>
-struct UpsampleEntry {
-  static Tensor forward(Tensor top, Tensor lateral) {
+struct UpsampleAddEntry {
+  static_assert(is_backend<Backend>());
+
+  static Tensor fpn_upsample_add(Tensor top, Tensor lateral) {
     const char* op = "detops.fpn_upsample_add";
     check_upsample_add(op, top, lateral);
     const typename Backend::Guard guard(top);
@@ -36,7 +39,7 @@ struct UpsampleEntry {
     return out;
   }
 
-  static Tensor backward(Tensor grad, int64_t top_height, int64_t top_width) {
+  static Tensor fpn_upsample_add_backward(Tensor grad, int64_t top_height, int64_t top_width) {
     const char* op = "detops._fpn_upsample_add_backward";
     check_upsample_add_backward(op, grad, top_height, top_width);
     const typename Backend::Guard guard(grad);

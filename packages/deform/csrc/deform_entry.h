@@ -1,9 +1,9 @@
-// The device-independent half of deform_conv2d: the op entry points, argument checks,
-// dtype dispatch, output allocation, chunking and the matrix products (through torch's
-// matmul). The device-specific half is a Backend, which holds only loops (CPU) or thread
-// mapping and launches (CUDA); the index formulas both use are deform_layout.h:
+// The device-independent half of deform_conv2d: the op entry points (DeformEntry), argument
+// checks, the device guard, dtype dispatch, output allocation, chunking and the matrix
+// products (through torch's matmul). The device-specific half is a Backend
+// (detops/backend.h), which holds only loops (CPU) or thread mapping and launches (CUDA);
+// the index formulas both use are deform_layout_math.h:
 //
-//   using Backend::DeviceGuard = /* a guard constructed from the input's device index */;
 //   static constexpr int64_t Backend::kColumnBytes;  // default column budget
 //   template <typename S, typename T> class Backend::Sampler {
 //     Sampler(const Layout& /* of the chunk */, const Tensor& input /* contiguous */,
@@ -28,6 +28,7 @@
 // size, and buffers stay small enough for the allocator to reuse them without page faults.
 #pragma once
 
+#include <detops/backend.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -40,7 +41,7 @@
 #include <vector>
 
 #include "deform_checks.h"
-#include "deform_layout.h"
+#include "deform_layout_math.h"
 
 namespace detops::deform {
 
@@ -240,26 +241,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
   return {grad_input, grad_offset, grad_weight, grad_mask, grad_bias};
 }
 
-// The op entry points of both devices: a backend registers
-// TORCH_BOX(&deform_conv2d_op<Backend>) and TORCH_BOX(&deform_conv2d_backward_op<Backend>).
+// The op entry points of both devices: a device file registers DeformEntry<its backend>,
+// whose functions are named after the ops.
 template <typename Backend>
-Tensor deform_conv2d_op(Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> bias,
-                        std::optional<Tensor> mask, int64_t stride_h, int64_t stride_w,
-                        int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w) {
-  const typename Backend::DeviceGuard guard(input.get_device_index());
-  return forward<Backend>(input, offset, weight, bias, mask,
-                          {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
-}
+struct DeformEntry {
+  static_assert(is_backend<Backend>());
 
-template <typename Backend>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward_op(
-    Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
-    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-    int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight) {
-  const typename Backend::DeviceGuard guard(input.get_device_index());
-  return backward<Backend>(grad_out, input, offset, weight, mask,
-                           {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w},
-                           {need_input, need_offset_mask, need_weight});
-}
+  static Tensor deform_conv2d(Tensor input, Tensor offset, Tensor weight,
+                              std::optional<Tensor> bias, std::optional<Tensor> mask,
+                              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              int64_t dilation_h, int64_t dilation_w) {
+    const typename Backend::Guard guard(input);
+    return forward<Backend>(input, offset, weight, bias, mask,
+                            {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w});
+  }
+
+  static std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
+      Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
+      int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
+      int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight) {
+    const typename Backend::Guard guard(input);
+    return backward<Backend>(grad_out, input, offset, weight, mask,
+                             {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w},
+                             {need_input, need_offset_mask, need_weight});
+  }
+};
 
 }  // namespace detops::deform

@@ -13,7 +13,7 @@
 // Indices called with (b, ..., q) take b relative to the chunk and q relative to p0.
 //
 // Summation order: every sum the kernels form runs over channels (offset and mask
-// gradients) or is a matrix product (deform_driver.h), in the same order on both devices,
+// gradients) or is a matrix product (deform_entry.h), in the same order on both devices,
 // except the input gradient: the CPU adds each plane's contributions in (tap, position)
 // order, the CUDA kernel adds them with atomics in whatever order the threads run.
 #pragma once

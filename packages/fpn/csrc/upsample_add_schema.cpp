@@ -1,4 +1,5 @@
-// Schemas of the detops FPN ops. Kernels: cpu/upsample_add_kernel.cpp, cuda/upsample_add_kernel.cu.
+// Schemas of the detops FPN ops. Entry points: upsample_add_entry.h; kernels:
+// cpu/upsample_add_kernel.cpp, cuda/upsample_add_kernel.cu.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {

@@ -1,5 +1,5 @@
-// Schemas of the detops NMS ops. Kernels: cpu/nms_kernel.cpp, cpu/soft_nms_kernel.cpp,
-// cuda/nms_kernel.cu, cuda/soft_nms_kernel.cu.
+// Schemas of the detops NMS ops. Entry points: nms_entry.h; kernels: cpu/nms_kernel.cpp,
+// cuda/nms_kernel.cu. Soft-NMS: soft_nms_schema.cpp; rotated boxes: nms_rotated_schema.cpp.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {
@@ -15,13 +15,4 @@ STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {
   m.def(
       "nms_per_image(Tensor boxes, Tensor scores, Tensor? idxs, float iou_threshold, "
       "int? max_output=None) -> Tensor");
-  // Soft-NMS: (kept indices in selection order, their decayed scores). method is
-  // "gaussian" or "linear".
-  m.def(
-      "soft_nms(Tensor boxes, Tensor scores, float iou_threshold=0.3, float sigma=0.5, "
-      "float score_threshold=0.001, str method=\"gaussian\") -> (Tensor, Tensor)");
-  // Soft-NMS per class; kept boxes of all classes by decreasing decayed score.
-  m.def(
-      "batched_soft_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold=0.3, "
-      "float sigma=0.5, float score_threshold=0.001, str method=\"gaussian\") -> (Tensor, Tensor)");
 }

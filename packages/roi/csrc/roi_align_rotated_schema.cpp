@@ -1,5 +1,6 @@
-// Schemas of roi_align_rotated (rois in torchvision's cxcywhr, degrees; rotated_geometry.h).
-// Kernels: cpu/roi_align_rotated_kernel.cpp, cuda/roi_align_rotated_kernel.cu.
+// Schemas of roi_align_rotated (rois in torchvision's cxcywhr, degrees;
+// roi_align_rotated_math.h). Entry points: roi_align_rotated_entry.h; kernels:
+// cpu/roi_align_rotated_kernel.cpp, cuda/roi_align_rotated_kernel.cu.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {

@@ -1,5 +1,5 @@
 // roi_align_rotated's sampling geometry, shared by its CPU and CUDA kernels, next to
-// roi_geometry.h's (whose grid_size, sample_pos, axis_tap and bilinear it reuses).
+// roi_math.h's (whose grid_size, sample_pos, axis_tap and bilinear it reuses).
 //
 // A rotated RoI (cx, cy, w, h, r) is torchvision's cxcywhr box, r in degrees: its bins are
 // laid out along the box's own axes u = (cos r, -sin r) (width) and v = (sin r, cos r)
@@ -20,7 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "roi_geometry.h"
+#include "roi_math.h"
 
 namespace detops::roi {
 

@@ -1,6 +1,6 @@
-// Schemas of the detops deformable-convolution ops. Kernels: cpu/deform_kernel.cpp,
-// cuda/deform_kernel.cu. groups and offset_groups are inferred from the shapes of weight
-// and offset, as torchvision.ops.deform_conv2d does.
+// Schemas of the detops deformable-convolution ops. Entry points: deform_entry.h; kernels:
+// cpu/deform_kernel.cpp, cuda/deform_kernel.cu. groups and offset_groups are inferred from the
+// shapes of weight and offset, as torchvision.ops.deform_conv2d does.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {

@@ -1,5 +1,6 @@
 // Schemas of the rotated-box ops (boxes in torchvision's cxcywhr format, r in degrees).
-// Kernels: cpu/rotated_kernel.cpp, cuda/rotated_kernel.cu; geometry: rotated_math.h.
+// Entry points: nms_rotated_entry.h; kernels: cpu/rotated_kernel.cpp, cuda/rotated_kernel.cu;
+// geometry: nms_rotated_math.h.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {

@@ -1,4 +1,5 @@
-// Schemas of the detops RoI ops. CPU kernels: cpu/*.cpp; CUDA kernels: cuda/*.cu.
+// Schemas of the detops RoI ops. Entry points: roi_entry.h; CPU kernels: cpu/*.cpp; CUDA
+// kernels: cuda/*.cu. roi_align_rotated: roi_align_rotated_schema.cpp.
 // Backward ops take the forward's sizes so that they need not keep the input alive.
 #include <torch/csrc/stable/library.h>
 
