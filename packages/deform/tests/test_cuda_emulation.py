@@ -4,8 +4,8 @@ the CPU kernels on the kinds of cases the CPU tests cover.
 
 What must be equal, and why:
 - Both devices share the entry points, checks, chunking and matrix products
-  (deform_driver.h), the sampling math (deform_math.h) and the index formulas
-  (deform_layout.h), and the emulated products are the same torch matmul on the same
+  (deform_entry.h), the sampling math (deform_math.h) and the index formulas
+  (deform_layout_math.h), and the emulated products are the same torch matmul on the same
   column buffers, chunked the same way (every case here fits one chunk under both
   backends' default column budgets, or sets the budget for both). The output, the offset,
   mask, weight and bias gradients therefore form the same sums in the same order and must
@@ -197,7 +197,7 @@ for dtype in t.DTYPES:
 
 
 def _chunks(config, budget, acc_bytes):
-    """The number of chunks deform_driver.h's make_chunks forms."""
+    """The number of chunks deform_entry.h's make_chunks forms."""
     args = make_case(**config)
     B, C = args["input"].shape[:2]
     K = args["weight"].shape[2] * args["weight"].shape[3]

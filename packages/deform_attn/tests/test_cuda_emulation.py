@@ -3,7 +3,7 @@
 (detops/cuda_emulation.h) and compared with the CPU kernels.
 
 What must be equal, and why: both devices share the entry point, checks and allocation
-(deform_attn_driver.h) and the sampling math (deform_attn_math.h). The forward kernel's
+(deform_attn_entry.h) and the sampling math (deform_attn_math.h). The forward kernel's
 thread for element (row, d) sums levels and points in the CPU kernel's order with the same
 expression, and the backward kernel's thread for a sample forms its four dot products with
 corner_dots() as the CPU does: the output and the location and weight gradients must be

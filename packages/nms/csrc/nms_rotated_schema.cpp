@@ -1,5 +1,5 @@
 // Schemas of the rotated-box ops (boxes in torchvision's cxcywhr format, r in degrees).
-// Entry points: nms_rotated_entry.h; kernels: cpu/rotated_kernel.cpp, cuda/rotated_kernel.cu;
+// Entry points: nms_rotated_entry.h; kernels: cpu/nms_rotated_kernel.cpp, cuda/nms_rotated_kernel.cu;
 // geometry: nms_rotated_math.h.
 #include <torch/csrc/stable/library.h>
 

@@ -1,5 +1,5 @@
 """box_iou_rotated, nms_rotated and batched_nms_rotated through their CUDA kernels
-(csrc/cuda/rotated_kernel.cu: iou_kernel, mask_kernel, keep_kernel, rank_kernel), run by the
+(csrc/cuda/nms_rotated_kernel.cu: iou_kernel, mask_kernel, keep_kernel, rank_kernel), run by the
 CPU emulation of the CUDA execution model (detops/cuda_emulation.h), against the CPU
 kernels.
 
@@ -18,7 +18,7 @@ from rotated_reference import random_rotated
 from detops_core.testing import emulated_launches, require_emulated_ops
 
 PACKAGE = "detops_nms"
-CUDA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "csrc", "cuda", "rotated_kernel.cu")
+CUDA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "csrc", "cuda", "nms_rotated_kernel.cu")
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # One box; a partial tile; exactly one tile; a tile and one box; several words with a ragged
 # last tile, so keep_kernel carries suppression across words and threads.

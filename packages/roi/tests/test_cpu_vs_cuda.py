@@ -6,7 +6,7 @@ Tolerances, stated per op and direction as (float64, float32) pairs in TOLERANCE
 detops_core.testing.cpu_vs_cuda_tolerance for float16 / bfloat16 (both devices compute in
 float32 and round once, so the narrow tolerance adds two ulps of the narrow type):
 - roi_pool and ps_roi_pool forward: identical (bitwise, argmax included). Both devices run
-  roi_geometry.h's bin_max / bin_mean over the same elements in the same order.
+  roi_math.h's bin_max / bin_mean over the same elements in the same order.
 - roi_align, ps_roi_align and multi_level_roi_align forward: (1e-12, 1e-5). The CPU sums a
   bin through separable row and column tables, a CUDA thread sample by sample: the same
   terms in another order.

@@ -7,7 +7,7 @@ inputs and gradients; float32/float64/float16/bfloat16; several FPN levels.
 
 Exact (bitwise, NaN where NaN) where both devices run the same arithmetic: the roi_pool
 forward (bin_max: values and argmax) and the ps_roi_pool forward (bin_mean), the same
-roi_geometry.h code over the same elements in the same order.
+roi_math.h code over the same elements in the same order.
 
 Elsewhere the two devices add the same terms in a different order, so they agree to
 rounding; FLOAT64_TOL and FLOAT32_TOL below are the allowances:
@@ -383,7 +383,7 @@ def test_bad_arguments_raise_the_cpu_message(emu):
 
 
 # ------------------------------------------------------------------ roi_align_rotated
-# Forward: the CPU builds each RoI's tap table with the same rotated_geometry.h code and
+# Forward: the CPU builds each RoI's tap table with the same roi_align_rotated_math.h code and
 # sums a bin's taps in the same order as a CUDA thread, so the two are equal; the backward
 # differs by the atomics' order (the docstring's tolerances).
 

@@ -1,6 +1,6 @@
 """What fpn_upsample_add registers with torch besides its kernels: fake kernels (output
 shapes for torch.compile and torch.export) and autograd. The native entry point
-(csrc/upsample_checks.h) owns the argument checks.
+(csrc/upsample_add_checks.h) owns the argument checks.
 
 Autocast: none registered on purpose. torchvision's top-down step (interpolate + add) runs
 in its inputs' dtype under autocast, and so does fpn_upsample_add; the Python wrapper

@@ -1,6 +1,6 @@
 """What the RoI ops register with torch besides their kernels: fake kernels (output shapes
 for torch.compile and torch.export), autograd and autocast. The native entry points
-(csrc/roi_checks.h, csrc/level_checks.h) own the argument checks.
+(csrc/roi_checks.h) owns the argument checks.
 
 Gradients flow to ``input`` (``features``) only; box coordinates get none, as in
 torchvision. The backward ops have no derivative of their own: differentiating through
