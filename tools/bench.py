@@ -10,12 +10,12 @@ doing the same work. A case may name another baseline than torchvision as a fift
 callables alternate, call by call, so both see the same machine state; the table reports
 the median time of each and the ratio.
 
-    python ci/bench.py [--threads 2] [--packages nms roi] [--quick] [--markdown FILE]
+    python tools/bench.py [--threads 2] [--packages nms roi] [--quick] [--markdown FILE]
                        [--device cpu|cuda] [--keep-going]
 
 With `--device cuda` a bench file's `cases(quick, device="cuda")` puts the same workloads
 on the GPU, and each call is timed with CUDA events, starting on an idle GPU (see
-_time_interleaved_cuda); torchvision runs its own CUDA kernels. ci/gpu_check.py uses this.
+_time_interleaved); torchvision runs its own CUDA kernels. tools/gpu_check.py uses this.
 """
 
 from __future__ import annotations
@@ -30,36 +30,25 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import packages  # noqa: E402
+from build import PACKAGES, ROOT
 
 
-def _time_interleaved(ours, theirs, min_seconds: float, min_rounds: int):
-    ours()
-    theirs()  # warm-up: allocations, lazy init, caches
-    t_ours, t_theirs = [], []
-    start = time.perf_counter()
-    while len(t_ours) < min_rounds or time.perf_counter() - start < min_seconds:
-        for fn, out in ((ours, t_ours), (theirs, t_theirs)):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        if len(t_ours) >= 200:
-            break
-    return statistics.median(t_ours), statistics.median(t_theirs), len(t_ours)
-
-
-def _time_interleaved_cuda(ours, theirs, min_seconds: float, min_rounds: int):
-    import torch
-
-    for _ in range(3):  # cuDNN/cuBLAS handles, allocator growth, lazy module loading
+def _time_interleaved(ours, theirs, min_seconds: float, min_rounds: int, cuda: bool = False):
+    """Median seconds of `ours` and of `theirs`, called alternately, and the rounds made."""
+    if cuda:
+        import torch
+    for _ in range(3 if cuda else 1):  # warm-up: allocations, lazy init, caches, cuDNN handles
         ours()
         theirs()
     t_ours, t_theirs = [], []
     start = time.perf_counter()
-    while len(t_ours) < min_rounds or time.perf_counter() - start < min_seconds:
+    while (len(t_ours) < min_rounds or time.perf_counter() - start < min_seconds) and len(t_ours) < 200:
         for fn, out in ((ours, t_ours), (theirs, t_theirs)):
+            if not cuda:
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+                continue
             # Each call starts on an idle GPU: otherwise the call after the other op's
             # queued kernels would hide its own launch overhead and the other's would not.
             torch.cuda.synchronize()
@@ -69,8 +58,6 @@ def _time_interleaved_cuda(ours, theirs, min_seconds: float, min_rounds: int):
             end.record()
             end.synchronize()
             out.append(begin.elapsed_time(end) / 1e3)
-        if len(t_ours) >= 200:
-            break
     return statistics.median(t_ours), statistics.median(t_theirs), len(t_ours)
 
 
@@ -85,16 +72,10 @@ def _cases(module, args):
 def _machine(args, torch, torchvision) -> str:
     versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
     if args.device == "cuda":
-        major, minor = torch.cuda.get_device_capability()
-        return (
-            f"GPU: {torch.cuda.get_device_name()} (sm_{major}{minor}), CUDA {torch.version.cuda}; {versions}. "
-            "Median of interleaved calls, each timed with CUDA events from an idle GPU."
-        )
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")][0]
-    except (OSError, IndexError):
-        model = cpu
+        (major, minor), name = torch.cuda.get_device_capability(), torch.cuda.get_device_name()
+        return f"GPU: {name} (sm_{major}{minor}), CUDA {torch.version.cuda}; {versions}. Median of interleaved calls, each timed with CUDA events from an idle GPU."  # noqa: E501
+    models = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    model = (models or [platform.processor() or platform.machine()])[0]
     return (
         f"Machine: {model}, {os.cpu_count()} cores; {versions}; {args.threads} thread(s). Median of interleaved calls."
     )
@@ -108,25 +89,19 @@ def _load(path: str):
 
 
 def _table(machine: str, rows: list) -> str:
-    lines = [
-        machine,
-        "",
-        "| op | workload | detops (ms) | torchvision or named baseline (ms) | speed-up |",
-        "|---|---|---:|---:|---:|",
-    ]
+    lines = [machine, "", "| op | workload | detops (ms) | torchvision or named baseline (ms) | speed-up |"]
+    lines.append("|---|---|---:|---:|---:|")
     for op, workload, a, b, n in rows:
-        if a is None:
-            lines.append(f"| {op} | {workload} | failed: {n} | | |")
-        else:
-            lines.append(f"| {op} | {workload} | {a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x |")
+        ms = f"failed: {n} | |" if a is None else f"{a * 1e3:.3f} | {b * 1e3:.3f} | {b / a:.2f}x"
+        lines.append(f"| {op} | {workload} | {ms} |")
     return "\n".join(lines)
 
 
-def _write_markdown(path: str, table: str) -> None:
+def _write(path: str, text: str) -> None:
     # Rewritten after every case, so a run stopped by a time limit still leaves its rows.
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".tmp", "w") as f:
-        f.write(table + "\n")
+        f.write(text)
     os.replace(path + ".tmp", path)
 
 
@@ -137,73 +112,49 @@ def run(args) -> None:
     import torchvision
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        # Exit status 3, as ci/gpu_check.py's "no NVIDIA GPU found".
-        print(
-            f"ci/bench.py --device cuda: no CUDA device visible to torch {torch.__version__} "
-            f"(built for CUDA {torch.version.cuda or 'none'})",
-            file=sys.stderr,
-        )
+        # Exit status 3, as tools/gpu_check.py's "no NVIDIA GPU found".
+        cuda = torch.version.cuda or "none"
+        print(f"bench.py --device cuda: no CUDA device for torch {torch.__version__} (CUDA {cuda})", file=sys.stderr)
         sys.exit(3)
-    timer = _time_interleaved_cuda if args.device == "cuda" else _time_interleaved
-    min_rounds = 10 if args.device == "cuda" else 5
-    machine = _machine(args, torch, torchvision)
-    rows = []
-    files = []
-    for pkg in args.packages or packages.present():
-        files += sorted(glob.glob(os.path.join(packages.path(pkg), "benchmarks", "bench_*.py")))
+    machine, rows, cuda = _machine(args, torch, torchvision), [], args.device == "cuda"
+    files = [
+        f for p in args.packages or PACKAGES for f in sorted(glob.glob(f"{ROOT}/packages/{p}/benchmarks/bench_*.py"))
+    ]
     for path in files:
-        name = os.path.basename(path)[:-3]
         try:
             for op, workload, ours, theirs, *baseline in _cases(_load(path), args):
-                if baseline:
-                    op = f"{op} (vs {baseline[0]})"
+                op = f"{op} (vs {baseline[0]})" if baseline else op
                 try:
                     with torch.no_grad() if "backward" not in op else torch.enable_grad():
-                        a, b, n = timer(ours, theirs, args.seconds, min_rounds)
+                        a, b, n = _time_interleaved(ours, theirs, args.seconds, 10 if cuda else 5, cuda)
+                    print(f"{op:32s} {workload:44s} detops {a * 1e3:9.3f} ms  torchvision {b * 1e3:9.3f} ms  "
+                          f"speed-up {b / a:6.2f}x  ({n} rounds)", flush=True)  # fmt: skip
                 except Exception as e:
                     if not args.keep_going:
                         raise
-                    rows.append((op, workload, None, None, f"{type(e).__name__}: {e}"))
-                    print(f"{op:32s} {workload:44s} FAILED: {rows[-1][4]}", flush=True)
-                    continue
+                    a, b, n = None, None, f"{type(e).__name__}: {e}"
+                    print(f"{op:32s} {workload:44s} FAILED: {n}", flush=True)
                 rows.append((op, workload, a, b, n))
-                print(
-                    f"{op:32s} {workload:44s} detops {a * 1e3:9.3f} ms  torchvision {b * 1e3:9.3f} ms  "
-                    f"speed-up {b / a:6.2f}x  ({n} rounds)",
-                    flush=True,
-                )
                 if args.markdown:
-                    _write_markdown(args.markdown, _table(machine, rows))
+                    _write(args.markdown, _table(machine, rows) + "\n")
         except Exception as e:
             # A case generator that raised (a setup or agreement check) has no more cases.
             if not args.keep_going:
                 raise
-            rows.append((name, "(remaining cases of this file)", None, None, f"{type(e).__name__}: {e}"))
-            print(f"{name}: FAILED: {rows[-1][4]}", flush=True)
-    table = _table(machine, rows)
-    print()
-    print(table)
-    if args.update_readme:
-        readme = os.path.join(packages.ROOT, "README.md")
-        text = open(readme).read()
-        begin, end = "<!-- bench-table -->\n", "<!-- /bench-table -->"
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        command = (
-            "python3 -m nox -s bench -- " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "python3 -m nox -s bench"
-        )
-        with open(readme, "w") as f:
-            f.write(
-                head
-                + begin
-                + f"Produced by `{command.replace(' --update-readme', '').strip()}`.\n"
-                + table
-                + "\n"
-                + end
-                + tail
+            rows.append(
+                (os.path.basename(path)[:-3], "(remaining cases of this file)", None, None, f"{type(e).__name__}: {e}")
             )
+            print(f"{rows[-1][0]}: FAILED: {rows[-1][4]}", flush=True)
+    table = _table(machine, rows)
+    print(f"\n{table}")
     if args.markdown:
-        _write_markdown(args.markdown, table)
+        _write(args.markdown, table + "\n")
+    if args.update_readme:
+        readme, begin, end = os.path.join(ROOT, "README.md"), "<!-- bench-table -->\n", "<!-- /bench-table -->"
+        head, rest = open(readme).read().split(begin, 1)
+        command = " ".join(["python3 -m nox -s bench", *(["--", *sys.argv[1:]] if len(sys.argv) > 2 else [])])
+        command = command.replace(" --update-readme", "").strip()
+        _write(readme, f"{head}{begin}Produced by `{command}`.\n{table}\n{end}{rest.split(end, 1)[1]}")
     if any(a is None for _, _, a, _, _ in rows):
         sys.exit(1)
 
@@ -214,11 +165,11 @@ if __name__ == "__main__":
     parser.add_argument("--packages", nargs="*")
     parser.add_argument("--quick", action="store_true", help="small workloads, for smoke tests")
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per case")
-    parser.add_argument("--markdown", default=os.path.join(packages.ROOT, "bench-results", "bench.md"))
+    parser.add_argument("--markdown", default=os.path.join(ROOT, "bench-results", "bench.md"))
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both libraries run")
     parser.add_argument(
-        "--keep-going", action="store_true", help="record a case that raises and go on (exit status 1 at the end)"
+        "--keep-going", action="store_true", help="record a case that raises and go on (exit 1 at the end)"
     )
     args = parser.parse_args()
     if args.update_readme and args.device != "cpu":

@@ -42,7 +42,7 @@ from . import _meta  # noqa: F401  (registers fake kernels, autograd and autocas
 from ._library import build_info
 
 __all__ = ["deform_conv2d", "DeformConv2d", "build_info"]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops-deform")
 
 
 @torch.jit.unused
