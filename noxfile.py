@@ -1,15 +1,14 @@
 """Every developer and CI action is a nox session (the session names are an interface).
 
-Most sessions share one environment, .venvs/dev (tools/requirements-dev.txt: torch 2.14.1
-CUDA build, torchvision 0.29.1, build, test and lint tools), made on first use and brought
-up to that file by pip on every run, so torch is installed once, not per session. They
-build the wheels with it (tools/build.py) and install them there. `compat` runs in nox's
-own reused environments, one per torch version (.nox/compat-*).
-"""
+Most sessions share .venvs/dev (tools/requirements-dev.txt: torch 2.14.1 CUDA build,
+torchvision 0.29.1, build, test and lint tools; made on first use, brought up to that file
+by pip on every run), so torch is installed once, not per session; they build the wheels
+with it (tools/build.py). `compat` runs in nox's own reused venvs (.nox/compat-*)."""
 
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
 import json
 import os
@@ -22,8 +21,9 @@ import zipfile
 import nox
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
-import build  # noqa: E402
 import sanitize as san  # noqa: E402
+
+import build  # noqa: E402
 from build import PACKAGES, ROOT  # noqa: E402
 
 nox.options.default_venv_backend = "none"
@@ -86,12 +86,10 @@ def _pytest(session: nox.Session, python: str, names: list[str], *args: str, env
     return True
 
 
-def _split(args: list[str]) -> tuple[list[str], list[str]]:
-    """Leading package names (default: every package), then the rest, pytest's."""
-    names = []
-    while args and args[0] in PACKAGES:
-        names.append(args.pop(0))
-    return names or list(PACKAGES), args
+def _split(args: list[str], pattern: str) -> tuple[list[str], list[str]]:
+    """The leading arguments that match `pattern`, and the rest (pytest's)."""
+    n = next((i for i, a in enumerate(args) if not re.fullmatch(pattern, a)), len(args))
+    return args[:n], args[n:]
 
 
 @nox.session
@@ -101,55 +99,40 @@ def tests(session: nox.Session) -> None:
     _pytest(session, PY, PACKAGES, *session.posargs)
 
 
-def _package_tests(pkg: str):
-    def run(session: nox.Session) -> None:
-        _build(session, [pkg])
-        _pytest(session, PY, [pkg], *session.posargs)
-
-    run.__doc__ = f"Build detops-{pkg} (and what it needs) and run its tests."
-    return nox.session(name=f"tests-{pkg}")(run)
+def _package_tests(session: nox.Session, pkg: str) -> None:
+    _build(session, [pkg])
+    _pytest(session, PY, [pkg], *session.posargs)
 
 
-for _pkg in PACKAGES:
-    if _pkg != "core":
-        _package_tests(_pkg)
+for _pkg in (p for p in PACKAGES if p != "core"):
+    _run = lambda session, pkg=_pkg: _package_tests(session, pkg)  # noqa: E731
+    _run.__doc__ = f"Build detops-{_pkg} (and what it needs) and run its tests."
+    nox.session(name=f"tests-{_pkg}")(_run)
 
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """Only the fuzzer (test_fuzz.py); `-- --long` for an hour of fresh random examples.
-
-    Without arguments: the fixed examples `tests` runs. `-- --long --fuzz-minutes=N`: N
-    minutes instead of 60, shared by the fuzz targets selected (`-k` narrows them)."""
+    """Only the fuzzer (test_fuzz.py): the fixed examples `tests` runs; `-- --long` for an hour
+    of fresh random examples (`--fuzz-minutes=N`: N minutes, shared by the targets `-k` picks)."""
     _build(session, ["meta"])
     _pytest(session, PY, ["meta"], "-k", "test_fuzz", *session.posargs)
 
 
-# The torch each compat environment pins; "<pkg>-alone": that package with detops-core only,
-# on a CPU-only torch (no siblings, no CUDA runtime). 2.11 (oldest supported, with
-# torchvision 0.26.0, its release) and 2.15 (newest measured) are the registry's CUDA builds,
-# which run on the CPU and load the CUDA kernels' libraries too; 2.13 is CPU-only.
-COMPAT = {
-    "2.11": ["torch==2.11.0", "torchvision==0.26.0"],
-    "2.13": ["torch==2.13.0"],
-    "2.15": ["torch==2.15.0"],
-    "nms-alone": ["torch==2.13.0"],
-    "deform_attn-alone": ["torch==2.13.0"],
-}
+# What each compat venv pins; "<pkg>-alone": that package with detops-core only, on a
+# CPU-only torch (no siblings, no CUDA runtime). 2.11 (oldest supported, with torchvision
+# 0.26.0, its release) and 2.15 (newest measured) are the registry's CUDA builds, which run on
+# the CPU and load the CUDA kernels' libraries too; 2.13 is CPU-only.
+COMPAT = {"2.11": ["torch==2.11.0", "torchvision==0.26.0"], "2.13": ["torch==2.13.0"], "2.15": ["torch==2.15.0"]}
+COMPAT |= {"nms-alone": COMPAT["2.13"], "deform_attn-alone": COMPAT["2.13"]}
 
 
 @nox.session(venv_backend="venv", reuse_venv=True)
 @nox.parametrize("env", list(COMPAT))
 def compat(session: nox.Session, env: str) -> None:
-    """The wheels built against torch 2.14.1 (the dev env), installed and tested under torch
-    2.11.0 (with torchvision 0.26.0), 2.13.0 (CPU-only) and 2.15.0 (op-level tests: whole
-    models are `nox -s tests`'s); then detops-nms and detops-deform-attn each installed alone.
-
-    `nox -s compat -- 2.11` tests only the torch versions given first (the alone ones always);
-    the arguments after them go to pytest."""
-    args, torches = list(session.posargs), []
-    while args and re.fullmatch(r"\d+\.\d+", args[0]):
-        torches.append(args.pop(0))
+    """The wheels built against torch 2.14.1, tested (op level) under torch 2.11, 2.13, 2.15,
+    then detops-nms and detops-deform-attn each installed alone. `nox -s compat -- 2.11`: only
+    the torch versions given first (and the alone ones); the arguments after them: pytest's."""
+    torches, args = _split(session.posargs, r"\d+\.\d+")
     if set(torches) - set(COMPAT):
         session.error(f"unknown torch versions {torches}; known: {[v for v in COMPAT if '-' not in v]}")
     if torches and env not in torches and not env.endswith("-alone"):
@@ -180,12 +163,11 @@ def _verdict(session: nox.Session, passed: bool, logs: str, what: str) -> None:
 def sanitize(session: nox.Session) -> None:
     """The op-level tests against ASan + UBSan builds of the native packages; any report fails.
 
-    The emulated CUDA kernels' tests are left to `nox -s cuda`, which runs them on this same
-    build. RelWithDebInfo, float-cast-overflow included, own build dirs; the wheels go only
-    into build/sanitize/site (never into .venvs/dev). Reports raised in a test's subprocess
-    fail the session too. `nox -s sanitize -- roi -x`: the tests of the packages named
-    first, the rest goes to pytest (see tools/sanitize.py)."""
-    names, args = _split(list(session.posargs))
+    Reports raised in a test's subprocess fail it too; the wheels go only into
+    build/sanitize/site (see tools/sanitize.py); the emulated CUDA kernels' tests are left to
+    `nox -s cuda`. `nox -s sanitize -- roi -x`: the packages named first, the rest to pytest."""
+    names, args = _split(session.posargs, "|".join(PACKAGES))
+    names = names or PACKAGES
     site, logs = _sanitized(session, names, os.path.join(ROOT, "build", "sanitize"), san.ASAN_CONFIG)
     env = san.environment(site, logs)
     natives = [p for p in _closure(names) if os.path.exists(os.path.join(ROOT, "packages", p, "CMakeLists.txt"))]
@@ -197,17 +179,14 @@ def sanitize(session: nox.Session) -> None:
 
 @nox.session
 def cuda(session: nox.Session) -> None:
-    """Compile every .cu for sm_80 and sm_90, then run every CUDA kernel under the CPU
-    emulation (detops/cuda_emulation.h) against the CPU kernels, under ASan + UBSan (the
-    sanitize build) and ThreadSanitizer for kernels with barriers; prints
-    `emulated <op> <kernel>: <N> cases OK` per kernel and fails if a kernel never ran.
-
-    `nox -s cuda -- [pkg ...] [--archs "80-real;90"] [--no-compile] [--no-emulation]`"""
+    """Compile every .cu for sm_80 and sm_90, then run every CUDA kernel under the CPU emulation
+    against the CPU kernels, under ASan + UBSan (the sanitize build) and ThreadSanitizer where a
+    kernel has barriers; prints `emulated <op> <kernel>: <N> cases OK`, fails if one never ran."""
     parser = argparse.ArgumentParser(prog="nox -s cuda --")
     parser.add_argument("packages", nargs="*", help="default: every package with .cu files")
     parser.add_argument("--archs", default=os.environ.get("DETOPS_CUDA_ARCHS", "80-real;90"))
     parser.add_argument("--no-compile", action="store_true", help="skip the nvcc build")
-    parser.add_argument("--no-emulation", action="store_true", help="skip running the emulated kernels")
+    parser.add_argument("--no-emulation", action="store_true", help="skip the emulated kernels")
     args = parser.parse_args(session.posargs)
     native = [p for p in (args.packages or PACKAGES) if san.kernels(p)]
     if not args.no_compile:
@@ -219,7 +198,7 @@ def cuda(session: nox.Session) -> None:
     if args.no_emulation:
         return
     work = os.path.join(ROOT, "build", "cuda")
-    report = os.path.join(work, "launches.jsonl")
+    report = os.path.join(work, "asan", "launches.jsonl")
     for tool, config, thread in (("asan", san.ASAN_CONFIG, False), ("tsan", san.TSAN_CONFIG, True)):
         # ThreadSanitizer: only the packages whose kernels use barriers (__syncthreads).
         pkgs = native if not thread else [p for p in native if _uses_barriers(p)]
@@ -234,14 +213,12 @@ def cuda(session: nox.Session) -> None:
         files = [f for d in build.tests_dirs(pkgs) for f in sorted(glob.glob(f"{d}/test_*cuda_emulation.py"))]
         passed = all([_pytest(session, PY, [], "-p", "no:cacheprovider", f, env=env, check=False) for f in files])
         _verdict(session, passed, logs, f"emulated kernels of {pkgs} under {tool}")
-    launches: dict[str, int] = {}
+    launches = collections.Counter()
     for line in open(report):
-        for name, count in json.loads(line)["launches"].items():
-            launches[name] = launches.get(name, 0) + count
-    missing = [k for p in native for k in san.kernels(p) if not launches.get(k)]
-    for name in (k for p in native for k in san.kernels(p) if launches.get(k)):
+        launches.update(json.loads(line)["launches"])
+    for name in (k for p in native for k in san.kernels(p) if launches[k]):
         print(f"emulated {name}: {launches[name]} cases OK", flush=True)
-    if missing:
+    if missing := [k for p in native for k in san.kernels(p) if not launches[k]]:
         session.error(f"kernels the emulation tests never launched: {missing}")
 
 
@@ -253,9 +230,8 @@ def _uses_barriers(pkg: str) -> bool:
 def gpu(session: nox.Session) -> None:
     """On an NVIDIA GPU: build, all tests, compute-sanitizer, benchmark; writes gpu-report.md.
 
-    tools/gpu_check.py (its options follow `--`) with $PYTHON, else .venvs/dev's python when
-    it exists, else python3; installs nothing. Exit status 3: no GPU (nothing built); 4: a
-    prerequisite is missing."""
+    tools/gpu_check.py (options after `--`) with $PYTHON, else .venvs/dev's python if there,
+    else python3; installs nothing. Exit status 3: no GPU; 4: a prerequisite is missing."""
     python = os.environ.get("PYTHON") or (PY if os.path.exists(PY) else "python3")
     session.run(python, os.path.join(ROOT, "tools", "gpu_check.py"), *session.posargs, external=True)
 
@@ -271,15 +247,14 @@ def bench(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (check and format) for Python, clang-format for C++ and CUDA."""
     bindir = os.path.dirname(_dev(session))
-    session.run(os.path.join(bindir, "ruff"), "check", ROOT, external=True)
-    session.run(os.path.join(bindir, "ruff"), "format", "--check", ROOT, external=True)
-    sources = [
-        f
-        for ext in ("cpp", "h", "cu", "cuh")
-        for f in glob.glob(os.path.join(ROOT, "packages", "**", f"*.{ext}"), recursive=True)
-        if "/build/" not in f
-    ]
-    session.run(os.path.join(bindir, "clang-format"), "--dry-run", "--Werror", *sorted(sources), external=True)
+    session.run(f"{bindir}/ruff", "check", ROOT, external=True)
+    session.run(f"{bindir}/ruff", "format", "--check", ROOT, external=True)
+    sources = sorted(
+        f for e in ("cpp", "h", "cu", "cuh") for f in glob.glob(f"{ROOT}/packages/**/*.{e}", recursive=True)
+    )
+    session.run(
+        f"{bindir}/clang-format", "--dry-run", "--Werror", *(f for f in sources if "/build/" not in f), external=True
+    )
 
 
 @nox.session
@@ -291,10 +266,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def cpp(session: nox.Session) -> None:
-    """C++ without Python: build the packages, then examples/cpp's program (CMake, libtorch;
-    kept build dir build/cpp-example), and run examples/cpp/test_cpp_example.py: AOTInductor
-    packages made in Python (a small roi_align + batched_nms model, and Faster R-CNN) run
-    from C++, compared with eager and with the package loaded in Python. Arguments after
-    `--` go to pytest (`-- -k "not fasterrcnn"`: the small model only)."""
+    """C++ without Python: examples/cpp's program runs AOTInductor packages of a small model and
+    of Faster R-CNN, compared with eager (examples/cpp/test_cpp_example.py; `-- -k "not fasterrcnn"`)."""
     _build(session, PACKAGES)
     session.run(PY, "-m", "pytest", "-q", "-ra", "-s", "examples/cpp", *session.posargs, external=True)

@@ -1,11 +1,8 @@
 """Interleaved benchmarks of detops against torchvision 0.29.1.
 
-Every package may have benchmarks/bench_*.py defining
-
-    def cases(quick: bool) -> Iterable[Case]
-
-where a Case is (op, workload, detops_fn, torchvision_fn): two zero-argument callables
-doing the same work. A case may name another baseline than torchvision as a fifth element
+Every package may have benchmarks/bench_*.py defining `cases(quick: bool) -> Iterable[Case]`,
+a Case being (op, workload, detops_fn, torchvision_fn): two zero-argument callables doing the
+same work. A case may name another baseline than torchvision as a fifth element
 (e.g. "ONNX Runtime"); the table then shows it next to the op. For each case the two
 callables alternate, call by call, so both see the same machine state; the table reports
 the median time of each and the ratio.
@@ -23,7 +20,6 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
-import inspect
 import os
 import platform
 import statistics
@@ -59,14 +55,6 @@ def _time_interleaved(ours, theirs, min_seconds: float, min_rounds: int, cuda: b
             end.synchronize()
             out.append(begin.elapsed_time(end) / 1e3)
     return statistics.median(t_ours), statistics.median(t_theirs), len(t_ours)
-
-
-def _cases(module, args):
-    if args.device == "cpu":
-        return module.cases(args.quick)
-    if "device" not in inspect.signature(module.cases).parameters:
-        raise TypeError(f"{module.__name__}.cases() takes no device argument: it cannot run on {args.device}")
-    return module.cases(args.quick, device=args.device)
 
 
 def _machine(args, torch, torchvision) -> str:
@@ -113,16 +101,16 @@ def run(args) -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         # Exit status 3, as tools/gpu_check.py's "no NVIDIA GPU found".
-        cuda = torch.version.cuda or "none"
-        print(f"bench.py --device cuda: no CUDA device for torch {torch.__version__} (CUDA {cuda})", file=sys.stderr)
+        built = torch.version.cuda or "none"
+        print(f"bench.py --device cuda: no CUDA device for torch {torch.__version__} (CUDA {built})", file=sys.stderr)
         sys.exit(3)
     machine, rows, cuda = _machine(args, torch, torchvision), [], args.device == "cuda"
-    files = [
-        f for p in args.packages or PACKAGES for f in sorted(glob.glob(f"{ROOT}/packages/{p}/benchmarks/bench_*.py"))
-    ]
-    for path in files:
+    # With --device cuda a bench file's cases(quick, device="cuda"): the same workloads on the GPU.
+    on_device = {"device": "cuda"} if cuda else {}
+    files = (sorted(glob.glob(f"{ROOT}/packages/{p}/benchmarks/bench_*.py")) for p in args.packages or PACKAGES)
+    for path in (f for found in files for f in found):
         try:
-            for op, workload, ours, theirs, *baseline in _cases(_load(path), args):
+            for op, workload, ours, theirs, *baseline in _load(path).cases(args.quick, **on_device):
                 op = f"{op} (vs {baseline[0]})" if baseline else op
                 try:
                     with torch.no_grad() if "backward" not in op else torch.enable_grad():

@@ -1,20 +1,17 @@
 """One command for a machine with an NVIDIA GPU (`nox -s gpu`): build every package for this
-GPU, run the whole test suite (CUDA cases included), run one op's CUDA tests per package
-under compute-sanitizer (memcheck, racecheck), benchmark every op against torchvision's
-CUDA kernels, and write one markdown report. Installs nothing into the environment and
-downloads nothing.
+GPU (tools/build.py's build, into the --target folder build/gpu-check/site put first on
+PYTHONPATH), run the whole test suite (CUDA cases included), run one op's CUDA tests per
+package under compute-sanitizer (memcheck, racecheck), benchmark every op against
+torchvision's CUDA kernels, and write one markdown report, with every command's output in
+<report stem>-logs.tar.gz beside it. Installs nothing into the environment, downloads nothing.
 
     python tools/gpu_check.py [--report gpu-report.md] [--allow-no-gpu]
 
-Needs a CUDA build of torch >= 2.11 with torchvision, nvcc, cmake and the build
-requirements (scikit-build-core, pybind11) in this Python's environment; pytest-xdist,
-pytest-timeout and compute-sanitizer are used when present. The wheels (tools/build.py's
-build, kept CMake build dirs) go into a --target folder put first on PYTHONPATH (build/gpu-check/site). Every
-stage runs under coreutils' `timeout`, so the report is always written; the defaults
-(seconds: build 120, tests 160, sanitizer 70, bench 80) keep an H200 run under 8 minutes,
-and DETOPS_GPU_LIMIT_<STAGE> overrides one. Beside the report, <report stem>-logs.tar.gz
-holds every command's output. --allow-no-gpu runs the same stages where no GPU is (to try
-this script): the CUDA test cases skip and the benchmark and sanitizer say they cannot run.
+Needs a CUDA build of torch >= 2.11 with torchvision, nvcc, cmake, scikit-build-core and
+pybind11; uses pytest-xdist, pytest-timeout and compute-sanitizer when present. Each stage
+runs under coreutils' `timeout` (seconds: build 120, tests 160, sanitizer 70, bench 80: an
+H200 run takes under 8 minutes; DETOPS_GPU_LIMIT_<STAGE> overrides one), so the report is
+always written. --allow-no-gpu runs the same stages without a GPU (to try this script).
 
 Exit status: 0 every stage passed; 1 something failed or ran out of time; 3 no NVIDIA GPU
 found (nothing built); 4 a prerequisite is missing (nothing built).
@@ -62,9 +59,7 @@ def _version(dist: str) -> str | None:
 
 def _tool(name: str) -> str | None:
     # The CUDA toolkit's tools are often installed off PATH.
-    return shutil.which(name) or shutil.which(
-        name, path=os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin")
-    )
+    return shutil.which(name) or shutil.which(name, path=f"{os.environ.get('CUDA_HOME', '/usr/local/cuda')}/bin")
 
 
 def probe() -> tuple[dict, list[str], str | None]:
@@ -80,10 +75,9 @@ def probe() -> tuple[dict, list[str], str | None]:
     if not torch.version.cuda:
         missing.append("torch is a CPU-only build: the CUDA kernels cannot be built")
     if torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability(0)
         props = torch.cuda.get_device_properties(0)
-        found["GPU"] = f"{props.name}, sm_{major}{minor}, {props.total_memory / 2**30:.0f} GiB"
-        arch = f"{major}{minor}"
+        arch = f"{props.major}{props.minor}"
+        found["GPU"] = f"{props.name}, sm_{arch}, {props.total_memory / 2**30:.0f} GiB"
     for dist in ("torchvision", "scikit-build-core", "pybind11", "pytest", "pytest-xdist", "pytest-timeout"):
         found[dist] = _version(dist)
         if found[dist] is None and dist in ("torchvision", "scikit-build-core", "pybind11", "pytest"):
@@ -116,19 +110,17 @@ class Check:
         self.commands.append(shlex.join(cmd))
         timed = ["timeout", "-s", signal, "-k", "15", str(max(1, int(limit))), *cmd]
         with open(os.path.join(self.logs, log), "w") as out:
-            rc = subprocess.run(
-                timed, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs
-            ).returncode
+            rc = subprocess.run(timed, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs)
+        rc = rc.returncode
         return "ok" if rc == 0 else "timed out" if rc in (124, 137) else f"exit status {rc}"
 
-    def stage(self, name: str, body) -> bool:
+    def stage(self, name: str, body) -> None:
         limit = int(os.environ.get(f"DETOPS_GPU_LIMIT_{name.upper()}", LIMITS[name]))
         print(f"[gpu-check] {name}: start (limit {limit} s)", flush=True)
         t0 = time.monotonic()
         result = body(limit)
         self.stages.append((name, result, int(time.monotonic() - t0), limit))
         print(f"[gpu-check] {name}: {result}", flush=True)
-        return result == "ok"
 
     def excerpt(self, log: str, pattern: str = "", lines: int = 25) -> list[str]:
         """Lines of a log (those matching `pattern`, else the last ones) as a fenced block: the
@@ -140,28 +132,44 @@ class Check:
 
 def build_stage(check: Check, arch: str, limit: float) -> str:
     env = dict(check.env, DETOPS_CUDA="ON", DETOPS_CUDA_ARCHS=arch, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count()))
-    wheels = os.path.join(check.work, "wheels")
-    settings = ["--no-index"]
+    wheels, t0 = os.path.join(check.work, "wheels"), time.monotonic()
+    settings = ["--no-index", "-Cbuild-dir=build/gpu-check/{wheel_tag}"]  # in each package's folder
     cmakedir = subprocess.run([sys.executable, "-m", "pybind11", "--cmakedir"], capture_output=True, text=True)
     if cmakedir.returncode == 0:  # older pybind11 releases register no CMake entry point
         settings.append(f"-Ccmake.define.pybind11_DIR={cmakedir.stdout.strip()}")
-    t0 = time.monotonic()
-    result = check.run(build.wheel_command(sys.executable, PACKAGES, wheels, *settings), "build.log", limit, env=env)
-    if result == "ok":
-        install = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile", "--target"]
-        install += [check.site, *glob.glob(os.path.join(wheels, "*.whl"))]
-        result = check.run(install, "install.log", limit - (time.monotonic() - t0))
-    no_kernels = [p for p in PACKAGES if glob.glob(f"{ROOT}/packages/{p}/csrc/**/*.cu", recursive=True)]
-    no_kernels = [p for p in no_kernels if not os.path.exists(f"{check.site}/detops_{p}/_C_cuda.so")]
-    if result == "ok" and no_kernels:
-        result = f"no _C_cuda.so in {no_kernels}: the CUDA kernels were not built"
-    lines = [f"`DETOPS_CUDA_ARCHS={arch}`: {result}", ""]
+
+    def one(pkg: str) -> str:  # all at once; what is built by the limit gets installed and tested
+        return check.run(
+            build.wheel_command(sys.executable, [pkg], wheels, *settings), f"build-{pkg}.log", limit, env=env
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(len(PACKAGES)) as pool:
+        results = dict(zip(PACKAGES, pool.map(one, PACKAGES)))
+    install = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--target",
+        check.site,
+    ]
+    built = glob.glob(os.path.join(wheels, "*.whl"))
+    results["install"] = check.run([*install, *built], "install.log", limit - (time.monotonic() - t0)) if built else "-"
+    for pkg in (p for p in PACKAGES if glob.glob(f"{ROOT}/packages/{p}/csrc/**/*.cu", recursive=True)):
+        if results[pkg] == "ok" and not os.path.exists(f"{check.site}/detops_{pkg}/_C_cuda.so"):
+            results[pkg] = "no _C_cuda.so: the CUDA kernels were not built"
+    result = next((f"{step}: {r}" for step, r in results.items() if r != "ok"), "ok")
+    lines = [f"`DETOPS_CUDA_ARCHS={arch}`", "", "| step | result |", "|---|---|"]
+    lines += [f"| {step} | {r} |" for step, r in results.items()]
+    for pkg in (p for p in PACKAGES if results[p] != "ok"):
+        lines += ["", f"{pkg}:", *check.excerpt(f"build-{pkg}.log", r"(?i)error")]
     if result == "ok":
         kernels = "import torch, detops; print('ops without a CUDA kernel:', [n for n in torch._C._dispatch_get_all_op_names() if n.startswith('detops::') and not torch._C._dispatch_has_kernel_for_dispatch_key(n, 'CUDA')])"  # noqa: E501
         result = check.run([sys.executable, "-c", kernels], "kernels.log", 60, env=check.env)
-        lines += check.excerpt("kernels.log", lines=5)
-    else:
-        lines += check.excerpt("build.log", r"(?i)error")
+        lines += ["", *check.excerpt("kernels.log", lines=5)]
     check.sections.append(("Build", lines))
     return result
 
@@ -177,9 +185,7 @@ def tests(check: Check, limit: float) -> str:
         cmd += ["--timeout=120"]
     result = check.run([*cmd, *build.tests_dirs(PACKAGES)], "tests.log", limit, "INT", cwd=build.TESTS_CWD, env=env)
     # pytest's own short summary: failures, errors, skip reasons with counts, the totals.
-    lines = check.excerpt(
-        "tests.log", r"^(FAILED|ERROR|SKIPPED) |\d+ (passed|failed|skipped|errors?)\b.* in [\d.]+s", lines=80
-    )
+    lines = check.excerpt("tests.log", r"^(FAILED|ERROR|SKIPPED) |\d+ (passed|failed|skipped|errors?)\b.* in ", 80)
     if result == "timed out":
         lines = ["Stopped at the time limit: the summary covers the tests that finished.", "", *lines]
     check.sections.append(("Tests", lines))
@@ -196,20 +202,15 @@ def sanitizer(check: Check, limit: float) -> str:
 
     def one(job) -> tuple:
         (pkg, (test_file, select)), kind = job
-        log = f"sanitizer-{pkg}-{kind}.log"
-        cmd = [tool, "--tool", kind, "--error-exitcode", str(SANITIZER_ERRORS), "--print-limit", "20"]
-        cmd += [sys.executable, "-m", "pytest", "--import-mode=importlib", "-q", "-p", "no:cacheprovider"]
-        cmd += [os.path.join(ROOT, "packages", pkg, "tests", test_file), "-k", select]
+        log, tests = f"sanitizer-{pkg}-{kind}.log", os.path.join(ROOT, "packages", pkg, "tests", test_file)
+        cmd = [tool, "--tool", kind, "--error-exitcode", str(SANITIZER_ERRORS), "--print-limit", "20", sys.executable]
+        cmd += ["-m", "pytest", "--import-mode=importlib", "-q", "-p", "no:cacheprovider", tests, "-k", select]
         result = check.run(cmd, log, limit - 5, cwd=build.TESTS_CWD, env=env)
         text = open(os.path.join(check.logs, log), errors="replace").read()
-        summary = (
-            re.findall(r"(?:ERROR|RACECHECK) SUMMARY: .*", text)[-1:] + re.findall(r"\d+ \w+.* in [\d.]+s", text)[-1:]
-        )
-        if result == f"exit status {SANITIZER_ERRORS}":
-            result = "ERRORS"
-        elif result == "ok":
-            result = "clean" if re.search(r"\d+ passed", text) else "nothing ran"
-        return pkg, kind, f"`{test_file} -k '{select}'`", result, "; ".join(summary), log
+        summary = "; ".join(re.findall(r"(?:ERROR|RACECHECK) SUMMARY: .*|\d+ \w+.* in [\d.]+s", text)[-2:])
+        ran = "clean" if re.search(r"\d+ passed", text) else "nothing ran"
+        result = {"ok": ran, f"exit status {SANITIZER_ERRORS}": "ERRORS"}.get(result, result)
+        return pkg, kind, f"`{test_file} -k '{select}'`", result, summary, log
 
     jobs = [(item, kind) for item in SANITIZE.items() for kind in ("memcheck", "racecheck")]
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
@@ -239,12 +240,8 @@ def bench(check: Check, limit: float) -> str:
 def report(check: Check, path: str, found: dict, problems: list[str]) -> None:
     problems = problems + [f"{name}: {result}" for name, result, _, _ in check.stages if result != "ok"]
     lines = ["# detops GPU check", "", "**PASSED**" if not problems else "**FAILED**: " + "; ".join(problems), ""]
-    lines += [
-        f"Written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}.",
-        "",
-        "| | |",
-        "|---|---|",
-    ]
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    lines += [f"Written {now}.", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {value or '**not found**'} |" for key, value in found.items()]
     lines += ["", "| stage | result | time (s) | limit (s) |", "|---|---|---:|---:|"]
     lines += [f"| {name} | {result} | {seconds} | {limit} |" for name, result, seconds, limit in check.stages]
@@ -278,9 +275,8 @@ def main() -> int:
         return MISSING
     check.stage("build", lambda limit: build_stage(check, os.environ.get("DETOPS_CUDA_ARCHS", arch or "90"), limit))
     if os.path.isdir(os.path.join(check.site, "detops_core")):  # what did build can be tested
-        check.stage("tests", lambda limit: tests(check, limit))
-        check.stage("sanitizer", lambda limit: sanitizer(check, limit))
-        check.stage("bench", lambda limit: bench(check, limit))
+        for name, body in (("tests", tests), ("sanitizer", sanitizer), ("bench", bench)):
+            check.stage(name, lambda limit, body=body: body(check, limit))
     report(check, report_path, found, [])
     return 0 if all(result == "ok" for _, result, _, _ in check.stages) else 1
 

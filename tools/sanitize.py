@@ -1,12 +1,9 @@
-"""The sanitizer builds and their checks, used by `nox -s sanitize` and `nox -s cuda`.
+"""The sanitizer builds and their checks (`nox -s sanitize`, `nox -s cuda`).
 
-The sanitized wheels (CPU kernels and the CPU emulation of the CUDA kernels, RelWithDebInfo)
-are built in their own CMake build dirs (packages/<pkg>/build/sanitize/) and installed only
-into a folder (`site`) put first on PYTHONPATH: the dev env keeps its normal wheels. Python
-is not instrumented, so the sanitizer runtime is preloaded. Reports go to files in a log
-folder, so one raised in a subprocess of a test fails the run too, even when the test
-swallows that subprocess's exit status.
-"""
+The sanitized wheels (CPU kernels and the CUDA kernels' CPU emulation, RelWithDebInfo) have
+their own CMake build dirs (packages/<pkg>/build/sanitize/) and go only into a folder put
+first on PYTHONPATH (the dev env keeps its normal wheels). Reports go to files in a log
+folder, so one raised in a test's subprocess fails the run even if the test ignores it."""
 
 from __future__ import annotations
 
@@ -36,8 +33,7 @@ UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1:abort_on_error=1"
 
 
 def _runtime(name: str) -> str:
-    path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True, check=True)
-    path = os.path.realpath(path.stdout.strip())
+    path = os.path.realpath(subprocess.check_output(["gcc", f"-print-file-name={name}"], text=True).strip())
     if not os.path.isfile(path):
         raise SystemExit(f"[sanitize] gcc has no {name}")
     return path
