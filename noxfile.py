@@ -94,9 +94,11 @@ def _split(args: list[str], pattern: str) -> tuple[list[str], list[str]]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Build every package (CUDA kernels too when nvcc is found) and run all tests."""
+    """Build every package (CUDA kernels too when nvcc is found) and run all tests
+    (`-- roi -x`: the tests of the packages named first; the rest goes to pytest)."""
     _build(session, PACKAGES)
-    _pytest(session, PY, PACKAGES, *session.posargs)
+    names, args = _split(session.posargs, "|".join(PACKAGES))
+    _pytest(session, PY, names or PACKAGES, *args)
 
 
 def _package_tests(session: nox.Session, pkg: str) -> None:
