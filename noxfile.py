@@ -1,9 +1,8 @@
 """Every developer and CI action is a nox session (the session names are an interface).
 
-Most sessions share .venvs/dev (tools/requirements-dev.txt: torch 2.14.1 CUDA build,
-torchvision 0.29.1, build, test and lint tools; made on first use, brought up to that file
-by pip on every run), so torch is installed once, not per session; they build the wheels
-with it (tools/build.py). `compat` runs in nox's own reused venvs (.nox/compat-*)."""
+Most sessions share .venvs/dev (tools/requirements-dev.txt, made on first use and brought up
+to it by pip on each run: torch is installed once) and build the wheels with it
+(tools/build.py); `compat` runs in nox's own reused venvs (.nox/compat-*)."""
 
 from __future__ import annotations
 

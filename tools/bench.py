@@ -1,18 +1,14 @@
-"""Interleaved benchmarks of detops against torchvision 0.29.1.
+"""Interleaved benchmarks of detops against torchvision 0.29.1 (`nox -s bench`).
 
-Every package may have benchmarks/bench_*.py defining `cases(quick: bool) -> Iterable[Case]`,
-a Case being (op, workload, detops_fn, torchvision_fn): two zero-argument callables doing the
-same work. A case may name another baseline than torchvision as a fifth element
-(e.g. "ONNX Runtime"); the table then shows it next to the op. For each case the two
-callables alternate, call by call, so both see the same machine state; the table reports
-the median time of each and the ratio.
+Every package may have benchmarks/bench_*.py defining `cases(quick: bool)`, which yields
+(op, workload, detops_fn, torchvision_fn[, baseline name]): two zero-argument callables doing
+the same work. They alternate, call by call, so both see the same machine state; the table
+gives each one's median time and the ratio. With `--device cuda` (tools/gpu_check.py) the
+same workloads run on the GPU (`cases(quick, device="cuda")`), each call timed with CUDA
+events from an idle GPU.
 
-    python tools/bench.py [--threads 2] [--packages nms roi] [--quick] [--markdown FILE]
-                       [--device cpu|cuda] [--keep-going]
-
-With `--device cuda` a bench file's `cases(quick, device="cuda")` puts the same workloads
-on the GPU, and each call is timed with CUDA events, starting on an idle GPU (see
-_time_interleaved); torchvision runs its own CUDA kernels. tools/gpu_check.py uses this.
+    python tools/bench.py [--threads 2] [--packages nms roi] [--quick] [--seconds S]
+                          [--markdown FILE] [--update-readme] [--device cpu|cuda] [--keep-going]
 """
 
 from __future__ import annotations

@@ -104,9 +104,8 @@ class Check:
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.site, os.environ.get("PYTHONPATH")]))
 
     def run(self, cmd: list[str], log: str, limit: float, signal: str = "TERM", **kwargs) -> str:
-        """Runs `cmd` (output to logs/`log`) under `timeout`, which stops its whole process group
-        after `limit` seconds (`signal` first: INT lets pytest write its summary). Returns 'ok',
-        'timed out' or 'exit status N'."""
+        """Runs `cmd` (output to logs/`log`) under `timeout`, which stops its process group after
+        `limit` s (`signal` first: INT lets pytest write its summary): 'ok', 'timed out' or 'exit status N'."""
         self.commands.append(shlex.join(cmd))
         timed = ["timeout", "-s", signal, "-k", "15", str(max(1, int(limit))), *cmd]
         with open(os.path.join(self.logs, log), "w") as out:
@@ -123,8 +122,7 @@ class Check:
         print(f"[gpu-check] {name}: {result}", flush=True)
 
     def excerpt(self, log: str, pattern: str = "", lines: int = 25) -> list[str]:
-        """Lines of a log (those matching `pattern`, else the last ones) as a fenced block: the
-        report may be the only file that comes back from a borrowed machine."""
+        """The lines of a log matching `pattern` (else its last ones) as a fenced block for the report."""
         text = open(os.path.join(self.logs, log), errors="replace").read().splitlines()
         picked = [line for line in text if pattern and re.search(pattern, line)][:lines] or text[-lines:]
         return ["```", *(line[:300] for line in picked), "```"]
