@@ -1,168 +1,273 @@
 """Every developer and CI action is a nox session (the session names are an interface).
 
-Sessions run no virtualenv of their own: they call ci/ scripts that use the shared
-environments in .venvs/ (dev: torch 2.14.1 CUDA build + torchvision 0.29.1; compat-<torch>:
-one per ci/requirements-compat-<torch>.txt), so torch is installed once per environment,
-not per session.
-"""
+Most sessions share .venvs/dev (tools/requirements-dev.txt, made on first use and brought up
+to it by pip on each run: torch is installed once) and build the wheels with it
+(tools/build.py); `compat` runs in nox's own reused venvs (.nox/compat-*)."""
 
 from __future__ import annotations
 
+import argparse
+import collections
 import glob
+import json
 import os
 import re
+import shutil
 import sys
+import venv
+import zipfile
 
 import nox
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ci"))
-import envs  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+import sanitize as san  # noqa: E402
 
-import packages  # noqa: E402
+import build  # noqa: E402
+from build import PACKAGES, ROOT  # noqa: E402
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests"]
-PY = sys.executable
+DEV = os.path.join(ROOT, ".venvs", "dev")
+PY = os.path.join(DEV, "bin", "python")
+# Every environment pins its torch exactly; a machine-wide pip constraint (this VM caps torch
+# at the release it keeps on disk) must not veto the pin of a newer compat torch.
+UNCONSTRAINED = {"PIP_CONSTRAINT": os.devnull}
 
 
-def _run(session: nox.Session, script: str, *args: str, **env: str) -> None:
-    session.run(PY, os.path.join("ci", script), *args, env=env or None)
+def _dev(session: nox.Session) -> str:
+    """.venvs/dev's python, the environment made if missing and brought up to its requirements."""
+    if not os.path.exists(PY):
+        venv.create(DEV, with_pip=True)
+    pip = [PY, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    session.run(*pip, "-r", os.path.join(ROOT, "tools", "requirements-dev.txt"), env=UNCONSTRAINED, external=True)
+    return PY
 
 
-def _run_in_dev(session: nox.Session, script: str, *args: str) -> None:
-    # Scripts that import torch and detops run in the dev env's python (made if missing).
-    session.run(envs.ensure("dev"), os.path.join("ci", script), *args, external=True)
+def _closure(names: list[str]) -> list[str]:
+    """`names` and the detops packages they need, read from their pyproject.toml files."""
+    wanted, todo = set(), list(names)
+    while todo:
+        pkg = todo.pop()
+        if pkg not in wanted:
+            wanted.add(pkg)
+            meta = nox.project.load_toml(os.path.join(ROOT, "packages", pkg, "pyproject.toml"))["tool"]["scikit-build"]
+            deps = meta.get("metadata", {}).get("dependencies", {}).get("result", [])
+            todo += [d.split("==")[0][len("detops-") :].replace("-", "_") for d in deps if d.startswith("detops-")]
+    return sorted(wanted)
+
+
+def _build(session: nox.Session, names: list[str], *config: str, tag="dev", site=None, env=None) -> list[str]:
+    """Build `names` and what they need (wheels in dist/<tag>) with the dev env's torch;
+    install them into the dev env or, with `site`, into that folder only."""
+    python, dist = _dev(session), os.path.join(ROOT, "dist", tag)
+    shutil.rmtree(dist, ignore_errors=True)
+    # Development builds compile CUDA for two architectures (sm_80 SASS, sm_90 SASS + PTX):
+    # enough to prove every .cu compiles, far faster than the release list.
+    env = {"DETOPS_CUDA_ARCHS": os.environ.get("DETOPS_CUDA_ARCHS", "80-real;90"), **(env or {})}
+    settings = [f"-C{c}" for c in config]
+    session.run(*build.wheel_command(python, _closure(names), dist, *settings), env=env, external=True)
+    wheels = sorted(glob.glob(os.path.join(dist, "*.whl")))
+    where = ["--upgrade", "--target", site] if site else ["--force-reinstall"]
+    session.run(python, "-m", "pip", "install", "-q", "--no-deps", *where, *wheels, external=True)
+    return wheels
+
+
+def _pytest(session: nox.Session, python: str, names: list[str], *args: str, env=None, check=True) -> bool:
+    """One pytest run over the tests of `names`; with check=False, whether it passed."""
+    cmd = [python, "-m", "pytest", "--import-mode=importlib", "-q", "-ra", *build.tests_dirs(names), *args]
+    with session.chdir(build.TESTS_CWD):
+        try:
+            session.run(*cmd, env=env, external=True)
+        except nox.command.CommandFailed:
+            if check:
+                raise
+            return False
+    return True
+
+
+def _split(args: list[str], pattern: str) -> tuple[list[str], list[str]]:
+    """The leading arguments that match `pattern`, and the rest (pytest's)."""
+    n = next((i for i, a in enumerate(args) if not re.fullmatch(pattern, a)), len(args))
+    return args[:n], args[n:]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Build every package (CUDA kernels too when nvcc is found) and run all tests."""
-    _run(session, "build.py")
-    _run(session, "test.py", *session.posargs)
+    """Build every package (CUDA kernels too when nvcc is found) and run all tests
+    (`-- roi -x`: the tests of the packages named first; the rest goes to pytest)."""
+    _build(session, PACKAGES)
+    names, args = _split(session.posargs, "|".join(PACKAGES))
+    _pytest(session, PY, names or PACKAGES, *args)
+
+
+def _package_tests(session: nox.Session, pkg: str) -> None:
+    _build(session, [pkg])
+    _pytest(session, PY, [pkg], *session.posargs)
+
+
+for _pkg in (p for p in PACKAGES if p != "core"):
+    _run = lambda session, pkg=_pkg: _package_tests(session, pkg)  # noqa: E731
+    _run.__doc__ = f"Build detops-{_pkg} (and what it needs) and run its tests."
+    nox.session(name=f"tests-{_pkg}")(_run)
 
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """Only the fuzzer (test_fuzz.py); `-- --long` for an hour of fresh random examples.
-
-    Without arguments: the fixed examples `tests` runs. `-- --long --fuzz-minutes=N`: N
-    minutes instead of 60, shared by the fuzz targets selected (`-k` narrows them)."""
-    _run(session, "build.py")
-    _run(session, "test.py", "meta", "-k", "test_fuzz", *session.posargs)
+    """Only the fuzzer (test_fuzz.py): the fixed examples `tests` runs; `-- --long` for an hour
+    of fresh random examples (`--fuzz-minutes=N`: N minutes, shared by the targets `-k` picks)."""
+    _build(session, ["meta"])
+    _pytest(session, PY, ["meta"], "-k", "test_fuzz", *session.posargs)
 
 
-def _package_tests(pkg: str):
-    def run(session: nox.Session) -> None:
-        _run(session, "build.py", pkg)
-        _run(session, "test.py", pkg, *session.posargs)
-
-    run.__doc__ = f"Build detops-{pkg} (and what it needs) and run its tests."
-    return run
-
-
-for _pkg in packages.present():
-    if _pkg != "core":
-        nox.session(name=f"tests-{_pkg}")(_package_tests(_pkg))
+# What each compat venv pins; "<pkg>-alone": that package with detops-core only, on a
+# CPU-only torch (no siblings, no CUDA runtime). 2.11 (oldest supported, with torchvision
+# 0.26.0, its release) and 2.15 (newest measured) are the registry's CUDA builds, which run on
+# the CPU and load the CUDA kernels' libraries too; 2.13 is CPU-only.
+COMPAT = {"2.11": ["torch==2.11.0", "torchvision==0.26.0"], "2.13": ["torch==2.13.0"], "2.15": ["torch==2.15.0"]}
+COMPAT |= {"nms-alone": COMPAT["2.13"], "deform_attn-alone": COMPAT["2.13"]}
 
 
-def _compat_torches() -> list[str]:
-    found = glob.glob(os.path.join(packages.ROOT, "ci", "requirements-compat-*.txt"))
-    names = [os.path.basename(f)[len("requirements-compat-") : -len(".txt")] for f in found]
-    return sorted(names, key=lambda v: tuple(int(p) for p in v.split(".")))
+@nox.session(venv_backend="venv", reuse_venv=True)
+@nox.parametrize("env", list(COMPAT))
+def compat(session: nox.Session, env: str) -> None:
+    """The wheels built against torch 2.14.1, tested (op level) under torch 2.11, 2.13, 2.15,
+    then detops-nms and detops-deform-attn each installed alone. `nox -s compat -- 2.11`: only
+    the torch versions given first (and the alone ones); the arguments after them: pytest's."""
+    torches, args = _split(session.posargs, r"\d+\.\d+")
+    if set(torches) - set(COMPAT):
+        session.error(f"unknown torch versions {torches}; known: {[v for v in COMPAT if '-' not in v]}")
+    if torches and env not in torches and not env.endswith("-alone"):
+        session.skip(f"not among the torch versions asked for: {torches}")
+    session.install(*COMPAT[env], "pytest", "hypothesis", "numpy", "expecttest", env=UNCONSTRAINED)
+    names = [env.removesuffix("-alone")] if env.endswith("-alone") else PACKAGES
+    session.install("--no-deps", "--force-reinstall", *_build(session, names, tag=f"compat-{env}"))
+    _pytest(session, "python", names, "-m", "not whole_model", *([] if env.endswith("-alone") else args))
 
 
-# Packages whose tests also run installed with detops-core only (compat's last step).
-ALONE = ("nms", "deform_attn")
+def _sanitized(session: nox.Session, names: list[str], work: str, config: list[str]) -> tuple[str, str]:
+    """Build `names` with `config` into `work`/site (fresh, as are its logs/); both paths."""
+    shutil.rmtree(work, ignore_errors=True)
+    site, logs = os.path.join(work, "site"), os.path.join(work, "logs")
+    os.makedirs(logs)
+    _build(session, names, *config, tag=os.path.basename(work), site=site)
+    return site, logs
 
 
-@nox.session
-def compat(session: nox.Session) -> None:
-    """The wheels built once against torch 2.14.1, installed and tested under torch 2.11.0
-    (with torchvision 0.26.0), 2.13.0 (CPU-only) and 2.15.0 (op-level tests: whole models
-    are `nox -s tests`'s); then detops-nms and detops-deform-attn each installed alone.
-
-    `nox -s compat -- 2.11` tests only the torch versions given first; the arguments after
-    them go to pytest."""
-    known = _compat_torches()
-    args = list(session.posargs)
-    torches = []
-    while args and re.fullmatch(r"\d+\.\d+", args[0]):
-        if args[0] not in known:
-            session.error(f"no ci/requirements-compat-{args[0]}.txt; known torch versions: {known}")
-        torches.append(args.pop(0))
-    envs = [f"compat-{v}" for v in torches or known]
-    # Create the environments (a cold torch install takes minutes) before build.py takes
-    # the dist/ lock that other builds wait on.
-    for env in envs:
-        _run(session, "envs.py", env)
-    _run(session, "build.py", *(a for env in envs for a in ("--into", env)))
-    for env in envs:
-        _run(session, "test.py", "--env", env, "-m", "not whole_model", *args)
-    # A microlibrary installed with only detops-core works: the NMS one and the newest.
-    for pkg in ALONE:
-        _run(session, "build.py", "--into", f"{pkg}-alone", pkg)
-        _run(session, "test.py", "--env", f"{pkg}-alone", pkg, "-m", "not whole_model")
+def _verdict(session: nox.Session, passed: bool, logs: str, what: str) -> None:
+    found = san.reports(logs)
+    if found or not passed:
+        session.error(f"{what}: {'tests failed' if not passed else 'tests passed'}, {found} sanitizer report(s)")
+    print(f"[sanitize] {what}: clean, no sanitizer reports", flush=True)
 
 
 @nox.session
 def sanitize(session: nox.Session) -> None:
-    """All tests against ASan + UBSan builds of the native packages; any report fails.
+    """The op-level tests against ASan + UBSan builds of the native packages; any report fails.
 
-    The emulated CUDA kernels' tests are left to `nox -s cuda`, which runs them on this
-    same build. RelWithDebInfo, float-cast-overflow included, own build dirs; the
-    wheels go only into a folder of the run (never into .venvs/dev). Reports raised in a
-    test's subprocess fail the session too. `nox -s sanitize -- roi -x`: the tests of the
-    packages named first, the rest goes to pytest (see ci/sanitize.py)."""
-    _run(session, "sanitize.py", *session.posargs)
+    Reports raised in a test's subprocess fail it too; the wheels go only into
+    build/sanitize/site (see tools/sanitize.py); the emulated CUDA kernels' tests are left to
+    `nox -s cuda`. `nox -s sanitize -- roi -x`: the packages named first, the rest to pytest."""
+    names, args = _split(session.posargs, "|".join(PACKAGES))
+    names = names or PACKAGES
+    site, logs = _sanitized(session, names, os.path.join(ROOT, "build", "sanitize"), san.ASAN_CONFIG)
+    env = san.environment(site, logs)
+    natives = [p for p in _closure(names) if os.path.exists(os.path.join(ROOT, "packages", p, "CMakeLists.txt"))]
+    san.check_loaded(PY, env, natives, site)
+    emulation = [f for d in build.tests_dirs(names) for f in glob.glob(os.path.join(d, "test_*cuda_emulation.py"))]
+    skip = [f"--ignore={f}" for f in emulation] + ["-m", "not whole_model"]
+    _verdict(session, _pytest(session, PY, names, *skip, *args, env=env, check=False), logs, "sanitize")
 
 
 @nox.session
 def cuda(session: nox.Session) -> None:
-    """Compile every .cu for sm_80 and sm_90, then run every CUDA kernel under the CPU
-    emulation (detops/cuda_emulation.h) against the CPU kernels, under ASan + UBSan (the
-    sanitize build) and ThreadSanitizer for kernels with barriers; prints
-    `emulated <op> <kernel>: <N> cases OK` per kernel (see ci/cuda_check.py)."""
-    _run(session, "cuda_check.py", *session.posargs)
+    """Compile every .cu for sm_80 and sm_90, then run every CUDA kernel under the CPU emulation
+    against the CPU kernels, under ASan + UBSan (the sanitize build) and ThreadSanitizer where a
+    kernel has barriers; prints `emulated <op> <kernel>: <N> cases OK`, fails if one never ran."""
+    parser = argparse.ArgumentParser(prog="nox -s cuda --")
+    parser.add_argument("packages", nargs="*", help="default: every package with .cu files")
+    parser.add_argument("--archs", default=os.environ.get("DETOPS_CUDA_ARCHS", "80-real;90"))
+    parser.add_argument("--no-compile", action="store_true", help="skip the nvcc build")
+    parser.add_argument("--no-emulation", action="store_true", help="skip the emulated kernels")
+    args = parser.parse_args(session.posargs)
+    native = [p for p in (args.packages or PACKAGES) if san.kernels(p)]
+    if not args.no_compile:
+        for wheel in _build(session, native, env={"DETOPS_CUDA": "ON", "DETOPS_CUDA_ARCHS": args.archs}):
+            if os.path.basename(wheel).split("-")[0][len("detops_") :] in native:
+                if not any(n.endswith("/_C_cuda.so") for n in zipfile.ZipFile(wheel).namelist()):
+                    session.error(f"no _C_cuda.so in {wheel}")
+        print(f"[cuda] {native}: every .cu compiled for {args.archs}", flush=True)
+    if args.no_emulation:
+        return
+    work = os.path.join(ROOT, "build", "cuda")
+    report = os.path.join(work, "asan", "launches.jsonl")
+    for tool, config, thread in (("asan", san.ASAN_CONFIG, False), ("tsan", san.TSAN_CONFIG, True)):
+        # ThreadSanitizer: only the packages whose kernels use barriers (__syncthreads).
+        pkgs = native if not thread else [p for p in native if _uses_barriers(p)]
+        if not pkgs:
+            continue
+        site, logs = _sanitized(session, pkgs, os.path.join(work, tool), config)
+        env = {**san.environment(site, logs, thread), "DETOPS_REQUIRE_EMULATION": "1"}
+        if not thread:
+            san.check_loaded(PY, env, pkgs, site)
+            env["DETOPS_EMULATION_REPORT"] = report
+        # One pytest run per file: the files share a name, which one importlib-mode run confuses.
+        files = [f for d in build.tests_dirs(pkgs) for f in sorted(glob.glob(f"{d}/test_*cuda_emulation.py"))]
+        passed = all([_pytest(session, PY, [], "-p", "no:cacheprovider", f, env=env, check=False) for f in files])
+        _verdict(session, passed, logs, f"emulated kernels of {pkgs} under {tool}")
+    launches = collections.Counter()
+    for line in open(report):
+        launches.update(json.loads(line)["launches"])
+    for name in (k for p in native for k in san.kernels(p) if launches[k]):
+        print(f"emulated {name}: {launches[name]} cases OK", flush=True)
+    if missing := [k for p in native for k in san.kernels(p) if not launches[k]]:
+        session.error(f"kernels the emulation tests never launched: {missing}")
+
+
+def _uses_barriers(pkg: str) -> bool:
+    return any("__syncthreads" in open(p).read() for p in glob.glob(f"{ROOT}/packages/{pkg}/csrc/cuda/*.cu"))
 
 
 @nox.session
 def gpu(session: nox.Session) -> None:
     """On an NVIDIA GPU: build, all tests, compute-sanitizer, benchmark; writes gpu-report.md.
 
-    ci/gpu_check.py (its options follow `--`) with $PYTHON, else .venvs/dev's python when it
-    exists, else python3; installs nothing. Exit status 3: no GPU (nothing built); 4: a
-    prerequisite is missing."""
-    dev = os.path.join(packages.ROOT, ".venvs", "dev", "bin", "python")
-    python = os.environ.get("PYTHON") or (dev if os.path.exists(dev) else "python3")
-    session.run(python, os.path.join("ci", "gpu_check.py"), *session.posargs, external=True)
+    tools/gpu_check.py (options after `--`) with $PYTHON, else .venvs/dev's python if there,
+    else python3; installs nothing. Exit status 3: no GPU; 4: a prerequisite is missing."""
+    python = os.environ.get("PYTHON") or (PY if os.path.exists(PY) else "python3")
+    session.run(python, os.path.join(ROOT, "tools", "gpu_check.py"), *session.posargs, external=True)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Interleaved benchmarks against torchvision 0.29.1 (2 threads); prints ratios."""
-    _run(session, "build.py")
-    _run_in_dev(session, "bench.py", *session.posargs)
+    _build(session, PACKAGES)
+    session.run(PY, os.path.join(ROOT, "tools", "bench.py"), *session.posargs, external=True)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (check and format) for Python, clang-format for C++ and CUDA."""
-    _run(session, "lint.py")
+    bindir = os.path.dirname(_dev(session))
+    session.run(f"{bindir}/ruff", "check", ROOT, external=True)
+    session.run(f"{bindir}/ruff", "format", "--check", ROOT, external=True)
+    sources = sorted(
+        f for e in ("cpp", "h", "cu", "cuh") for f in glob.glob(f"{ROOT}/packages/**/*.{e}", recursive=True)
+    )
+    session.run(
+        f"{bindir}/clang-format", "--dry-run", "--Werror", *(f for f in sources if "/build/" not in f), external=True
+    )
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Build and install everything, then run the detection demo."""
-    _run(session, "build.py")
-    _run_in_dev(session, "demo.py", *session.posargs)
+    """Build and install everything, then run the detection demo (examples/demo.py)."""
+    _build(session, PACKAGES)
+    session.run(PY, os.path.join(ROOT, "examples", "demo.py"), *session.posargs, external=True)
 
 
 @nox.session
 def cpp(session: nox.Session) -> None:
-    """C++ without Python: build the packages, then examples/cpp's program (CMake, libtorch;
-    kept build dir build/cpp-example), and run examples/cpp/test_cpp_example.py: AOTInductor
-    packages made in Python (a small roi_align + batched_nms model, and Faster R-CNN) run
-    from C++, compared with eager and with the package loaded in Python. Arguments after
-    `--` go to pytest (`-- -k "not fasterrcnn"`: the small model only)."""
-    _run(session, "build.py")
-    session.run(envs.ensure("dev"), "-m", "pytest", "-q", "-ra", "-s", "examples/cpp", *session.posargs, external=True)
+    """C++ without Python: examples/cpp's program runs AOTInductor packages of a small model and
+    of Faster R-CNN, compared with eager (examples/cpp/test_cpp_example.py; `-- -k "not fasterrcnn"`)."""
+    _build(session, PACKAGES)
+    session.run(PY, "-m", "pytest", "-q", "-ra", "-s", "examples/cpp", *session.posargs, external=True)

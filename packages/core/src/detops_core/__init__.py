@@ -13,7 +13,7 @@ import os
 from types import ModuleType
 
 __all__ = ["cmake_dir", "include_dir", "load_extension", "native_libraries"]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops-core")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -42,7 +42,7 @@ from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast
 from ._library import build_info
 
 __all__ = ["deform_conv2d", "DeformConv2d", "build_info"]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops-deform")
 
 
 @torch.jit.unused

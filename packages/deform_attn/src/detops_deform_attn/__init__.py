@@ -39,7 +39,7 @@ from ._library import build_info
 from .module import MultiScaleDeformableAttention
 
 __all__ = ["multi_scale_deformable_attention", "MultiScaleDeformableAttention", "build_info"]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops-deform-attn")
 
 
 def multi_scale_deformable_attention(

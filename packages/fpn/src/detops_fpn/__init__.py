@@ -15,4 +15,4 @@ __all__ = [
     "build_info",
     "fpn_upsample_add",
 ]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops-fpn")

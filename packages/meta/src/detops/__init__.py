@@ -85,4 +85,4 @@ __all__ = [
     "soft_nms",
     "use_detops",
 ]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops")

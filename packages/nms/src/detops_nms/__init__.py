@@ -47,7 +47,7 @@ __all__ = [
     "to_mmcv_rotated",
     "build_info",
 ]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops-nms")
 
 
 def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: Optional[int] = None) -> Tensor:

@@ -61,7 +61,7 @@ __all__ = [
     "RoIAlignRotated",
     "build_info",
 ]
-__version__ = "0.1.0"
+__version__ = __import__("importlib.metadata").metadata.version("detops-roi")
 
 
 def roi_align(

@@ -2,7 +2,7 @@
 on torchvision's own ops and on detops (``detops.use_detops``), with per-op timings on the
 inputs the model really produced, and a picture of the detections.
 
-    python ci/demo.py [--out demo-output] [--size 512]
+    python examples/demo.py [--out demo-output] [--size 512]
 
 Writes ``<out>/maskrcnn_detops.png`` (detections and the per-op timing chart).
 """
@@ -14,11 +14,10 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
+# The interleaved timer of the benchmarks (tools/bench.py).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 import bench  # noqa: E402
-
-import packages  # noqa: E402
 
 
 def _scene(size):
@@ -161,7 +160,7 @@ def run(out: str, size: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=os.path.join(packages.ROOT, "demo-output"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "demo-output"))
     parser.add_argument("--size", type=int, default=512, help="shorter image side")
     args = parser.parse_args()
     run(args.out, args.size)

@@ -1,4 +1,4 @@
-"""Imported at start-up by every Python process of `nox -s sanitize` (ci/sanitize.py puts
+"""Imported at start-up by every Python process of `nox -s sanitize` (tools/sanitize.py puts
 this folder on PYTHONPATH), tests' subprocesses included.
 
 UBSan ignores UBSAN_OPTIONS' log_path when ASan is loaded too: libubsan passes it to
