@@ -1,4 +1,4 @@
-"""deform_conv2d against torchvision on the issue's workloads (see ci/bench.py):
+"""deform_conv2d against torchvision on the issue's workloads (see tools/bench.py):
 2x64x64x64 (3x3, 64->64, pad 1) with and without mask, and 1x256x50x76 (256->256, mask),
 forward and forward+backward (gradients of input, offset, mask, weight and bias).
 Inputs are made on the CPU, then moved to `device`: the same workload everywhere."""

@@ -1,14 +1,14 @@
 """A transformers DeformableDetrModel (small config, random weights, eval mode) run once with
 its own pure-PyTorch multi-scale deformable attention and once with detops' op swapped into
 every encoder and decoder attention layer: the same outputs, and the same gradients of the
-input image. transformers is a test requirement only (ci/requirements-dev.txt)."""
+input image. transformers is a test requirement only (tools/requirements-dev.txt)."""
 
 import pytest
 import torch
 
 import detops_deform_attn
 
-transformers = pytest.importorskip("transformers", reason="transformers is not installed (ci/requirements-dev.txt)")
+transformers = pytest.importorskip("transformers", reason="transformers is not installed (tools/requirements-dev.txt)")
 # With transformers installed, the model must be there: a plain import fails loudly if not.
 import transformers.models.deformable_detr.modeling_deformable_detr as modeling  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""FeaturePyramidNetwork and MultiScaleRoIAlign against torchvision (see ci/bench.py).
+"""FeaturePyramidNetwork and MultiScaleRoIAlign against torchvision (see tools/bench.py).
 Workload: Mask R-CNN on an 800x1216 image, ResNet-50 channels, 256 FPN channels. Inputs
 and parameters are made on the CPU, then moved to `device`: the same workload everywhere."""
 

@@ -1,6 +1,6 @@
 """What ONNX export costs or gains on the CPU: each op exported with detops.onnx and run in
 ONNX Runtime (CPU execution provider, as many threads as torch uses), against detops eager
-on the same inputs (see ci/bench.py). Workloads are the packages' CPU benchmark workloads:
+on the same inputs (see tools/bench.py). Workloads are the packages' CPU benchmark workloads:
 RPN-like proposals for nms, the Mask R-CNN P2 map with 512 RoIs for the RoI ops, and a
 ResNet stage for deform_conv2d. Skipped, with the reason, without the onnx extra."""
 

@@ -6,7 +6,7 @@ program, and that program in ONNX Runtime (detops.onnx.export, CPU execution pro
 
 Random weights (nothing downloaded), torchvision's default sizes (min_size 800, max_size
 1333) unless told otherwise. Each round calls the four once, in turn, so all see the same
-machine state; the table gives each one's median. Not a `bench_*.py` file: ci/bench.py's
+machine state; the table gives each one's median. Not a `bench_*.py` file: tools/bench.py's
 cases compare two callables, and compiling the package takes minutes, too long for
 `nox -s bench`. Prints the one-off costs (export, compile) too.
 """

@@ -1,4 +1,4 @@
-"""nms and batched_nms against torchvision on RPN-like proposals (see ci/bench.py).
+"""nms and batched_nms against torchvision on RPN-like proposals (see tools/bench.py).
 The inputs are made on the CPU, then moved to `device`: the same workload everywhere."""
 
 import torch

@@ -1,5 +1,5 @@
 """soft-NMS, max_output and per-image NMS (issue 16) on RPN-like proposals (see
-ci/bench.py). torchvision has none of them, so each case names its baseline: a vectorised
+tools/bench.py). torchvision has none of them, so each case names its baseline: a vectorised
 pure-PyTorch soft-NMS (the alternative users have), the unlimited nms, and a Python loop
 over batched_nms."""
 

@@ -1,5 +1,5 @@
 """box_iou_rotated and nms_rotated (issue 15) on RPN-like proposals given random angles (see
-ci/bench.py). torchvision has no rotated IoU or NMS kernel, so each case names its baseline:
+tools/bench.py). torchvision has no rotated IoU or NMS kernel, so each case names its baseline:
 a vectorised pure-PyTorch rotated IoU (the alternative users have: candidate vertices of
 the intersection, sorted by angle, shoelace area; in float64) and a greedy NMS loop on it;
 and, at r = 0, detops' axis-aligned box_iou / nms on the same boxes (the cost of rotation).

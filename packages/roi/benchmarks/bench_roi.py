@@ -1,4 +1,4 @@
-"""The four RoI ops against torchvision on the Mask R-CNN P2 workload (see ci/bench.py):
+"""The four RoI ops against torchvision on the Mask R-CNN P2 workload (see tools/bench.py):
 feature map 2x256x200x304 (an 800x1216 image at stride 4, scale 1/4), 512 and 2000
 proposal-like boxes, 7x7 and 14x14 bins, sampling_ratio 2 and -1, aligned. The ps_* ops
 need channels divisible by the bin count: they use 245 (7x7) and 196 (14x14) channels.

@@ -1,6 +1,6 @@
 """roi_align_rotated (issue 15) on the Mask R-CNN P2 workload of bench_roi.py (feature map
 2x256x200x304, scale 1/4, 512 proposal-like boxes given angles in [-45, 45), 7x7 bins,
-sampling_ratio 2, aligned), see ci/bench.py. torchvision has no rotated RoI Align, so the
+sampling_ratio 2, aligned), see tools/bench.py. torchvision has no rotated RoI Align, so the
 baselines are named: a vectorised pure-PyTorch sampler (sample positions for all RoIs at
 once, four gathers, a mean), and at r = 0 detops' roi_align on the same boxes (the cost of
 rotation). Forward and forward+backward."""
@@ -12,7 +12,7 @@ import torch
 
 import detops_roi
 
-# ci/bench.py loads each bench file by path: the shared workload comes the same way.
+# tools/bench.py loads each bench file by path: the shared workload comes the same way.
 _spec = importlib.util.spec_from_file_location("bench_roi", os.path.join(os.path.dirname(__file__), "bench_roi.py"))
 _bench_roi = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_bench_roi)
