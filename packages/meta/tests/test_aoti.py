@@ -40,8 +40,13 @@ def _int_array_key(monkeypatch):
         monkeypatch.setattr(CppWrapperCpu, "codegen_int_array_var", _int_array_var_keyed_by_buffer)
 
 
+@pytest.mark.skipif(
+    _INT_ARRAY_KEY_FIXED,
+    reason="torch 2.13+ keys int-array declarations by buffer itself (no fixture applies), and this probe "
+    "builds the C++ wrapper's private state, which torch 2.15 changed",
+)
 def test_each_wrapper_buffer_declares_the_int_arrays_it_uses():
-    # The condition the AOTI tests below rely on, with or without the fixture's key.
+    # The condition the AOTI tests below rely on, given the fixture's key on older torch.
     from torch._inductor.codegen.cpp_wrapper_cpu import CppWrapperCpu
     from torch._inductor.utils import IndentedBuffer
     from torch.utils._ordered_set import OrderedSet

@@ -90,15 +90,25 @@ def test_non_contiguous_and_non_finite(emulated):
 
 def test_every_kernel_is_launched(emulated):
     with open(CUDA_FILE) as f:
-        kernels = {f"rotated {k}" for k in re.findall(r"__global__\s+void\s+(\w+)", f.read())}
-    assert kernels == {"rotated iou_kernel", "rotated mask_kernel", "rotated keep_kernel", "rotated rank_kernel"}
+        kernels = {f"nms_rotated {k}" for k in re.findall(r"__global__\s+void\s+(\w+)", f.read())}
+    assert kernels == {
+        "nms_rotated iou_kernel",
+        "nms_rotated mask_kernel",
+        "nms_rotated keep_kernel",
+        "nms_rotated rank_kernel",
+    }
     before = emulated_launches(PACKAGE)
     boxes, scores, idxs = _case(130, 6)
     emulated.box_iou_rotated(boxes, boxes)
     emulated.nms_rotated(boxes, scores, 0.5)
     emulated.batched_nms_rotated(boxes, scores, idxs, 0.5)
     after = emulated_launches(PACKAGE)
-    expected = {"rotated iou_kernel": 1, "rotated mask_kernel": 2, "rotated keep_kernel": 2, "rotated rank_kernel": 1}
+    expected = {
+        "nms_rotated iou_kernel": 1,
+        "nms_rotated mask_kernel": 2,
+        "nms_rotated keep_kernel": 2,
+        "nms_rotated rank_kernel": 1,
+    }
     for kernel, count in expected.items():
         assert after.get(kernel, 0) - before.get(kernel, 0) == count, (kernel, before, after)
 
