@@ -6,7 +6,6 @@ to it by pip on each run: torch is installed once) and build the wheels with it
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import json
@@ -15,14 +14,12 @@ import re
 import shutil
 import sys
 import venv
-import zipfile
 
 import nox
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
-import sanitize as san  # noqa: E402
-
 import build  # noqa: E402
+import sanitize as san  # noqa: E402
 from build import PACKAGES, ROOT  # noqa: E402
 
 nox.options.default_venv_backend = "none"
@@ -93,22 +90,11 @@ def _split(args: list[str], pattern: str) -> tuple[list[str], list[str]]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Build every package (CUDA kernels too when nvcc is found) and run all tests
-    (`-- roi -x`: the tests of the packages named first; the rest goes to pytest)."""
-    _build(session, PACKAGES)
+    """Build every package (CUDA kernels too when nvcc is found) and run all tests; `-- roi -x`:
+    build and test only the packages named first (and what they need); the rest goes to pytest."""
     names, args = _split(session.posargs, "|".join(PACKAGES))
+    _build(session, names or PACKAGES)
     _pytest(session, PY, names or PACKAGES, *args)
-
-
-def _package_tests(session: nox.Session, pkg: str) -> None:
-    _build(session, [pkg])
-    _pytest(session, PY, [pkg], *session.posargs)
-
-
-for _pkg in (p for p in PACKAGES if p != "core"):
-    _run = lambda session, pkg=_pkg: _package_tests(session, pkg)  # noqa: E731
-    _run.__doc__ = f"Build detops-{_pkg} (and what it needs) and run its tests."
-    nox.session(name=f"tests-{_pkg}")(_run)
 
 
 @nox.session
@@ -180,24 +166,14 @@ def sanitize(session: nox.Session) -> None:
 
 @nox.session
 def cuda(session: nox.Session) -> None:
-    """Compile every .cu for sm_80 and sm_90, then run every CUDA kernel under the CPU emulation
-    against the CPU kernels, under ASan + UBSan (the sanitize build) and ThreadSanitizer where a
-    kernel has barriers; prints `emulated <op> <kernel>: <N> cases OK`, fails if one never ran."""
-    parser = argparse.ArgumentParser(prog="nox -s cuda --")
-    parser.add_argument("packages", nargs="*", help="default: every package with .cu files")
-    parser.add_argument("--archs", default=os.environ.get("DETOPS_CUDA_ARCHS", "80-real;90"))
-    parser.add_argument("--no-compile", action="store_true", help="skip the nvcc build")
-    parser.add_argument("--no-emulation", action="store_true", help="skip the emulated kernels")
-    args = parser.parse_args(session.posargs)
-    native = [p for p in (args.packages or PACKAGES) if san.kernels(p)]
-    if not args.no_compile:
-        for wheel in _build(session, native, env={"DETOPS_CUDA": "ON", "DETOPS_CUDA_ARCHS": args.archs}):
-            if os.path.basename(wheel).split("-")[0][len("detops_") :] in native:
-                if not any(n.endswith("/_C_cuda.so") for n in zipfile.ZipFile(wheel).namelist()):
-                    session.error(f"no _C_cuda.so in {wheel}")
-        print(f"[cuda] {native}: every .cu compiled for {args.archs}", flush=True)
-    if args.no_emulation:
-        return
+    """Compile every .cu (for DETOPS_CUDA_ARCHS, default sm_80 and sm_90), then run every CUDA
+    kernel under the CPU emulation against the CPU kernels, under ASan + UBSan (the sanitize
+    build) and ThreadSanitizer where a kernel has barriers; prints `emulated <op> <kernel>: <N>
+    cases OK`, fails if one never ran. `nox -s cuda -- roi nms`: only the packages named."""
+    native = [p for p in (session.posargs or PACKAGES) if san.kernels(p)]
+    # DETOPS_CUDA=ON: CMake stops unless nvcc builds every package's _C_cuda.so.
+    _build(session, native, env={"DETOPS_CUDA": "ON"})
+    print(f"[cuda] {native}: every .cu compiled", flush=True)
     work = os.path.join(ROOT, "build", "cuda")
     report = os.path.join(work, "asan", "launches.jsonl")
     for tool, config, thread in (("asan", san.ASAN_CONFIG, False), ("tsan", san.TSAN_CONFIG, True)):
@@ -250,12 +226,9 @@ def lint(session: nox.Session) -> None:
     bindir = os.path.dirname(_dev(session))
     session.run(f"{bindir}/ruff", "check", ROOT, external=True)
     session.run(f"{bindir}/ruff", "format", "--check", ROOT, external=True)
-    sources = sorted(
-        f for e in ("cpp", "h", "cu", "cuh") for f in glob.glob(f"{ROOT}/packages/**/*.{e}", recursive=True)
-    )
-    session.run(
-        f"{bindir}/clang-format", "--dry-run", "--Werror", *(f for f in sources if "/build/" not in f), external=True
-    )
+    found = (f for e in ("cpp", "h", "cu", "cuh") for f in glob.glob(f"{ROOT}/packages/**/*.{e}", recursive=True))
+    cxx = [f for f in found if "/build/" not in f]
+    session.run(f"{bindir}/clang-format", "--dry-run", "--Werror", *cxx, external=True)
 
 
 @nox.session

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
 import os
 import platform
+import runpy
 import statistics
 import sys
 import time
@@ -65,13 +65,6 @@ def _machine(args, torch, torchvision) -> str:
     )
 
 
-def _load(path: str):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _table(machine: str, rows: list) -> str:
     lines = [machine, "", "| op | workload | detops (ms) | torchvision or named baseline (ms) | speed-up |"]
     lines.append("|---|---|---:|---:|---:|")
@@ -82,11 +75,9 @@ def _table(machine: str, rows: list) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    # Rewritten after every case, so a run stopped by a time limit still leaves its rows.
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    with open(path, "w") as f:
         f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def run(args) -> None:
@@ -106,7 +97,7 @@ def run(args) -> None:
     files = (sorted(glob.glob(f"{ROOT}/packages/{p}/benchmarks/bench_*.py")) for p in args.packages or PACKAGES)
     for path in (f for found in files for f in found):
         try:
-            for op, workload, ours, theirs, *baseline in _load(path).cases(args.quick, **on_device):
+            for op, workload, ours, theirs, *baseline in runpy.run_path(path)["cases"](args.quick, **on_device):
                 op = f"{op} (vs {baseline[0]})" if baseline else op
                 try:
                     with torch.no_grad() if "backward" not in op else torch.enable_grad():
@@ -152,9 +143,7 @@ if __name__ == "__main__":
     parser.add_argument("--markdown", default=os.path.join(ROOT, "bench-results", "bench.md"))
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both libraries run")
-    parser.add_argument(
-        "--keep-going", action="store_true", help="record a case that raises and go on (exit 1 at the end)"
-    )
+    parser.add_argument("--keep-going", action="store_true", help="record a failing case, go on, exit 1 at the end")
     args = parser.parse_args()
     if args.update_readme and args.device != "cpu":
         parser.error("--update-readme writes README's CPU table: not with --device cuda")
