@@ -151,6 +151,20 @@ def test_bad_arguments(dims, args):
         assert_same_outcome(outcome(FUNCTIONS[dims], x, **args), outcome(theirs_fn, x, **args))
 
 
+@needs_torchvision
+@pytest.mark.parametrize("dims", [2, 3])
+def test_unusual_input(dims):
+    shape = SHAPES[dims][0]
+    theirs_fn = {2: tv.drop_block2d, 3: tv.drop_block3d}[dims]
+    for x in (
+        torch.arange(torch.Size(shape).numel()).reshape(shape),  # integers: no max pooling for them
+        torch.zeros((0, *shape[1:])),  # no samples
+        torch.full(shape, float("nan")),
+        torch.ones((2, 3) + (1,) * dims),  # one element per channel: block_size clamped to 1
+    ):
+        assert_same_draws(seeded(0, FUNCTIONS[dims], x, 0.5, 3), seeded(0, theirs_fn, x, 0.5, 3))
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_wrong_number_of_dimensions(dims):
     for x in (torch.ones(3, 4, 4), torch.ones([2] * (dims + 3))):

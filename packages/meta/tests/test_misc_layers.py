@@ -188,6 +188,7 @@ CONV2D_CASES = [
     dict(norm_layer=functools.partial(torch.nn.GroupNorm, 2)),
     dict(activation_layer=torch.nn.GELU, inplace=None),
     dict(activation_layer=torch.nn.GELU),  # GELU takes no inplace: both raise TypeError
+    dict(groups=3),  # 4 channels in 3 groups: Conv2d's ValueError in both
 ]
 CONV3D_CASES = [{}, dict(kernel_size=(1, 3, 3)), dict(norm_layer=None), dict(kernel_size=3, dilation=(1, 1, 2))]
 
@@ -243,7 +244,7 @@ def test_conv_norm_activation_state_dicts_load_both_ways(name, kwargs, shape):
     _assert_same_state(ours, theirs)
 
 
-BUILDABLE_CONV_CASES = [c for c in _conv_cases() if c[1] != dict(activation_layer=torch.nn.GELU)]
+BUILDABLE_CONV_CASES = [c for c in _conv_cases() if c[1] not in (dict(activation_layer=torch.nn.GELU), dict(groups=3))]
 
 
 @pytest.mark.parametrize("name, kwargs, shape", BUILDABLE_CONV_CASES)
@@ -302,6 +303,7 @@ MLP_CASES = [
     ([3], dict(activation_layer=None)),
     ([8, 3], dict(activation_layer=None)),  # hidden layers need an activation: TypeError
     ([8, 3], dict(activation_layer=torch.nn.GELU, inplace=True)),  # GELU(inplace=...): TypeError
+    ([], {}),  # no layers at all: IndexError in both
 ]
 
 
@@ -349,3 +351,27 @@ def test_permute_bad_dims(dims):
 
 def test_interpolate_is_torchs():
     assert misc.interpolate is torch.nn.functional.interpolate
+
+
+# ---------------------------------------------------------------- deployment
+
+
+def _deployable():
+    yield _frozen(detops.FrozenBatchNorm2d), (2, 5, 6, 4)
+    yield detops.Conv2dNormActivation(5, 6, stride=2), (2, 5, 6, 4)
+    yield detops.Conv3dNormActivation(5, 6), (2, 5, 3, 6, 4)
+    yield detops.SqueezeExcitation(5, 2), (2, 5, 6, 4)
+    yield detops.MLP(4, [8, 3], norm_layer=torch.nn.LayerNorm, dropout=0.2), (2, 6, 4)
+    yield detops.Permute([0, 2, 3, 1]), (2, 5, 6, 4)
+    yield torch.nn.Sequential(detops.DropBlock2d(0.3, 3), detops.StochasticDepth(0.2, "row")), (2, 5, 6, 4)
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_export_and_compile_in_eval_mode(index):
+    module, shape = list(_deployable())[index]
+    module = module.eval()
+    x = _randn(shape)
+    program = torch.export.export(module, (x,), strict=False)
+    assert_bitwise(program.module()(x), module(x))
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), module(x), rtol=1e-6, atol=1e-6)

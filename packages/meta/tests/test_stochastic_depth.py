@@ -105,6 +105,15 @@ def test_bad_arguments(args):
         assert_same_outcome(outcome(detops.stochastic_depth, x, *args), outcome(tv.stochastic_depth, x, *args))
 
 
+@pytest.mark.parametrize("mode", ["row", "batch"])
+@pytest.mark.parametrize("x", [torch.tensor(2.0), torch.arange(6).reshape(3, 2), torch.ones(0, 3)], ids=str)
+def test_unusual_input(mode, x):
+    # a 0-d tensor has no rows; integer tensors cannot be divided in place by 1 - p; no rows
+    ours = seeded(0, detops.stochastic_depth, x, 0.5, mode)
+    if tv is not None:
+        assert_same_draws(ours, seeded(0, tv.stochastic_depth, x, 0.5, mode))
+
+
 def test_module():
     ours = detops.StochasticDepth(0.25, "row")
     x = _input((8, 3, 2))
