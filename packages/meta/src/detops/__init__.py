@@ -6,13 +6,14 @@
 
 Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
 ``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
-``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``), plus
+``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``, and the
+plain-PyTorch layers ``detops.misc``, ``detops.drop_block``, ``detops.stochastic_depth``), plus
 multi-scale deformable attention (``detops.deform_attn``), which torchvision does not have.
 :func:`use_detops` runs an existing torchvision detection model on detops;
 :func:`exportable` / :func:`export_detector` make it exportable with ``torch.export``.
 """
 
-from . import boxes, deform_attn, deform_conv, feature_pyramid_network, poolers
+from . import boxes, deform_attn, deform_conv, drop_block, feature_pyramid_network, misc, poolers
 
 # As in torchvision.ops, `detops.roi_align` etc. name the functions while the submodules of
 # the same names stay importable (`import detops.roi_align`).
@@ -20,6 +21,7 @@ from . import ps_roi_align as _ps_roi_align_module  # noqa: F401
 from . import ps_roi_pool as _ps_roi_pool_module  # noqa: F401
 from . import roi_align as _roi_align_module  # noqa: F401
 from . import roi_pool as _roi_pool_module  # noqa: F401
+from . import stochastic_depth as _stochastic_depth_module  # noqa: F401
 from ._export import export_detector, exportable
 from ._torchvision import use_detops
 from .boxes import (
@@ -31,6 +33,7 @@ from .boxes import (
     box_iou,
     box_iou_rotated,
     clip_boxes_to_image,
+    masks_to_boxes,
     nms,
     nms_per_image,
     nms_rotated,
@@ -39,23 +42,35 @@ from .boxes import (
 )
 from .deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attention
 from .deform_conv import DeformConv2d, deform_conv2d
+from .drop_block import DropBlock2d, DropBlock3d, drop_block2d, drop_block3d
 from .feature_pyramid_network import FeaturePyramidNetwork
+from .misc import MLP, Conv2dNormActivation, Conv3dNormActivation, FrozenBatchNorm2d, Permute, SqueezeExcitation
 from .poolers import MultiScaleRoIAlign
 from .ps_roi_align import PSRoIAlign, ps_roi_align
 from .ps_roi_pool import PSRoIPool, ps_roi_pool
 from .roi_align import RoIAlign, RoIAlignRotated, roi_align, roi_align_rotated
 from .roi_pool import RoIPool, roi_pool
+from .stochastic_depth import StochasticDepth, stochastic_depth
 
 __all__ = [
+    "Conv2dNormActivation",
+    "Conv3dNormActivation",
     "DeformConv2d",
+    "DropBlock2d",
+    "DropBlock3d",
     "FeaturePyramidNetwork",
+    "FrozenBatchNorm2d",
+    "MLP",
     "MultiScaleDeformableAttention",
     "MultiScaleRoIAlign",
     "PSRoIAlign",
     "PSRoIPool",
+    "Permute",
     "RoIAlign",
     "RoIAlignRotated",
     "RoIPool",
+    "SqueezeExcitation",
+    "StochasticDepth",
     "batched_nms",
     "batched_nms_rotated",
     "batched_soft_nms",
@@ -68,9 +83,14 @@ __all__ = [
     "deform_attn",
     "deform_conv",
     "deform_conv2d",
+    "drop_block",
+    "drop_block2d",
+    "drop_block3d",
     "export_detector",
     "exportable",
     "feature_pyramid_network",
+    "masks_to_boxes",
+    "misc",
     "multi_scale_deformable_attention",
     "nms",
     "nms_per_image",
@@ -83,6 +103,7 @@ __all__ = [
     "roi_align_rotated",
     "roi_pool",
     "soft_nms",
+    "stochastic_depth",
     "use_detops",
 ]
 __version__ = __import__("importlib.metadata").metadata.version("detops")

@@ -26,7 +26,7 @@ from . import _registrations  # noqa: F401  (fake kernels and autocast)
 from ._category_ids import as_int64
 from ._library import build_info
 from ._script import scripts_as
-from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, remove_small_boxes
+from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, masks_to_boxes, remove_small_boxes
 from .rotated import batched_nms_rotated, box_iou_rotated, from_mmcv_rotated, nms_rotated, to_mmcv_rotated
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "box_convert",
     "box_iou",
     "clip_boxes_to_image",
+    "masks_to_boxes",
     "remove_small_boxes",
     "box_iou_rotated",
     "nms_rotated",

@@ -243,3 +243,29 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     ws = boxes[..., 2] - boxes[..., 0]
     hs = boxes[..., 3] - boxes[..., 1]
     return torch.where((ws >= min_size) & (hs >= min_size))[0]
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """The tightest ``(x1, y1, x2, y2)`` box around each mask of ``masks`` Tensor[N, H, W]
+    (any dtype; nonzero is inside): Tensor[N, 4], float32, on the masks' device, with
+    inclusive pixel indices (x2 - x1 = 0 for a one-column mask). An empty mask gives
+    ``[0, 0, 0, 0]``; masks with no elements at all give an empty Tensor[0, 4] (as in
+    torchvision, whatever N)."""
+    if masks.numel() == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
+    if masks.dim() != 3:
+        raise ValueError(f"masks_to_boxes: masks must be Tensor[N, H, W], got {masks.dim()} dimensions")
+    inside = masks != 0  # as masks.bool(), NaN included; TorchScript has no Tensor.bool()
+    rows = inside.any(dim=2)  # [N, H]: the rows the mask touches
+    cols = inside.any(dim=1)  # [N, W]
+    height, width = masks.shape[1], masks.shape[2]
+    ys = torch.arange(height, device=masks.device)
+    xs = torch.arange(width, device=masks.device)
+    # First and last touched index: the min / max over touched indices, with untouched ones
+    # replaced by a value that cannot win.
+    y1 = torch.where(rows, ys, height).amin(dim=1)
+    y2 = torch.where(rows, ys, -1).amax(dim=1)
+    x1 = torch.where(cols, xs, width).amin(dim=1)
+    x2 = torch.where(cols, xs, -1).amax(dim=1)
+    boxes = torch.stack((x1, y1, x2, y2), dim=1).to(torch.float32)
+    return torch.where(rows.any(dim=1).unsqueeze(1), boxes, torch.zeros_like(boxes))
