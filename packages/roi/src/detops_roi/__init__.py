@@ -41,7 +41,9 @@ import torch
 from torch import Tensor, nn
 from torch.jit.annotations import BroadcastingList2
 
-from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
+from detops_core.errors import raises_assertions
+
+from . import _registrations  # noqa: F401  (fake kernels, autograd, autocast, quantized kernel)
 from ._align_module import AlignSettings
 from ._arguments import check_int, size_pair, to_rois
 from ._library import build_info
@@ -64,6 +66,8 @@ __all__ = [
 __version__ = __import__("importlib.metadata").metadata.version("detops-roi")
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def roi_align(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -95,6 +99,8 @@ def roi_align(
     return torch.ops.detops.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def roi_pool(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -115,6 +121,8 @@ def roi_pool(
     return out
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def ps_roi_align(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -137,6 +145,8 @@ def ps_roi_align(
     return torch.ops.detops.ps_roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio)
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def ps_roi_pool(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -157,6 +167,8 @@ def ps_roi_pool(
     return torch.ops.detops.ps_roi_pool(input, rois, spatial_scale, size[0], size[1])
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def multi_level_roi_align(
     features: List[Tensor],
     rois: Tensor,
