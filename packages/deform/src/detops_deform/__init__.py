@@ -71,6 +71,7 @@ def _pair(value: Tuple[int, int], name: str) -> Tuple[int, int]:
     return value
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
 def deform_conv2d(
     input: Tensor,
     offset: Tensor,
