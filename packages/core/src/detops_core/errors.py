@@ -1,7 +1,7 @@
 """How a native argument error becomes the exception torchvision raises for the same input.
 
 Every detops argument error is a RuntimeError raised by the native op. Where torchvision
-checks the same thing with ``torch._assert`` (the shape of RoI boxes), callers catch
+asserts the same thing (check_roi_boxes_shape: the shape of RoI boxes), callers catch
 ``AssertionError``. Such a native check (``detops::check_assertion`` in
 ``detops/checks.h``) ends its message with :data:`ASSERTION_TAG`, and the Python wrappers,
 decorated with :func:`raises_assertions`, re-raise it as :class:`AssertionRuntimeError`:
