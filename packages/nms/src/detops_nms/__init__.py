@@ -14,7 +14,12 @@ Defined behaviour on unusual input (identical to torchvision's CPU kernel):
 - a box with a NaN coordinate has NaN area, so its IoU with every box is NaN: it is never
   suppressed and never suppresses;
 - an IoU exactly equal to ``iou_threshold`` does not suppress;
-- empty input returns an empty int64 tensor.
+- empty input returns an empty int64 tensor; ``batched_nms`` of boxes with no elements
+  returns it (on the boxes' device) without looking at the other arguments, as torchvision;
+- ``nms`` of quantized CPU boxes and scores (quint8, qint8, qint32, both the same dtype)
+  returns torchvision's result: ranks and IoUs of the raw integers (``_registrations.py``);
+- ``nms`` and ``batched_nms`` are leaves of ``torch.fx.symbolic_trace`` graphs
+  (``torch.fx.wrap``).
 """
 
 from typing import Optional, Tuple

@@ -1,5 +1,5 @@
 """What the NMS ops register with torch besides their kernels: fake kernels (output shapes
-for torch.compile and torch.export) and autocast. The native entry points
+for torch.compile and torch.export), autocast, and nms's kernel for quantized CPU tensors. The native entry points
 (csrc/nms_checks.h, csrc/nms_rotated_checks.h) own the argument checks.
 None of the ops has a gradient: the outputs are integer indices (and soft-NMS's scores,
 which are not differentiated)."""

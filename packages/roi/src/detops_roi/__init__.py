@@ -32,7 +32,17 @@ Defined behaviour where torchvision is silent or unsafe:
   gradient onto the last row and column, which its forward never reads);
 - sampling_ratio <= 0 means adaptive (as in torchvision); values above 1024 are rejected;
 - under autocast, the ops compute in float32 and return the feature map's dtype (as
-  torchvision does).
+  torchvision does);
+- boxes of the wrong shape (a Tensor that is not [K, 5], a list entry that is not [L, 4])
+  raise ``detops_core.errors.AssertionRuntimeError``: a RuntimeError with detops' message
+  that ``except AssertionError`` also catches, as torchvision's check_roi_boxes_shape
+  raises AssertionError;
+- roi_align of quantized CPU tensors (quint8, qint8, qint32; input and rois both
+  quantized, the same dtype, one image) returns exactly torchvision's qroi_align result
+  (``_quantized.py``);
+- the functions are ``torch.fx.wrap``-ed: under ``torch.fx.symbolic_trace`` they are leaf
+  ``call_function`` nodes, in the modules and in user code that calls
+  ``detops_roi.<function>``.
 """
 
 from typing import List, Union
