@@ -1,7 +1,6 @@
 """nms of quantized CPU boxes and scores against torchvision 0.29.1 (which ranks and
 intersects the raw integers), and the refusals."""
 
-
 import pytest
 import torch
 
@@ -45,8 +44,12 @@ def test_refusals():
     boxes, scores = _boxes(0)
     qb = torch.quantize_per_tensor(boxes, 1.0, 0, torch.quint8)
     qs = torch.quantize_per_tensor(scores, 1.0, 0, torch.quint8)
-    with pytest.raises(RuntimeError, match="must both be quantized"):
+    with pytest.raises(RuntimeError, match="must both be one of .*, got scores of dtype torch.float32"):
         nms(qb, scores, 0.5)
+    # torchvision fails on the sub-byte dtypes too (their integer view is not [N, 4]).
+    for sub_byte in (torch.quint4x2, torch.quint2x4):
+        with pytest.raises(RuntimeError, match="got boxes of dtype " + str(sub_byte)):
+            nms(torch.quantize_per_tensor(boxes, 1.0, 0, sub_byte), qs, 0.5)
     with pytest.raises(RuntimeError, match="same dtype"):
         nms(qb, torch.quantize_per_tensor(scores, 1.0, 0, torch.qint8), 0.5)
     big = torch.quantize_per_tensor(boxes * 2**21, 1.0, 0, torch.qint32)

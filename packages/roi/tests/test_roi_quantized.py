@@ -69,6 +69,8 @@ def test_module_and_no_rois():
     rois = _rois(torch.quint8, 1.0, 0, 3)
     module = tv_ops.RoIAlign(4, 1.0, -1)
     _assert_same(module(x, rois), torch.ops.detops.roi_align(x, rois, 1.0, 4, 4, -1, False))
+    boxes = torch.quantize_per_tensor(rois.dequantize()[:7, 1:], 1.0, 0, torch.quint8)
+    _assert_same(tv_ops.roi_align(x, [boxes], 2), roi_align(x, [boxes], 2))
     empty = rois[:0]
     _assert_same(tv_ops.roi_align(x, empty, 2), roi_align(x, empty, 2))
 
@@ -84,5 +86,8 @@ def test_refusals():
         roi_align(x, torch.quantize_per_tensor(rois.dequantize(), 1.0, 0, torch.qint32), 2)
     with pytest.raises(RuntimeError, match=r"one image"):
         roi_align(torch.cat([x, x]), rois, 2)
+    for sub_byte in (torch.quint4x2, torch.quint2x4):  # torchvision fails on these too
+        with pytest.raises(RuntimeError, match="quantized input must be one of"):
+            roi_align(torch.quantize_per_tensor(x.dequantize(), 1.0, 0, sub_byte), rois, 2)
     with pytest.raises(RuntimeError, match=r"rois must be a 2-D tensor of shape \[K, 5\]"):
         roi_align(x, rois[:, :4], 2)

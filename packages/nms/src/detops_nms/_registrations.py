@@ -97,8 +97,8 @@ def _quantized_nms(boxes, scores, iou_threshold, max_output=None):
     for name, t in (("boxes", boxes), ("scores", scores)):
         if t.dtype not in _QUANTIZED:
             raise RuntimeError(
-                f"detops.nms: boxes and scores must both be quantized ({', '.join(map(str, _QUANTIZED))}) "
-                f"or both not, got {name} of dtype {t.dtype}"
+                f"detops.nms: quantized boxes and scores must both be one of {', '.join(map(str, _QUANTIZED))}, "
+                f"got {name} of dtype {t.dtype}"
             )
         r = t.int_repr()
         if r.numel() > 0 and r.to(torch.int64).abs().max() >= 2**24:
