@@ -91,10 +91,13 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
         " must be divisible by groups = ", g.groups);
 
   const int64_t taps = g.kernel_h * g.kernel_w;
+  // The messages below also carry torchvision's phrases (the parenthesised parts), so code
+  // that matches torchvision's errors keeps working.
   check(offset.size(1) > 0 && offset.size(1) % (2 * taps) == 0, op,
         "offset must have 2 * offset_groups * kernel_h * kernel_w channels, a positive multiple "
         "of 2 * ",
-        g.kernel_h, " * ", g.kernel_w, " = ", 2 * taps, ", got offset.shape[1] = ", offset.size(1));
+        g.kernel_h, " * ", g.kernel_w, " = ", 2 * taps, ", got offset.shape[1] = ", offset.size(1),
+        " (the shape of the offset tensor at dimension 1 is not valid)");
   g.offset_groups = offset.size(1) / (2 * taps);
   check(g.in_channels % g.offset_groups == 0, op, "input has ", g.in_channels,
         " channels, which is not divisible by offset_groups = ", g.offset_groups,
@@ -112,10 +115,11 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
   g.out_h = (eh.padded - eh.span) / p.stride_h + 1;
   g.out_w = (ew.padded - ew.span) / p.stride_w + 1;
   check(offset.size(0) == g.batch, op, "offset must have the batch size of input (", g.batch,
-        "), got offset.shape[0] = ", offset.size(0));
+        "), got offset.shape[0] = ", offset.size(0), " (invalid batch size of offset)");
   check(offset.size(2) == g.out_h && offset.size(3) == g.out_w, op,
         "offset must have the output's spatial size (", g.out_h, ", ", g.out_w, "), got (",
-        offset.size(2), ", ", offset.size(3), ")");
+        offset.size(2), ", ", offset.size(3), ") (offset output dims: (", offset.size(2), ", ",
+        offset.size(3), ") - computed output dims: (", g.out_h, ", ", g.out_w, "))");
   check(g.height * g.width < (int64_t(1) << 31), op,
         "input planes of 2^31 pixels or more are not supported, got (", g.height, ", ", g.width,
         ")");
@@ -130,12 +134,15 @@ inline Geometry check_inputs(const char* op, const Tensor& input, const Tensor& 
     check(m.size(1) == g.offset_groups * taps, op,
           "mask must have offset_groups * kernel_h * kernel_w = ", g.offset_groups, " * ",
           g.kernel_h, " * ", g.kernel_w, " = ", g.offset_groups * taps,
-          " channels, got mask.shape[1] = ", m.size(1));
+          " channels, got mask.shape[1] = ", m.size(1),
+          " (mask.shape[1] is not valid: got: ", m.size(1), " expected: ", g.offset_groups * taps,
+          ")");
     check(m.size(0) == g.batch, op, "mask must have the batch size of input (", g.batch,
-          "), got mask.shape[0] = ", m.size(0));
+          "), got mask.shape[0] = ", m.size(0), " (invalid batch size of mask)");
     check(m.size(2) == g.out_h && m.size(3) == g.out_w, op,
           "mask must have the output's spatial size (", g.out_h, ", ", g.out_w, "), got (",
-          m.size(2), ", ", m.size(3), ")");
+          m.size(2), ", ", m.size(3), ") (mask output dims: (", m.size(2), ", ", m.size(3),
+          ") - computed output dims: (", g.out_h, ", ", g.out_w, "))");
   }
   if (bias.has_value()) {
     const Tensor& b = *bias;

@@ -34,9 +34,9 @@ inline constexpr RoiLayout kRotatedRois{6, "(batch index, cx, cy, w, h, r)"};
 inline void check_rois(const char* op, const char* like_name, const Tensor& like,
                        const Tensor& rois, const RoiLayout& layout = kBoxRois) {
   check_defined(op, "rois", rois);
-  check(rois.dim() == 2 && rois.size(1) == layout.columns, op,
-        "rois must be a 2-D tensor of shape [K, ", layout.columns, "] holding ", layout.fields,
-        ", got shape ", shape_str(rois));
+  check_assertion(rois.dim() == 2 && rois.size(1) == layout.columns, op,
+                  "rois must be a 2-D tensor of shape [K, ", layout.columns, "] holding ",
+                  layout.fields, ", got shape ", shape_str(rois));
   check_same_dtype(op, like_name, like, "rois", rois);
   check_same_device(op, like_name, like, "rois", rois);
 }

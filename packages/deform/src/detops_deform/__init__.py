@@ -19,7 +19,10 @@ Defined behaviour on unusual input:
 - malformed arguments raise ``RuntimeError`` naming the argument (offset or mask channel
   counts that do not match the kernel, spatial sizes that do not match the output,
   in_channels not divisible by groups or offset_groups, non-positive stride or dilation,
-  negative padding, mismatched dtypes or devices).
+  negative padding, mismatched dtypes or devices); wrong offset or mask sizes also
+  carry torchvision's phrase for them ("invalid batch size of offset", "mask.shape[1] is
+  not valid", ...), so code matching torchvision's messages keeps working;
+- ``deform_conv2d`` is a leaf of ``torch.fx.symbolic_trace`` graphs (``torch.fx.wrap``).
 
 Memory: the batch is processed in chunks whose column buffer (in_channels * kernel_h *
 kernel_w values per output position, in float32 for float16/bfloat16 inputs) stays within
@@ -71,6 +74,7 @@ def _pair(value: Tuple[int, int], name: str) -> Tuple[int, int]:
     return value
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
 def deform_conv2d(
     input: Tensor,
     offset: Tensor,

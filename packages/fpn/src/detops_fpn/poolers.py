@@ -78,6 +78,55 @@ def _setup_scales(
     return scales, initLevelMapper(-exponents[0], -exponents[-1], canonical_scale, canonical_level)
 
 
+# The pooler's steps are leaves of torch.fx graphs (as torchvision's are): feature maps,
+# level mapping and pooling depend on dict contents and tensor values that a symbolic trace
+# cannot follow.
+@torch.fx.wrap
+def _filter_input(x: Dict[str, Tensor], featmap_names: List[str]) -> List[Tensor]:
+    features: List[Tensor] = []
+    for name, feature in x.items():
+        if name in featmap_names:
+            features.append(feature)
+    if len(features) == 0:
+        raise ValueError("MultiScaleRoIAlign: x holds no feature map named in featmap_names")
+    return features
+
+
+torch.fx.wrap("_setup_scales")
+
+
+@torch.jit.unused
+def _is_proxy(value: List[float]) -> bool:
+    return isinstance(value, torch.fx.Proxy)
+
+
+@torch.fx.wrap
+def _multi_scale_roi_align(
+    features: List[Tensor],
+    boxes: List[Tensor],
+    size: List[int],
+    sampling_ratio: int,
+    scales: List[float],
+    k_min: int,
+    k_max: int,
+    canonical_scale: int,
+    canonical_level: int,
+    eps: float,
+) -> Tensor:
+    # The level mapper is passed as its numbers: a traced graph holds no other objects.
+    rois = detops_roi.to_rois("MultiScaleRoIAlign", boxes, features[0])
+    if len(features) == 1:
+        return detops_roi.roi_align(features[0], rois, size, scales[0], sampling_ratio)
+    levels = LevelMapper(k_min, k_max, canonical_scale, canonical_level, eps)(boxes)
+    if k_max - k_min + 1 != len(features):
+        # torchvision pools only levels that have a feature map; boxes mapped outside
+        # them keep a zero row, as level -1 gives: non-consecutive featmap_names, or maps
+        # that do not shrink level by level (k_max < k_min).
+        inside = (levels >= 0) & (levels < len(features))
+        levels = torch.where(inside, levels, torch.full_like(levels, -1))
+    return detops_roi.multi_level_roi_align(features, rois, levels, size, scales, sampling_ratio)
+
+
 class MultiScaleRoIAlign(nn.Module):
     """Multi-scale RoIAlign pooling (FPN). Same arguments and results as
     ``torchvision.ops.MultiScaleRoIAlign``: each box is pooled from the level chosen by
@@ -123,30 +172,29 @@ class MultiScaleRoIAlign(nn.Module):
         Returns:
             Tensor[K, C, output_size[0], output_size[1]] for the K boxes of all images.
         """
-        features: List[Tensor] = []
-        for name, feature in x.items():
-            if name in self.featmap_names:
-                features.append(feature)
-        if len(features) == 0:
-            raise ValueError("MultiScaleRoIAlign: x holds no feature map named in featmap_names")
+        features = _filter_input(x, self.featmap_names)
         scales = self.scales
         mapper = self.map_levels
         if scales is None or mapper is None:
             scales, mapper = _setup_scales(features, image_shapes, self.canonical_scale, self.canonical_level)
-            self.scales = scales
-            self.map_levels = mapper
-        rois = detops_roi.to_rois("MultiScaleRoIAlign", boxes, features[0])
+            # Under torch.fx tracing these are proxies: the module keeps no state from a
+            # trace, so the traced graph infers the scales on every call.
+            if torch.jit.is_scripting() or not _is_proxy(scales):
+                self.scales = scales
+                self.map_levels = mapper
         size = [self.output_size[0], self.output_size[1]]
-        if len(features) == 1:
-            return detops_roi.roi_align(features[0], rois, size, scales[0], self.sampling_ratio)
-        levels = mapper(boxes)
-        if mapper.k_max - mapper.k_min + 1 != len(features):
-            # torchvision pools only levels that have a feature map; boxes mapped outside
-            # them keep a zero row, as level -1 gives: non-consecutive featmap_names, or maps
-            # that do not shrink level by level (k_max < k_min).
-            inside = (levels >= 0) & (levels < len(features))
-            levels = torch.where(inside, levels, torch.full_like(levels, -1))
-        return detops_roi.multi_level_roi_align(features, rois, levels, size, scales, self.sampling_ratio)
+        return _multi_scale_roi_align(
+            features,
+            boxes,
+            size,
+            self.sampling_ratio,
+            scales,
+            mapper.k_min,
+            mapper.k_max,
+            mapper.s0,
+            mapper.lvl0,
+            mapper.eps,
+        )
 
     def __repr__(self) -> str:
         return (

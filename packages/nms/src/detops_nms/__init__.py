@@ -14,7 +14,12 @@ Defined behaviour on unusual input (identical to torchvision's CPU kernel):
 - a box with a NaN coordinate has NaN area, so its IoU with every box is NaN: it is never
   suppressed and never suppresses;
 - an IoU exactly equal to ``iou_threshold`` does not suppress;
-- empty input returns an empty int64 tensor.
+- empty input returns an empty int64 tensor; ``batched_nms`` of boxes with no elements
+  returns it (on the boxes' device) without looking at the other arguments, as torchvision;
+- ``nms`` of quantized CPU boxes and scores (quint8, qint8, qint32, both the same dtype)
+  returns torchvision's result: ranks and IoUs of the raw integers (``_registrations.py``);
+- ``nms`` and ``batched_nms`` are leaves of ``torch.fx.symbolic_trace`` graphs
+  (``torch.fx.wrap``).
 """
 
 from typing import Optional, Tuple
@@ -55,6 +60,7 @@ def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float, max_output: Option
     return torch.ops.detops.nms(boxes, scores, iou_threshold, max_output)
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
 @scripts_as(_nms)
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_output: Optional[int] = None) -> Tensor:
     """Greedy non-maximum suppression.
@@ -77,9 +83,12 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_output: Opti
 def _batched_nms(
     boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, max_output: Optional[int] = None
 ) -> Tensor:
+    if boxes.numel() == 0:  # torchvision answers before it looks at the other arguments
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     return torch.ops.detops.batched_nms(boxes, scores, as_int64(idxs), iou_threshold, max_output)
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
 @scripts_as(_batched_nms)
 def batched_nms(
     boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, *, max_output: Optional[int] = None
@@ -99,7 +108,8 @@ def batched_nms(
 
     Returns:
         Tensor[K] (int64): indices of the kept boxes, in decreasing order of score (equal
-        scores in input order).
+        scores in input order). Boxes with no elements give an empty int64 tensor on their
+        device without a look at the other arguments (as torchvision's batched_nms).
     """
     return _batched_nms(boxes, scores, idxs, iou_threshold, max_output)
 

@@ -1,5 +1,5 @@
 """What the NMS ops register with torch besides their kernels: fake kernels (output shapes
-for torch.compile and torch.export) and autocast. The native entry points
+for torch.compile and torch.export), autocast, and nms's kernel for quantized CPU tensors. The native entry points
 (csrc/nms_checks.h, csrc/nms_rotated_checks.h) own the argument checks.
 None of the ops has a gradient: the outputs are integer indices (and soft-NMS's scores,
 which are not differentiated)."""
@@ -80,3 +80,38 @@ def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
 _OPS = ("nms", "batched_nms", "nms_per_image", "soft_nms", "batched_soft_nms")
 for _op in (*_OPS, "box_iou_rotated", "nms_rotated", "batched_nms_rotated"):
     register_autocast_float32(f"detops::{_op}")
+
+
+# nms of quantized CPU boxes and scores, as torchvision 0.29.1 computes it (its wrapper sends
+# their integer representations to qnms): the rank of a score and the IoU of two boxes are
+# those of the raw integers, whatever the scales and zero points, the IoU in float32. That
+# is detops::nms of the integers as float32, exact while they are below 2^24 in magnitude
+# (always for quint8 and qint8; for qint32 it is checked). Registered only where torch
+# still has quantized dtypes; the registration lives as long as _quantized_lib.
+_QUANTIZED = [getattr(torch, name) for name in ("quint8", "qint8", "qint32") if hasattr(torch, name)]
+_quantized_lib = torch.library.Library("detops", "FRAGMENT")
+
+
+def _quantized_nms(boxes, scores, iou_threshold, max_output=None):
+    raw = []
+    for name, t in (("boxes", boxes), ("scores", scores)):
+        if t.dtype not in _QUANTIZED:
+            raise RuntimeError(
+                f"detops.nms: quantized boxes and scores must both be one of {', '.join(map(str, _QUANTIZED))}, "
+                f"got {name} of dtype {t.dtype}"
+            )
+        r = t.int_repr()
+        if r.numel() > 0 and r.to(torch.int64).abs().max() >= 2**24:
+            raise RuntimeError(
+                f"detops.nms: quantized {name} holds integers of 2^24 or more, which float32 cannot hold"
+            )
+        raw.append(r.to(torch.float32))
+    if boxes.dtype != scores.dtype:
+        raise RuntimeError(
+            f"detops.nms: boxes and scores must have the same dtype, got {boxes.dtype} and {scores.dtype}"
+        )
+    return torch.ops.detops.nms(raw[0], raw[1], iou_threshold, max_output)
+
+
+if _QUANTIZED:
+    _quantized_lib.impl("nms", _quantized_nms, "QuantizedCPU")

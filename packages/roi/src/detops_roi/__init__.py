@@ -32,7 +32,17 @@ Defined behaviour where torchvision is silent or unsafe:
   gradient onto the last row and column, which its forward never reads);
 - sampling_ratio <= 0 means adaptive (as in torchvision); values above 1024 are rejected;
 - under autocast, the ops compute in float32 and return the feature map's dtype (as
-  torchvision does).
+  torchvision does);
+- boxes of the wrong shape (a Tensor that is not [K, 5], a list entry that is not [L, 4])
+  raise ``detops_core.errors.AssertionRuntimeError``: a RuntimeError with detops' message
+  that ``except AssertionError`` also catches, as torchvision's check_roi_boxes_shape
+  raises AssertionError;
+- roi_align of quantized CPU tensors (quint8, qint8, qint32; input and rois both
+  quantized, the same dtype, one image) returns exactly torchvision's qroi_align result
+  (``_quantized.py``);
+- the functions are ``torch.fx.wrap``-ed: under ``torch.fx.symbolic_trace`` they are leaf
+  ``call_function`` nodes, in the modules and in user code that calls
+  ``detops_roi.<function>``.
 """
 
 from typing import List, Union
@@ -41,7 +51,9 @@ import torch
 from torch import Tensor, nn
 from torch.jit.annotations import BroadcastingList2
 
-from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
+from detops_core.errors import raises_assertions
+
+from . import _registrations  # noqa: F401  (fake kernels, autograd, autocast, quantized kernel)
 from ._align_module import AlignSettings
 from ._arguments import check_int, size_pair, to_rois
 from ._library import build_info
@@ -64,6 +76,8 @@ __all__ = [
 __version__ = __import__("importlib.metadata").metadata.version("detops-roi")
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def roi_align(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -95,6 +109,8 @@ def roi_align(
     return torch.ops.detops.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned)
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def roi_pool(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -115,6 +131,8 @@ def roi_pool(
     return out
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def ps_roi_align(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -137,6 +155,8 @@ def ps_roi_align(
     return torch.ops.detops.ps_roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio)
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def ps_roi_pool(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
@@ -157,6 +177,8 @@ def ps_roi_pool(
     return torch.ops.detops.ps_roi_pool(input, rois, spatial_scale, size[0], size[1])
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def multi_level_roi_align(
     features: List[Tensor],
     rois: Tensor,

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
 
+from detops_core.errors import AssertionRuntimeError
+
 
 def to_rois(op: str, boxes: Union[Tensor, List[Tensor]], input: Tensor, fields: str = "x1, y1, x2, y2") -> Tensor:
     """``boxes`` as a Tensor[K, 1 + F] of (batch index, `fields`), F the number of fields.
@@ -25,7 +27,7 @@ def to_rois(op: str, boxes: Union[Tensor, List[Tensor]], input: Tensor, fields: 
     parts: List[Tensor] = []
     for i, b in enumerate(boxes):
         if b.dim() != 2 or b.size(1) != width:
-            raise RuntimeError(
+            raise AssertionRuntimeError(
                 op + ": boxes[" + str(i) + "] must be a Tensor[L, " + str(width) + "] of (" + fields + "), got "
                 "shape " + str(list(b.shape))
             )

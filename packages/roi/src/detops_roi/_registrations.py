@@ -1,5 +1,6 @@
 """What the RoI ops register with torch besides their kernels: fake kernels (output shapes
-for torch.compile and torch.export), autograd and autocast. The native entry points
+for torch.compile and torch.export), autograd, autocast, and roi_align's kernel for
+quantized CPU tensors (_quantized.py). The native entry points
 (csrc/roi_checks.h) owns the argument checks.
 
 Gradients flow to ``input`` (``features``) only; box coordinates get none, as in
@@ -14,6 +15,7 @@ from detops_core.autograd import forbid_double_backward, register_autograd
 from detops_core.fake import at_least_0, one_device, size
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from ._quantized import quantized_roi_align, quantized_types
 
 _lib = torch.ops.detops
 
@@ -167,3 +169,12 @@ for _name in _OPS:
     # Under autocast the RoI ops compute in float32 (float16/bfloat16 features and float32
     # boxes agree) and return the feature map's dtype, as torchvision's autocast kernels do.
     register_autocast_float32(f"detops::{_name}")
+
+
+# ------------------------------------------------------------------------ quantized tensors
+
+# Where torch still has quantized dtypes: roi_align of quantized input and rois (what
+# torchvision's wrapper sends to its qroi_align). The registration lives as long as _quantized_lib.
+_quantized_lib = torch.library.Library("detops", "FRAGMENT")
+if quantized_types():
+    _quantized_lib.impl("roi_align", quantized_roi_align, "QuantizedCPU")

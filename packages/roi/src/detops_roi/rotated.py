@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.jit.annotations import BroadcastingList2
 
+from detops_core.errors import raises_assertions
+
 from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._align_module import AlignSettings
 from ._arguments import check_int, size_pair, to_rois
@@ -25,6 +27,8 @@ from ._arguments import check_int, size_pair, to_rois
 __all__ = ["roi_align_rotated", "RoIAlignRotated"]
 
 
+@torch.fx.wrap  # a leaf of torch.fx graphs, as torchvision's ops are
+@raises_assertions
 def roi_align_rotated(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],

@@ -74,6 +74,17 @@ inline void check(bool ok, const char* op, const Parts&... parts) {
   if (!ok) fail(op, parts...);
 }
 
+// Ends the message of a check that torchvision makes with torch._assert (the shape of RoI
+// boxes): the Python wrappers (detops_core.errors.raises_assertions, which holds the same
+// text) re-raise such an error as an AssertionRuntimeError, an AssertionError as
+// torchvision's is and still a RuntimeError as every detops argument error is.
+inline constexpr const char kAssertionTag[] = " [assertion]";
+
+template <typename... Parts>
+inline void check_assertion(bool ok, const char* op, const Parts&... parts) {
+  if (!ok) fail(op, parts..., kAssertionTag);
+}
+
 inline void check_defined(const char* op, const char* name, const Tensor& t) {
   check(t.defined(), op, name, " must be a tensor, got an undefined tensor");
 }
