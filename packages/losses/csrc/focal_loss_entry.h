@@ -53,7 +53,7 @@ constexpr ScalarType scalar_type_of() {
 
 template <typename T>
 FocalParams<T> params(double alpha, double gamma) {
-  return {static_cast<T>(alpha), static_cast<T>(gamma), alpha >= 0.0};
+  return {static_cast<T>(alpha), static_cast<T>(gamma), alpha >= 0.0 ? T(1) : T(0)};
 }
 
 // Calls body(std::integral_constant<int, kGamma>) for the gamma at hand.

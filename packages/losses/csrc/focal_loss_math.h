@@ -56,7 +56,7 @@ DETOPS_INLINE float exp_nonpositive(float x) {
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   const float e = p * scale;
-  return x >= kCutoff ? e : (x < kCutoff ? 0.0f : x);
+  return x >= kCutoff ? e : 0.0f;
 }
 
 // log(1 + e) for e in [0, 1] (or NaN): 2 atanh(z) with z = e / (2 + e) <= 1/3, by its
@@ -110,7 +110,7 @@ template <typename T>
 struct FocalParams {
   T alpha;
   T gamma;
-  bool weighted;  // alpha >= 0
+  T weighted;  // 1 when alpha >= 0, else 0 (a float, so that selecting on it vectorises)
 };
 
 // The terms of one element that both the loss and its derivatives use.
@@ -121,14 +121,19 @@ struct Terms {
 
 template <typename T>
 DETOPS_INLINE Terms<T> terms(T x, T t, const FocalParams<T>& p) {
-  const T e = exp_nonpositive(x >= T(0) ? -x : x);  // exp(-|x|)
+  // Every value is computed unconditionally and then selected: a conditional floating-point
+  // operation could trap, so the compiler would keep the branch and not vectorise.
+  const bool positive = x >= T(0);
+  const T e = exp_nonpositive(positive ? -x : x);  // exp(-|x|)
   const T d = T(1) + e;
+  const T not_t = T(1) - t;
+  const T weight = p.alpha * t + (T(1) - p.alpha) * not_t;
   Terms<T> r;
-  r.s = (x >= T(0) ? T(1) : e) / d;
-  r.sn = (x >= T(0) ? e : T(1)) / d;
-  r.ce = (T(1) - t) * x - (x < T(0) ? x : T(0)) + log1p_unit(e);
-  r.m = t * r.sn + (T(1) - t) * r.s;
-  r.a = p.weighted ? p.alpha * t + (T(1) - p.alpha) * (T(1) - t) : T(1);
+  r.s = (positive ? T(1) : e) / d;
+  r.sn = (positive ? e : T(1)) / d;
+  r.ce = not_t * x - (positive ? T(0) : x) + log1p_unit(e);
+  r.m = t * r.sn + not_t * r.s;
+  r.a = p.weighted != T(0) ? weight : T(1);
   return r;
 }
 
@@ -152,7 +157,8 @@ DETOPS_INLINE T ce_times_modulating_slope(const Terms<T>& r, const FocalParams<T
   } else if constexpr (kGamma == kGammaTwo) {
     return r.ce * (T(2) * r.m);
   } else {
-    return r.m > T(0) ? r.ce * (p.gamma * power(r.m, p.gamma - T(1))) : T(0);
+    const T slope = r.ce * (p.gamma * power(r.m, p.gamma - T(1)));
+    return r.m > T(0) ? slope : T(0);
   }
 }
 
@@ -178,8 +184,9 @@ DETOPS_INLINE FocalGrad<T> focal_loss_grad(T x, T t, T g, const FocalParams<T>& 
   out.inputs = ag * ((r.s - t) * mod + slope * (r.s * r.sn) * (T(1) - T(2) * t));
   out.targets = T(0);
   if constexpr (kTargets) {
-    out.targets = ag * (slope * (r.sn - r.s) - x * mod);
-    if (p.weighted) out.targets += g * ((T(2) * p.alpha - T(1)) * (r.ce * mod));
+    const T unweighted = ag * (slope * (r.sn - r.s) - x * mod);
+    const T weight_term = g * ((T(2) * p.alpha - T(1)) * (r.ce * mod));
+    out.targets = p.weighted != T(0) ? unweighted + weight_term : unweighted;
   }
   return out;
 }
