@@ -7,14 +7,14 @@
 //       const FocalParams<T>&, int64_t n, const S* inputs, const S* targets, S* out /* [n] */);
 //   template <int kGamma, typename S, typename T> static void reduce(
 //       const FocalParams<T>&, int64_t n, const S* inputs, const S* targets,
-//       T* partials /* [chunks(n)] */, T divisor, S* out /* [1] */);
+//       double* partials /* [chunks(n)] */, T divisor, S* out /* [1] */);
 //   template <int kGamma, typename S, typename T> static void backward(
 //       const FocalParams<T>&, int64_t n, const S* inputs, const S* targets,
 //       const S* grad /* [n], or [1] when !per_element */, bool per_element, T divisor,
 //       S* grad_inputs /* [n] */, S* grad_targets /* [n], or nullptr */);
 //
-// reduce() sums the losses of each chunk of kReduceChunk consecutive elements into
-// partials[chunk], then the partials in chunk order in double, and writes the sum divided by
+// reduce() sums the losses of each chunk of kReduceChunk consecutive elements in double into
+// partials[chunk], then the partials in chunk order, and writes the sum divided by
 // `divisor` (n for "mean", 1 for "sum"): the chunks do not depend on the number of threads
 // or the grid, so the result is bitwise repeatable. In backward() an element's incoming
 // gradient is grad[i], or grad[0] / divisor for the reductions.
@@ -44,11 +44,6 @@ inline constexpr int64_t kReduceChunk = 8192;
 
 inline int64_t chunks(int64_t n) {
   return (n + kReduceChunk - 1) / kReduceChunk;
-}
-
-template <typename T>
-constexpr ScalarType scalar_type_of() {
-  return sizeof(T) == 8 ? ScalarType::Double : ScalarType::Float;
 }
 
 template <typename T>
@@ -99,11 +94,11 @@ Tensor forward(const Tensor& inputs_in, const Tensor& targets_in, double alpha, 
     // An empty sum is 0, an empty mean 0 / 0 = NaN (as torch's).
     const T divisor = reduction == Reduction::kMean ? static_cast<T>(n) : T(1);
     Tensor partials =
-        torch::stable::new_empty(inputs, {chunks(n) > 0 ? chunks(n) : 1}, scalar_type_of<T>());
+        torch::stable::new_empty(inputs, {chunks(n) > 0 ? chunks(n) : 1}, ScalarType::Double);
     dispatch_gamma(gamma, [&](auto g) {
       Backend::template reduce<decltype(g)::value, S, T>(
           params<T>(alpha, gamma), n, inputs.const_data_ptr<S>(), targets.const_data_ptr<S>(),
-          partials.mutable_data_ptr<T>(), divisor, out.mutable_data_ptr<S>());
+          partials.mutable_data_ptr<double>(), divisor, out.mutable_data_ptr<S>());
     });
   });
   return out;

@@ -5,10 +5,10 @@
 // parallel_for; the inner loops call only the branch-free float math of focal_loss_math.h,
 // so the compiler vectorises them for float32.
 //
-// The reductions sum each chunk of kReduceChunk elements in kLanes interleaved float
-// accumulators (one vector register), then the lanes in order, then the chunks' partials in
-// chunk order in double: the split does not depend on the number of threads, so the sum is
-// bitwise repeatable.
+// The reductions sum each chunk of kReduceChunk elements in kLanes interleaved double
+// accumulators (as accurate as torch's cascade sum of float32, and still vectorised), then
+// the lanes in order, then the chunks' partials in chunk order: the split does not depend on
+// the number of threads, so the sum is bitwise repeatable.
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -39,7 +39,7 @@ struct FocalLossBackend : detops::CpuBackend {
 
   template <int kGamma, typename S, typename T>
   static void reduce(const FocalParams<T>& p, int64_t n, const S* inputs, const S* targets,
-                     T* partials, T divisor, S* out) {
+                     double* partials, T divisor, S* out) {
     const int64_t count = chunks(n);
     torch::stable::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
       const FocalParams<T> q = p;
@@ -48,24 +48,26 @@ struct FocalLossBackend : detops::CpuBackend {
         const int64_t size = std::min(kReduceChunk, n - first);
         const S* x = inputs + first;
         const S* t = targets + first;
-        T lanes[kLanes] = {};
+        double lanes[kLanes] = {};
         const int64_t full = size - size % kLanes;
         for (int64_t i = 0; i < full; i += kLanes) {
           for (int j = 0; j < kLanes; ++j) {
-            lanes[j] += focal_loss<kGamma>(static_cast<T>(x[i + j]), static_cast<T>(t[i + j]), q);
+            lanes[j] += static_cast<double>(
+                focal_loss<kGamma>(static_cast<T>(x[i + j]), static_cast<T>(t[i + j]), q));
           }
         }
         for (int64_t i = full; i < size; ++i) {
-          lanes[i - full] += focal_loss<kGamma>(static_cast<T>(x[i]), static_cast<T>(t[i]), q);
+          lanes[i - full] += static_cast<double>(
+              focal_loss<kGamma>(static_cast<T>(x[i]), static_cast<T>(t[i]), q));
         }
-        T sum = T(0);
+        double sum = 0.0;
         for (int j = 0; j < kLanes; ++j) sum += lanes[j];
         partials[c] = sum;
       }
     });
     double total = 0.0;
-    for (int64_t c = 0; c < count; ++c) total += static_cast<double>(partials[c]);
-    out[0] = static_cast<S>(static_cast<T>(total) / divisor);
+    for (int64_t c = 0; c < count; ++c) total += partials[c];
+    out[0] = static_cast<S>(static_cast<T>(total / static_cast<double>(divisor)));
   }
 
   template <int kGamma, typename S, typename T>

@@ -4,10 +4,10 @@
 //
 // Reduction "none" and the backward: one thread per element (grid-stride), the same
 // expression as the CPU loop, so the results are bitwise equal to the CPU's.
-// Reductions "mean" and "sum", without atomics: a first kernel in which block b sums the
-// chunks b, b + gridDim.x, ... of kReduceChunk elements (threads stride through a chunk, then
-// a shared-memory tree) into partials[chunk]; a second, one-block kernel sums the partials
-// (threads stride, in double, then a tree) and divides. Every sum has a fixed order that
+// Reductions "mean" and "sum", without atomics, in double: a first kernel in which block b
+// sums the chunks b, b + gridDim.x, ... of kReduceChunk elements (threads stride through a
+// chunk, then a shared-memory tree) into partials[chunk]; a second, one-block kernel sums
+// the partials (threads stride, then a tree) and divides. Every sum has a fixed order that
 // depends only on n: bitwise repeatable. (The CPU sums a chunk in another order, so the two
 // devices agree to rounding, not bit for bit.)
 #include <torch/csrc/stable/library.h>
@@ -46,14 +46,15 @@ __device__ void block_sum(A* shared) {
 template <int kGamma, typename S, typename T>
 __global__ void partial_sums_kernel(FocalParams<T> p, int64_t n, int64_t count,
                                     const S* __restrict__ inputs, const S* __restrict__ targets,
-                                    T* __restrict__ partials) {
-  __shared__ T shared[kReduceThreads];
+                                    double* __restrict__ partials) {
+  __shared__ double shared[kReduceThreads];
   for (int64_t c = blockIdx.x; c < count; c += gridDim.x) {
     const int64_t first = c * kReduceChunk;
     const int64_t end = first + kReduceChunk < n ? first + kReduceChunk : n;
-    T acc = T(0);
+    double acc = 0.0;
     for (int64_t i = first + threadIdx.x; i < end; i += kReduceThreads) {
-      acc += focal_loss<kGamma>(static_cast<T>(inputs[i]), static_cast<T>(targets[i]), p);
+      acc += static_cast<double>(
+          focal_loss<kGamma>(static_cast<T>(inputs[i]), static_cast<T>(targets[i]), p));
     }
     shared[threadIdx.x] = acc;
     block_sum(shared);
@@ -63,16 +64,17 @@ __global__ void partial_sums_kernel(FocalParams<T> p, int64_t n, int64_t count,
 }
 
 template <typename S, typename T>
-__global__ void finish_sum_kernel(int64_t count, const T* __restrict__ partials, T divisor,
+__global__ void finish_sum_kernel(int64_t count, const double* __restrict__ partials, T divisor,
                                   S* __restrict__ out) {
   __shared__ double shared[kReduceThreads];
   double acc = 0.0;
   for (int64_t c = threadIdx.x; c < count; c += kReduceThreads) {
-    acc += static_cast<double>(partials[c]);
+    acc += partials[c];
   }
   shared[threadIdx.x] = acc;
   block_sum(shared);
-  if (threadIdx.x == 0) out[0] = static_cast<S>(static_cast<T>(shared[0]) / divisor);
+  if (threadIdx.x == 0)
+    out[0] = static_cast<S>(static_cast<T>(shared[0] / static_cast<double>(divisor)));
 }
 
 template <int kGamma, bool kPerElement, bool kTargets, typename S, typename T>
@@ -101,7 +103,7 @@ struct FocalLossBackend : detops::CudaBackend {
 
   template <int kGamma, typename S, typename T>
   static void reduce(const FocalParams<T>& p, int64_t n, const S* inputs, const S* targets,
-                     T* partials, T divisor, S* out) {
+                     double* partials, T divisor, S* out) {
     const int64_t count = chunks(n);
     const cudaStream_t stream = detops::cuda::current_stream();
     if (count > 0) {
