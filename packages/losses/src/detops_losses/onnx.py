@@ -15,7 +15,9 @@ so). alpha, gamma and reduction are fixed in the graph; shapes may be dynamic.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from onnxscript import ir
 from onnxscript import opset18 as op
 from onnxscript.onnx_types import DOUBLE, FLOAT
 
@@ -25,7 +27,17 @@ def _compute_type(x):
 
 
 def _scalar(value: float, like):
-    return op.CastLike(op.Constant(value_float=float(value)), like)
+    # A constant of `like`'s type holding `value` rounded once to it (a float32 Constant
+    # cast to float64 would carry float32's rounding of alpha or gamma).
+    return op.CastLike(op.Constant(value=ir.tensor(np.array(value, dtype=np.float64))), like)
+
+
+def _softplus(z, double: bool):
+    if not double:
+        return op.Softplus(z)
+    zero = op.CastLike(op.Constant(value_float=0.0), z)
+    one = op.CastLike(op.Constant(value_float=1.0), z)
+    return op.Add(op.Max(z, zero), op.Log(op.Add(one, op.Exp(op.Neg(op.Abs(z))))))
 
 
 def sigmoid_focal_loss(inputs, targets, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "none"):
@@ -42,7 +54,7 @@ def sigmoid_focal_loss(inputs, targets, alpha: float = 0.25, gamma: float = 2.0,
     s = op.Sigmoid(x)
     sn = op.Sigmoid(neg_x)
     not_t = op.Sub(one, t)
-    ce = op.Add(op.Mul(not_t, x), op.Softplus(neg_x))
+    ce = op.Add(op.Mul(not_t, x), _softplus(neg_x, t_type == DOUBLE.dtype))
     m = op.Add(op.Mul(t, sn), op.Mul(not_t, s))
     if gamma == 0:
         loss = ce
