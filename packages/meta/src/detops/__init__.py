@@ -6,13 +6,14 @@
 
 Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
 ``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
-``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``), plus
+``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``,
+``detops.focal_loss``), plus
 multi-scale deformable attention (``detops.deform_attn``), which torchvision does not have.
 :func:`use_detops` runs an existing torchvision detection model on detops;
 :func:`exportable` / :func:`export_detector` make it exportable with ``torch.export``.
 """
 
-from . import boxes, deform_attn, deform_conv, feature_pyramid_network, poolers
+from . import boxes, deform_attn, deform_conv, feature_pyramid_network, focal_loss, poolers
 
 # As in torchvision.ops, `detops.roi_align` etc. name the functions while the submodules of
 # the same names stay importable (`import detops.roi_align`).
@@ -40,6 +41,7 @@ from .boxes import (
 from .deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attention
 from .deform_conv import DeformConv2d, deform_conv2d
 from .feature_pyramid_network import FeaturePyramidNetwork
+from .focal_loss import sigmoid_focal_loss
 from .poolers import MultiScaleRoIAlign
 from .ps_roi_align import PSRoIAlign, ps_roi_align
 from .ps_roi_pool import PSRoIPool, ps_roi_pool
@@ -71,6 +73,7 @@ __all__ = [
     "export_detector",
     "exportable",
     "feature_pyramid_network",
+    "focal_loss",
     "multi_scale_deformable_attention",
     "nms",
     "nms_per_image",
@@ -82,6 +85,7 @@ __all__ = [
     "roi_align",
     "roi_align_rotated",
     "roi_pool",
+    "sigmoid_focal_loss",
     "soft_nms",
     "use_detops",
 ]
