@@ -21,8 +21,10 @@
 namespace detops::focal_loss::cpu {
 namespace {
 
-// Elements per parallel_for piece: large enough that small problems stay on one thread.
-inline constexpr int64_t kGrain = int64_t(1) << 14;
+// Elements per parallel_for piece (torch's own grain for elementwise ops): smaller problems
+// stay on one thread, where waking the pool (or waiting on a busy machine for a descheduled
+// worker) would cost more than the work.
+inline constexpr int64_t kGrain = int64_t(1) << 15;
 inline constexpr int kLanes = 8;
 
 // The loops below are also compiled for AVX2 and picked at load time where the CPU has it
@@ -95,7 +97,8 @@ struct FocalLossBackend : detops::CpuBackend {
   static void reduce(const FocalParams<T>& p, int64_t n, const S* inputs, const S* targets,
                      double* partials, T divisor, S* out) {
     const int64_t count = chunks(n);
-    torch::stable::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    const int64_t grain = std::max<int64_t>(1, kGrain / kReduceChunk);
+    torch::stable::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         const int64_t first = c * kReduceChunk;
         const int64_t size = std::min(kReduceChunk, n - first);
