@@ -45,12 +45,14 @@
 
 namespace detops::focal_loss {
 
-// e^x for x <= 0 (or NaN): Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, and e^r by
-// its Taylor polynomial to degree 7 (truncation below 2^-27), scaled by 2^n built in the
-// exponent bits. Selects instead of branches, so a loop calling it vectorises.
+// e^x for -87 <= x <= 0: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, and e^r by its
+// Taylor polynomial to degree 7 (truncation below 2^-27), scaled by 2^n built in the
+// exponent bits; 0 below -87, for -inf and for NaN (the callers' other terms carry a NaN
+// logit into the loss: ce holds x itself). Selects instead of branches, so a loop calling
+// it vectorises.
 DETOPS_LOSSES_INLINE float exp_nonpositive(float x) {
   constexpr float kCutoff = -87.0f;             // n >= -126 above: 2^n stays a normal float
-  const float xc = x >= kCutoff ? x : kCutoff;  // NaN is clamped here, restored below
+  const float xc = x >= kCutoff ? x : kCutoff;  // NaN too: no NaN reaches the int cast
   const float shifter = 12582912.0f;            // 1.5 * 2^23: adding it rounds to integer
   const float n = (xc * 1.44269504088896341f + shifter) - shifter;
   float r = xc - n * 0.693359375f;  // ln 2 = 0.693359375 - 2.12194440e-4 (hi part exact)
@@ -70,7 +72,7 @@ DETOPS_LOSSES_INLINE float exp_nonpositive(float x) {
   return x >= kCutoff ? e : 0.0f;
 }
 
-// log(1 + e) for e in [0, 1] (or NaN): 2 atanh(z) with z = e / (2 + e) <= 1/3, by its
+// log(1 + e) for e in [0, 1]: 2 atanh(z) with z = e / (2 + e) <= 1/3, by its
 // series to z^15 (truncation below 2^-29 relative), branch-free.
 DETOPS_LOSSES_INLINE float log1p_unit(float e) {
   const float z = e / (2.0f + e);
