@@ -110,10 +110,13 @@ class EveryOp(torch.nn.Module):
         # Ops landing while this test was written; called when the installed packages have
         # them, so that the coverage check below stays strict for every other op.
         ops = torch.ops.detops
-        if not hasattr(ops, "roi_align_rotated"):
-            return ()
-        rois = torch.cat((torch.zeros_like(rotated[:, :1]), rotated), dim=1)  # (batch, cx, cy, w, h, degrees)
-        return (ops.roi_align_rotated(y, rois, 0.25, 2, 2, 2, True),)
+        out = ()
+        if hasattr(ops, "roi_align_rotated"):
+            rois = torch.cat((torch.zeros_like(rotated[:, :1]), rotated), dim=1)  # (batch, cx, cy, w, h, degrees)
+            out += (ops.roi_align_rotated(y, rois, 0.25, 2, 2, 2, True),)
+        if hasattr(ops, "sigmoid_focal_loss"):
+            out += (ops.sigmoid_focal_loss(y, torch.sigmoid(y), 0.25, 2.0, "mean"),)
+        return out
 
 
 def _every_op_inputs():

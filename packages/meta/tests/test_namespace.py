@@ -31,6 +31,7 @@ NAMES = [
     "DeformConv2d",
     "FeaturePyramidNetwork",
     "MultiScaleRoIAlign",
+    "sigmoid_focal_loss",
 ]
 SUBMODULE_NAMES = {
     "boxes": ["nms", "batched_nms", "box_area", "box_convert", "box_iou", "clip_boxes_to_image", "remove_small_boxes"],
@@ -41,6 +42,7 @@ SUBMODULE_NAMES = {
     "deform_conv": ["deform_conv2d", "DeformConv2d"],
     "feature_pyramid_network": ["FeaturePyramidNetwork", "ExtraFPNBlock", "LastLevelMaxPool", "LastLevelP6P7"],
     "poolers": ["MultiScaleRoIAlign", "LevelMapper", "initLevelMapper"],
+    "focal_loss": ["sigmoid_focal_loss"],
 }
 
 
@@ -67,12 +69,14 @@ def test_submodules(module):
 def test_names_are_the_microlibraries_objects():
     import detops_deform
     import detops_fpn
+    import detops_losses
     import detops_nms
     import detops_roi
 
     assert detops.nms is detops_nms.nms and detops.roi_align is detops_roi.roi_align
     assert detops.DeformConv2d is detops_deform.DeformConv2d
     assert detops.feature_pyramid_network.LastLevelMaxPool is detops_fpn.LastLevelMaxPool
+    assert detops.sigmoid_focal_loss is detops_losses.sigmoid_focal_loss is detops.focal_loss.sigmoid_focal_loss
 
 
 ALONE = {
@@ -80,6 +84,7 @@ ALONE = {
     "detops_roi": ["detops_nms", "detops_deform", "detops_fpn", "detops"],
     "detops_deform": ["detops_nms", "detops_roi", "detops_fpn", "detops"],
     "detops_fpn": ["detops_nms", "detops_deform", "detops"],  # fpn needs roi (declared)
+    "detops_losses": ["detops_nms", "detops_roi", "detops_deform", "detops_fpn", "detops"],
 }
 
 

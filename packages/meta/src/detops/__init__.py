@@ -6,14 +6,15 @@
 
 Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
 ``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
-``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``, and the
-plain-PyTorch layers ``detops.misc``, ``detops.drop_block``, ``detops.stochastic_depth``), plus
+``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``,
+``detops.focal_loss``, and the plain-PyTorch layers ``detops.misc``, ``detops.drop_block``,
+``detops.stochastic_depth``), plus
 multi-scale deformable attention (``detops.deform_attn``), which torchvision does not have.
 :func:`use_detops` runs an existing torchvision detection model on detops;
 :func:`exportable` / :func:`export_detector` make it exportable with ``torch.export``.
 """
 
-from . import boxes, deform_attn, deform_conv, drop_block, feature_pyramid_network, misc, poolers
+from . import boxes, deform_attn, deform_conv, drop_block, feature_pyramid_network, focal_loss, misc, poolers
 
 # As in torchvision.ops, `detops.roi_align` etc. name the functions while the submodules of
 # the same names stay importable (`import detops.roi_align`).
@@ -44,6 +45,7 @@ from .deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_a
 from .deform_conv import DeformConv2d, deform_conv2d
 from .drop_block import DropBlock2d, DropBlock3d, drop_block2d, drop_block3d
 from .feature_pyramid_network import FeaturePyramidNetwork
+from .focal_loss import sigmoid_focal_loss
 from .misc import MLP, Conv2dNormActivation, Conv3dNormActivation, FrozenBatchNorm2d, Permute, SqueezeExcitation
 from .poolers import MultiScaleRoIAlign
 from .ps_roi_align import PSRoIAlign, ps_roi_align
@@ -89,6 +91,7 @@ __all__ = [
     "export_detector",
     "exportable",
     "feature_pyramid_network",
+    "focal_loss",
     "masks_to_boxes",
     "misc",
     "multi_scale_deformable_attention",
@@ -102,6 +105,7 @@ __all__ = [
     "roi_align",
     "roi_align_rotated",
     "roi_pool",
+    "sigmoid_focal_loss",
     "soft_nms",
     "stochastic_depth",
     "use_detops",

@@ -6,8 +6,8 @@
 Every detops op maps to standard ONNX operators with detops' semantics; where an argument
 has no exact mapping the export raises an error naming the op and the argument. The
 per-op mappings and their exactness are documented in ``detops_nms.onnx``,
-``detops_roi.onnx``, ``detops_deform.onnx``, ``detops_deform_attn.onnx`` and
-``detops_fpn.onnx``.
+``detops_roi.onnx``, ``detops_deform.onnx``, ``detops_deform_attn.onnx``,
+``detops_fpn.onnx`` and ``detops_losses.onnx``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Optional
 import detops_deform.onnx
 import detops_deform_attn.onnx
 import detops_fpn.onnx
+import detops_losses.onnx
 import detops_nms.onnx
 import detops_roi.onnx
 
@@ -27,7 +28,15 @@ def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for every detops op, for
     ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)``."""
     table = {}
-    for package in (detops_nms.onnx, detops_roi.onnx, detops_deform.onnx, detops_deform_attn.onnx, detops_fpn.onnx):
+    packages = (
+        detops_nms.onnx,
+        detops_roi.onnx,
+        detops_deform.onnx,
+        detops_deform_attn.onnx,
+        detops_fpn.onnx,
+        detops_losses.onnx,
+    )
+    for package in packages:
         table.update(package.translation_table())
     return table
 
