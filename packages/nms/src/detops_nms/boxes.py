@@ -1,4 +1,6 @@
-"""Box utilities used next to NMS, with torchvision.ops semantics (plain PyTorch).
+"""Box utilities used next to NMS, with torchvision.ops semantics: plain PyTorch, except the
+pairwise GIoU / DIoU / CIoU (generalized_box_iou, distance_box_iou, complete_box_iou), which
+are native ops with native backward ops (``torch.ops.detops.<name>``).
 
 Axis-aligned formats ``'xyxy'``, ``'xywh'``, ``'cxcywh'`` and torchvision's rotated formats
 ``'xywhr'``, ``'cxcywhr'`` (r in degrees, counter-clockwise as seen on an image whose y axis
@@ -243,3 +245,32 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     ws = boxes[..., 2] - boxes[..., 0]
     hs = boxes[..., 3] - boxes[..., 1]
     return torch.where((ws >= min_size) & (hs >= min_size))[0]
+
+
+# Pairwise GIoU / DIoU / CIoU: native ops (csrc/box_pair_*, core's detops/box_pair_math.h).
+# Values and gradients are torchvision 0.29.1's formulas operation for operation (float16 /
+# bfloat16 boxes give a float32 result, as there); boxes1 [N, 4] and boxes2 [M, 4] only.
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise generalized IoU, Tensor[N, M], of ``(x1, y1, x2, y2)`` boxes1 Tensor[N, 4]
+    and boxes2 Tensor[M, 4]: ``iou - (area_c - union) / area_c`` with ``area_c`` the area
+    of the smallest enclosing box. float16 / bfloat16 boxes give float32 (torchvision's
+    upcast; the coordinates' differences are rounded to the boxes' dtype first, as there).
+    Differentiable with respect to both (native backward)."""
+    return torch.ops.detops.generalized_box_iou(boxes1, boxes2)
+
+
+def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Pairwise distance IoU, Tensor[N, M]: ``iou - d^2 / (c^2 + eps)`` with ``d`` the
+    distance of the boxes' centres and ``c`` the diagonal of the smallest enclosing box.
+    Computed in float32 for float16 / bfloat16 boxes (result float32), as in torchvision."""
+    return torch.ops.detops.distance_box_iou(boxes1, boxes2, eps)
+
+
+def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Pairwise complete IoU, Tensor[N, M]: ``diou - alpha * v`` with
+    ``v = 4 / pi^2 (atan(w1 / h1) - atan(w2 / h2))^2`` and
+    ``alpha = v / (1 - iou + v + eps)``; as in torchvision, alpha is a constant to the
+    gradient (computed under no_grad). float16 / bfloat16 boxes give float32."""
+    return torch.ops.detops.complete_box_iou(boxes1, boxes2, eps)
