@@ -12,7 +12,7 @@
 //   clamp the enclosing box.
 // - Gradients are those autograd takes through the formulas: torch.maximum / minimum give
 //   each argument the whole gradient, or half each on a tie; clamp(min=0) passes it where
-//   its input is >= 0 (not for NaN); the loss's masked intersection passes none where the
+//   its input is > 0 (not at 0, not for NaN); the loss's masked intersection passes none where the
 //   mask is false. complete_box_iou and complete_box_iou_loss compute their alpha under
 //   torch.no_grad(): it is a constant to the gradient.
 // - T is the compute type (float32 for float16 / bfloat16 boxes: both torchvision families
@@ -95,14 +95,14 @@ DETOPS_INLINE T nan_min(T a, T b) {
   return (a < b || a != a) ? a : b;
 }
 
-// clamp(min=0), NaN stays NaN; its gradient passes where x >= 0.
+// clamp(min=0), NaN stays NaN; its gradient passes where x > 0 (torch gives none at 0).
 template <typename T>
 DETOPS_INLINE T clamp0(T x) {
   return x < T(0) ? T(0) : x;
 }
 template <typename T>
 DETOPS_INLINE T clamp0_grad(T x, T g) {
-  return x >= T(0) ? g : T(0);
+  return x > T(0) ? g : T(0);
 }
 
 // The share of gradient g that torch.maximum(a, b) (`is_max`) or torch.minimum(a, b) gives
