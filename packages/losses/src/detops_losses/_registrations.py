@@ -7,7 +7,10 @@ import torch
 from detops_core.autograd import forbid_double_backward, register_autograd
 from detops_core.fake import one_device
 
-from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from . import (
+    _library,  # noqa: F401  (the ops must exist before we register against them)
+    box_iou_loss_registrations,  # noqa: F401  (generalized/distance/complete_box_iou_loss)
+)
 
 _lib = torch.ops.detops
 

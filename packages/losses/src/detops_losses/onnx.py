@@ -19,6 +19,8 @@ import torch
 from onnxscript import opset18 as op
 from onnxscript.onnx_types import DOUBLE, FLOAT
 
+from . import box_iou_loss_onnx
+
 
 def _compute_type(x):
     return DOUBLE.dtype if x.dtype is not None and x.dtype.name == "DOUBLE" else FLOAT.dtype
@@ -64,4 +66,5 @@ def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for this package's ops."""
     return {
         torch.ops.detops.sigmoid_focal_loss.default: sigmoid_focal_loss,
+        **box_iou_loss_onnx.translation_table(),
     }
