@@ -17,6 +17,12 @@ NAMES = [
     "box_area",
     "box_convert",
     "box_iou",
+    "generalized_box_iou",
+    "distance_box_iou",
+    "complete_box_iou",
+    "generalized_box_iou_loss",
+    "distance_box_iou_loss",
+    "complete_box_iou_loss",
     "clip_boxes_to_image",
     "remove_small_boxes",
     "roi_align",
@@ -33,7 +39,21 @@ NAMES = [
     "MultiScaleRoIAlign",
 ]
 SUBMODULE_NAMES = {
-    "boxes": ["nms", "batched_nms", "box_area", "box_convert", "box_iou", "clip_boxes_to_image", "remove_small_boxes"],
+    "boxes": [
+        "nms",
+        "batched_nms",
+        "box_area",
+        "box_convert",
+        "box_iou",
+        "generalized_box_iou",
+        "distance_box_iou",
+        "complete_box_iou",
+        "clip_boxes_to_image",
+        "remove_small_boxes",
+    ],
+    "giou_loss": ["generalized_box_iou_loss"],
+    "diou_loss": ["distance_box_iou_loss"],
+    "ciou_loss": ["complete_box_iou_loss"],
     "roi_align": ["roi_align", "RoIAlign"],
     "roi_pool": ["roi_pool", "RoIPool"],
     "ps_roi_align": ["ps_roi_align", "PSRoIAlign"],
@@ -80,6 +100,7 @@ ALONE = {
     "detops_roi": ["detops_nms", "detops_deform", "detops_fpn", "detops"],
     "detops_deform": ["detops_nms", "detops_roi", "detops_fpn", "detops"],
     "detops_fpn": ["detops_nms", "detops_deform", "detops"],  # fpn needs roi (declared)
+    "detops_losses": ["detops_nms", "detops_roi", "detops_deform", "detops_fpn", "detops"],
 }
 
 

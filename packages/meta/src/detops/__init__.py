@@ -4,7 +4,8 @@
     keep = ops.nms(boxes, scores, 0.7)
     pooled = ops.roi_align(features, rois, (7, 7), 1 / 16, 2, aligned=True)
 
-Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
+Submodules mirror torchvision.ops (``detops.boxes``, ``detops.giou_loss``, ``detops.diou_loss``,
+``detops.ciou_loss``, ``detops.roi_align``,
 ``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
 ``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``), plus
 multi-scale deformable attention (``detops.deform_attn``), which torchvision does not have.
@@ -12,7 +13,7 @@ multi-scale deformable attention (``detops.deform_attn``), which torchvision doe
 :func:`exportable` / :func:`export_detector` make it exportable with ``torch.export``.
 """
 
-from . import boxes, deform_attn, deform_conv, feature_pyramid_network, poolers
+from . import boxes, ciou_loss, deform_attn, deform_conv, diou_loss, feature_pyramid_network, giou_loss, poolers
 
 # As in torchvision.ops, `detops.roi_align` etc. name the functions while the submodules of
 # the same names stay importable (`import detops.roi_align`).
@@ -40,9 +41,12 @@ from .boxes import (
     remove_small_boxes,
     soft_nms,
 )
+from .ciou_loss import complete_box_iou_loss
 from .deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attention
 from .deform_conv import DeformConv2d, deform_conv2d
+from .diou_loss import distance_box_iou_loss
 from .feature_pyramid_network import FeaturePyramidNetwork
+from .giou_loss import generalized_box_iou_loss
 from .poolers import MultiScaleRoIAlign
 from .ps_roi_align import PSRoIAlign, ps_roi_align
 from .ps_roi_pool import PSRoIPool, ps_roi_pool
@@ -67,16 +71,22 @@ __all__ = [
     "box_iou",
     "box_iou_rotated",
     "boxes",
+    "ciou_loss",
     "clip_boxes_to_image",
     "complete_box_iou",
+    "complete_box_iou_loss",
     "deform_attn",
     "deform_conv",
     "deform_conv2d",
+    "diou_loss",
     "distance_box_iou",
+    "distance_box_iou_loss",
     "export_detector",
     "exportable",
     "feature_pyramid_network",
     "generalized_box_iou",
+    "generalized_box_iou_loss",
+    "giou_loss",
     "multi_scale_deformable_attention",
     "nms",
     "nms_per_image",
