@@ -17,6 +17,7 @@ from typing import Any, Optional
 import detops_deform.onnx
 import detops_deform_attn.onnx
 import detops_fpn.onnx
+import detops_losses.onnx
 import detops_nms.onnx
 import detops_roi.onnx
 
@@ -27,7 +28,8 @@ def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for every detops op, for
     ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)``."""
     table = {}
-    for package in (detops_nms.onnx, detops_roi.onnx, detops_deform.onnx, detops_deform_attn.onnx, detops_fpn.onnx):
+    packages = (detops_nms.onnx, detops_roi.onnx, detops_deform.onnx, detops_deform_attn.onnx, detops_fpn.onnx)
+    for package in (*packages, detops_losses.onnx):
         table.update(package.translation_table())
     return table
 
