@@ -175,6 +175,37 @@ def test_gradients_are_bitwise_repeatable_across_threads(name):
             assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_leading_batch_dimensions_broadcast(name):
+    """[..., N, 4] with [..., M, 4] (leading dimensions broadcast, as torchvision's): one
+    native call per batch element, values and gradients as torchvision's (or the reference
+    per batch element)."""
+    g = torch.Generator().manual_seed(21)
+    boxes = random_boxes(2 * 3 * 5 + 3 * 4, g)
+    a, b = boxes[:30].reshape(2, 3, 5, 4), boxes[30:].reshape(3, 4, 4)
+    grad_out = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64)
+    for x, y, gy in ((a, b, grad_out), (a[0], b, grad_out[0]), (a[0, 0], b, grad_out[0])):
+        out, g1, g2 = _with_grads(_fn(name), x, y, gy)
+        if "torchvision" in oracles(name):
+            expected, e1, e2 = _with_grads(lambda p, q: call(name, "torchvision", p, q), x, y, gy)
+        else:
+
+            def per_element(p, q):
+                lead = torch.broadcast_tensors(p[..., :1, 0], q[..., :1, 0])[0].shape[:-1]
+                pb = p.expand(*lead, *p.shape[-2:]).reshape(-1, *p.shape[-2:])
+                qb = q.expand(*lead, *q.shape[-2:]).reshape(-1, *q.shape[-2:])
+                rows = [call(name, "reference", pb[i], qb[i]) for i in range(pb.shape[0])]
+                return torch.stack(rows).reshape(*lead, p.shape[-2], q.shape[-2])
+
+            expected, e1, e2 = _with_grads(per_element, x, y, gy)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g1, e1, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g2, e2, rtol=1e-10, atol=1e-12)
+    empty = _fn(name)(a[:0].half(), b.half())
+    assert empty.shape == (0, 3, 5, 4) and empty.dtype == torch.float32
+    assert_scripts(_fn(name), (a, b))
+
+
 def test_non_contiguous_boxes():
     a, b = _sets(11, 12, 9)
     wide = torch.zeros(12, 9, dtype=torch.float64)
