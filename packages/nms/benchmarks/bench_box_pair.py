@@ -32,4 +32,5 @@ def cases(quick: bool, device: str = "cpu"):
         theirs = _forward_backward(getattr(tv, name), boxes1, boxes2, grad)
         for x, y in zip(ours(), theirs()):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
-        yield (name, f"{n}x{n} pairs of RPN-like proposals, float32, forward + backward", ours, theirs)
+        # "backward" in the op's name: tools/bench.py times it with gradients enabled.
+        yield (f"{name} forward+backward", f"{n}x{n} RPN-like proposals, float32", ours, theirs)
