@@ -7,10 +7,8 @@ import torch
 from detops_core.autograd import forbid_double_backward, register_autograd
 from detops_core.fake import one_device
 
-from . import (
-    _library,  # noqa: F401  (the ops must exist before we register against them)
-    box_iou_loss_registrations,  # noqa: F401  (generalized/distance/complete_box_iou_loss)
-)
+from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from .box_iou_loss_registrations import BOX_IOU_LOSSES  # noqa: F401  (registers them on import)
 
 _lib = torch.ops.detops
 

@@ -10,7 +10,7 @@ from detops_core.fake import one_device
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
 
-_NAMES = ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss")
+BOX_IOU_LOSSES = ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss")
 _NARROW = (torch.float16, torch.bfloat16)
 
 
@@ -44,7 +44,7 @@ def _grads(name):
     return grads
 
 
-for _name in _NAMES:
+for _name in BOX_IOU_LOSSES:
     torch.library.register_fake(f"detops::{_name}", _loss_fake(_name))
     torch.library.register_fake(f"detops::_{_name}_backward", _backward_fake(_name))
     register_autograd(f"detops::{_name}", _grads(_name), save=("boxes1", "boxes2"))
