@@ -110,13 +110,27 @@ class EveryOp(torch.nn.Module):
         # Ops landing while this test was written; called when the installed packages have
         # them, so that the coverage check below stays strict for every other op.
         ops = torch.ops.detops
-        out = ()
-        if hasattr(ops, "roi_align_rotated"):
-            rois = torch.cat((torch.zeros_like(rotated[:, :1]), rotated), dim=1)  # (batch, cx, cy, w, h, degrees)
-            out += (ops.roi_align_rotated(y, rois, 0.25, 2, 2, 2, True),)
+        if not hasattr(ops, "roi_align_rotated"):
+            return ()
+        rois = torch.cat((torch.zeros_like(rotated[:, :1]), rotated), dim=1)  # (batch, cx, cy, w, h, degrees)
+        newer = (ops.roi_align_rotated(y, rois, 0.25, 2, 2, 2, True),)
+        if hasattr(ops, "generalized_box_iou"):
+            boxes = torch.cat((rotated[:, :2], rotated[:, :2] + rotated[:, 2:4]), dim=1)
+            newer += (
+                ops.generalized_box_iou(boxes, boxes[:7]),
+                ops.distance_box_iou(boxes, boxes[:7], 1e-7),
+                ops.complete_box_iou(boxes, boxes[:7], 1e-7),
+            )
+        if hasattr(ops, "generalized_box_iou_loss"):
+            boxes = torch.cat((rotated[:, :2], rotated[:, :2] + rotated[:, 2:4]), dim=1)
+            newer += (
+                ops.generalized_box_iou_loss(boxes, boxes.flip(0), "none", 1e-7),
+                ops.distance_box_iou_loss(boxes, boxes.flip(0), "mean", 1e-7),
+                ops.complete_box_iou_loss(boxes, boxes.flip(0), "sum", 1e-7),
+            )
         if hasattr(ops, "sigmoid_focal_loss"):
-            out += (ops.sigmoid_focal_loss(y, torch.sigmoid(y), 0.25, 2.0, "mean"),)
-        return out
+            newer += (ops.sigmoid_focal_loss(y, torch.sigmoid(y), 0.25, 2.0, "none"),)
+        return newer
 
 
 def _every_op_inputs():

@@ -10,7 +10,14 @@ standard ONNX operators (``detops_losses.onnx``).
 
 from . import _registrations  # noqa: F401  (fake kernels, autograd and autocast)
 from ._library import build_info
+from .box_iou_loss import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 from .focal_loss import sigmoid_focal_loss
 
-__all__ = ["build_info", "sigmoid_focal_loss"]
+__all__ = [
+    "build_info",
+    "sigmoid_focal_loss",
+    "generalized_box_iou_loss",
+    "distance_box_iou_loss",
+    "complete_box_iou_loss",
+]
 __version__ = __import__("importlib.metadata").metadata.version("detops-losses")

@@ -8,6 +8,7 @@ from detops_core.autograd import forbid_double_backward, register_autograd
 from detops_core.fake import one_device
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
+from .box_iou_loss_registrations import BOX_IOU_LOSSES  # noqa: F401  (registers them on import)
 
 _lib = torch.ops.detops
 

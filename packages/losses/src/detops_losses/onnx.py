@@ -21,6 +21,8 @@ from onnxscript import ir
 from onnxscript import opset18 as op
 from onnxscript.onnx_types import DOUBLE, FLOAT
 
+from . import box_iou_loss_onnx
+
 
 def _compute_type(x):
     return DOUBLE.dtype if x.dtype is not None and x.dtype.name == "DOUBLE" else FLOAT.dtype
@@ -76,4 +78,5 @@ def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for this package's ops."""
     return {
         torch.ops.detops.sigmoid_focal_loss.default: sigmoid_focal_loss,
+        **box_iou_loss_onnx.translation_table(),
     }

@@ -5,16 +5,28 @@
     pooled = ops.roi_align(features, rois, (7, 7), 1 / 16, 2, aligned=True)
 
 Submodules mirror torchvision.ops (``detops.boxes``, ``detops.roi_align``,
-``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``,
-``detops.deform_conv``, ``detops.feature_pyramid_network``, ``detops.poolers``,
-``detops.focal_loss``, and the plain-PyTorch layers ``detops.misc``, ``detops.drop_block``,
-``detops.stochastic_depth``), plus
+``detops.roi_pool``, ``detops.ps_roi_align``, ``detops.ps_roi_pool``, ``detops.deform_conv``,
+``detops.feature_pyramid_network``, ``detops.poolers``, the losses ``detops.focal_loss``,
+``detops.giou_loss``, ``detops.diou_loss``, ``detops.ciou_loss``, and the plain-PyTorch
+layers ``detops.misc``, ``detops.drop_block``, ``detops.stochastic_depth``), plus
 multi-scale deformable attention (``detops.deform_attn``), which torchvision does not have.
 :func:`use_detops` runs an existing torchvision detection model on detops;
 :func:`exportable` / :func:`export_detector` make it exportable with ``torch.export``.
 """
 
-from . import boxes, deform_attn, deform_conv, drop_block, feature_pyramid_network, focal_loss, misc, poolers
+from . import (
+    boxes,
+    ciou_loss,
+    deform_attn,
+    deform_conv,
+    diou_loss,
+    drop_block,
+    feature_pyramid_network,
+    focal_loss,
+    giou_loss,
+    misc,
+    poolers,
+)
 
 # As in torchvision.ops, `detops.roi_align` etc. name the functions while the submodules of
 # the same names stay importable (`import detops.roi_align`).
@@ -34,6 +46,9 @@ from .boxes import (
     box_iou,
     box_iou_rotated,
     clip_boxes_to_image,
+    complete_box_iou,
+    distance_box_iou,
+    generalized_box_iou,
     masks_to_boxes,
     nms,
     nms_per_image,
@@ -41,11 +56,14 @@ from .boxes import (
     remove_small_boxes,
     soft_nms,
 )
+from .ciou_loss import complete_box_iou_loss
 from .deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attention
 from .deform_conv import DeformConv2d, deform_conv2d
+from .diou_loss import distance_box_iou_loss
 from .drop_block import DropBlock2d, DropBlock3d, drop_block2d, drop_block3d
 from .feature_pyramid_network import FeaturePyramidNetwork
 from .focal_loss import sigmoid_focal_loss
+from .giou_loss import generalized_box_iou_loss
 from .misc import MLP, Conv2dNormActivation, Conv3dNormActivation, FrozenBatchNorm2d, Permute, SqueezeExcitation
 from .poolers import MultiScaleRoIAlign
 from .ps_roi_align import PSRoIAlign, ps_roi_align
@@ -81,10 +99,16 @@ __all__ = [
     "box_iou",
     "box_iou_rotated",
     "boxes",
+    "ciou_loss",
     "clip_boxes_to_image",
+    "complete_box_iou",
+    "complete_box_iou_loss",
     "deform_attn",
     "deform_conv",
     "deform_conv2d",
+    "diou_loss",
+    "distance_box_iou",
+    "distance_box_iou_loss",
     "drop_block",
     "drop_block2d",
     "drop_block3d",
@@ -92,6 +116,9 @@ __all__ = [
     "exportable",
     "feature_pyramid_network",
     "focal_loss",
+    "generalized_box_iou",
+    "generalized_box_iou_loss",
+    "giou_loss",
     "masks_to_boxes",
     "misc",
     "multi_scale_deformable_attention",

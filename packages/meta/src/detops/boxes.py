@@ -1,6 +1,8 @@
 """torchvision.ops.boxes names: NMS and box utilities; plus the NMS variants torchvision
 does not have (soft-NMS, per-image NMS; nms / batched_nms take max_output) and the
-rotated-box ops (box_iou_rotated, nms_rotated, batched_nms_rotated; cxcywhr, degrees)."""
+rotated-box ops (box_iou_rotated, nms_rotated, batched_nms_rotated; cxcywhr, degrees). The
+pairwise generalized_box_iou, distance_box_iou and complete_box_iou are native ops with
+native gradients."""
 
 from detops_nms import (
     batched_nms,
@@ -11,7 +13,10 @@ from detops_nms import (
     box_iou,
     box_iou_rotated,
     clip_boxes_to_image,
+    complete_box_iou,
+    distance_box_iou,
     from_mmcv_rotated,
+    generalized_box_iou,
     masks_to_boxes,
     nms,
     nms_per_image,
@@ -30,7 +35,10 @@ __all__ = [
     "box_iou",
     "box_iou_rotated",
     "clip_boxes_to_image",
+    "complete_box_iou",
+    "distance_box_iou",
     "from_mmcv_rotated",
+    "generalized_box_iou",
     "masks_to_boxes",
     "nms",
     "nms_per_image",

@@ -3,7 +3,9 @@ detection pipelines need: soft-NMS, a limit on kept boxes, many images in one ca
 
 ``nms`` and ``batched_nms`` run native CPU and CUDA kernels registered as
 ``torch.ops.detops.nms`` and ``torch.ops.detops.batched_nms``; ``soft_nms``,
-``batched_soft_nms`` and ``nms_per_image`` as ``torch.ops.detops.<name>``. All script with
+``batched_soft_nms`` and ``nms_per_image`` as ``torch.ops.detops.<name>``, as do the
+differentiable pairwise ``generalized_box_iou``, ``distance_box_iou`` and
+``complete_box_iou``. All script with
 TorchScript, trace under ``torch.compile(fullgraph=True)`` and ``torch.export``, and
 compute float16/bfloat16 inputs in float32.
 
@@ -31,7 +33,17 @@ from . import _registrations  # noqa: F401  (fake kernels and autocast)
 from ._category_ids import as_int64
 from ._library import build_info
 from ._script import scripts_as
-from .boxes import box_area, box_convert, box_iou, clip_boxes_to_image, masks_to_boxes, remove_small_boxes
+from .boxes import (
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    complete_box_iou,
+    distance_box_iou,
+    generalized_box_iou,
+    masks_to_boxes,
+    remove_small_boxes,
+)
 from .rotated import batched_nms_rotated, box_iou_rotated, from_mmcv_rotated, nms_rotated, to_mmcv_rotated
 
 __all__ = [
@@ -43,6 +55,9 @@ __all__ = [
     "box_area",
     "box_convert",
     "box_iou",
+    "generalized_box_iou",
+    "distance_box_iou",
+    "complete_box_iou",
     "clip_boxes_to_image",
     "masks_to_boxes",
     "remove_small_boxes",

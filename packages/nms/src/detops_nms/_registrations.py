@@ -1,12 +1,15 @@
 """What the NMS ops register with torch besides their kernels: fake kernels (output shapes
 for torch.compile and torch.export), autocast, and nms's kernel for quantized CPU tensors. The native entry points
 (csrc/nms_checks.h, csrc/nms_rotated_checks.h) own the argument checks.
-None of the ops has a gradient: the outputs are integer indices (and soft-NMS's scores,
-which are not differentiated)."""
+The NMS ops have no gradient: the outputs are integer indices (and soft-NMS's scores,
+which are not differentiated). The pairwise generalized_box_iou, distance_box_iou and
+complete_box_iou differentiate with respect to both box sets through their native backward
+ops, which have no derivative of their own."""
 
 import torch
 
 from detops_core.autocast import register_autocast_float32
+from detops_core.autograd import forbid_double_backward, register_autograd
 from detops_core.fake import one_device, size
 
 from . import _library  # noqa: F401  (the ops must exist before we register against them)
@@ -115,3 +118,68 @@ def _quantized_nms(boxes, scores, iou_threshold, max_output=None):
 
 if _QUANTIZED:
     _quantized_lib.impl("nms", _quantized_nms, "QuantizedCPU")
+
+
+# ----------------------------------------------------------------------------- box pairs
+# No autocast kernel for these: float16 / bfloat16 boxes are computed in float32 natively and
+# the result stays float32, torchvision's result under autocast too (its Python formulas
+# upcast and autocast leaves element-wise ops alone); an autocast kernel would cast it back.
+_NARROW = (torch.float16, torch.bfloat16)
+_BOX_PAIR = ("generalized_box_iou", "distance_box_iou", "complete_box_iou")
+
+
+def _pair_result(op, boxes1, boxes2):
+    one_device(op, boxes1=boxes1, boxes2=boxes2)
+    dtype = torch.float32 if boxes1.dtype in _NARROW else boxes1.dtype
+    return boxes1.new_empty((size(boxes1, 0), size(boxes2, 0)), dtype=dtype)
+
+
+def _pair_grads(op, grad, boxes1, boxes2):
+    one_device(op, boxes1=boxes1, boxes2=boxes2, grad=grad)
+    return boxes1.new_empty((size(boxes1, 0), 4)), boxes2.new_empty((size(boxes2, 0), 4))
+
+
+@torch.library.register_fake("detops::generalized_box_iou")
+def _generalized_box_iou_fake(boxes1, boxes2):
+    return _pair_result("detops.generalized_box_iou", boxes1, boxes2)
+
+
+@torch.library.register_fake("detops::distance_box_iou")
+def _distance_box_iou_fake(boxes1, boxes2, eps=1e-7):
+    return _pair_result("detops.distance_box_iou", boxes1, boxes2)
+
+
+@torch.library.register_fake("detops::complete_box_iou")
+def _complete_box_iou_fake(boxes1, boxes2, eps=1e-7):
+    return _pair_result("detops.complete_box_iou", boxes1, boxes2)
+
+
+@torch.library.register_fake("detops::_generalized_box_iou_backward")
+def _generalized_box_iou_backward_fake(grad, boxes1, boxes2):
+    return _pair_grads("detops._generalized_box_iou_backward", grad, boxes1, boxes2)
+
+
+@torch.library.register_fake("detops::_distance_box_iou_backward")
+def _distance_box_iou_backward_fake(grad, boxes1, boxes2, eps):
+    return _pair_grads("detops._distance_box_iou_backward", grad, boxes1, boxes2)
+
+
+@torch.library.register_fake("detops::_complete_box_iou_backward")
+def _complete_box_iou_backward_fake(grad, boxes1, boxes2, eps):
+    return _pair_grads("detops._complete_box_iou_backward", grad, boxes1, boxes2)
+
+
+def _box_pair_grads(name):
+    backward = getattr(torch.ops.detops, f"_{name}_backward")
+
+    def grads(args, grad):
+        extra = () if name == "generalized_box_iou" else (args.eps,)
+        grad1, grad2 = backward(grad, args.boxes1, args.boxes2, *extra)
+        return {"boxes1": grad1, "boxes2": grad2}
+
+    return grads
+
+
+for _name in _BOX_PAIR:
+    register_autograd(f"detops::{_name}", _box_pair_grads(_name), save=("boxes1", "boxes2"))
+    forbid_double_backward(f"detops::_{_name}_backward", f"detops.{_name}")

@@ -1,4 +1,6 @@
-"""Box utilities used next to NMS, with torchvision.ops semantics (plain PyTorch).
+"""Box utilities used next to NMS, with torchvision.ops semantics: plain PyTorch, except the
+pairwise GIoU / DIoU / CIoU (generalized_box_iou, distance_box_iou, complete_box_iou), which
+are native ops with native backward ops (``torch.ops.detops.<name>``).
 
 Axis-aligned formats ``'xyxy'``, ``'xywh'``, ``'cxcywh'`` and torchvision's rotated formats
 ``'xywhr'``, ``'cxcywhr'`` (r in degrees, counter-clockwise as seen on an image whose y axis
@@ -9,7 +11,7 @@ none (NotImplementedError, as in torchvision).
 """
 
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor
@@ -269,3 +271,65 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
     x2 = torch.where(cols, xs, -1).amax(dim=1)
     boxes = torch.stack((x1, y1, x2, y2), dim=1).to(torch.float32)
     return torch.where(rows.any(dim=1).unsqueeze(1), boxes, torch.zeros_like(boxes))
+
+
+# Pairwise GIoU / DIoU / CIoU: native ops (csrc/box_pair_*, core's detops/box_pair_math.h).
+# Values and gradients are torchvision 0.29.1's formulas operation for operation (float16 /
+# bfloat16 boxes give a float32 result, as there). The native ops take boxes1 [N, 4] and
+# boxes2 [M, 4]; leading batch dimensions (broadcast, as torchvision's) run one native call
+# per batch element.
+
+
+def _batch_of(boxes1: Tensor, boxes2: Tensor) -> Tuple[Tensor, Tensor, List[int]]:
+    """boxes1 [..., N, 4] and boxes2 [..., M, 4] as [B, N, 4] and [B, M, 4] over their
+    broadcast leading shape, and that shape."""
+    lead = list(torch.broadcast_tensors(boxes1[..., :1, 0], boxes2[..., :1, 0])[0].shape[:-1])
+    n, m = boxes1.shape[-2], boxes2.shape[-2]
+    a = boxes1.expand(lead + [n, 4]).reshape(-1, n, 4)
+    b = boxes2.expand(lead + [m, 4]).reshape(-1, m, 4)
+    return a, b, lead
+
+
+def _stacked(rows: List[Tensor], none: Tensor, lead: List[int], n: int, m: int) -> Tensor:
+    # `none`: the op on no boxes, for the result's dtype when the batch is empty.
+    out = torch.stack(rows) if len(rows) > 0 else none.new_empty([0, n, m])
+    return out.reshape(lead + [n, m])
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise generalized IoU, Tensor[..., N, M], of ``(x1, y1, x2, y2)`` boxes1
+    Tensor[..., N, 4] and boxes2 Tensor[..., M, 4]: ``iou - (area_c - union) / area_c`` with
+    ``area_c`` the area of the smallest enclosing box. float16 / bfloat16 boxes give float32
+    (torchvision's upcast; the coordinates' differences are rounded to the boxes' dtype
+    first, as there). Differentiable with respect to both (native backward)."""
+    if boxes1.dim() <= 2 and boxes2.dim() <= 2:
+        return torch.ops.detops.generalized_box_iou(boxes1, boxes2)
+    a, b, lead = _batch_of(boxes1, boxes2)
+    rows = [torch.ops.detops.generalized_box_iou(a[i], b[i]) for i in range(a.shape[0])]
+    none = torch.ops.detops.generalized_box_iou(a.reshape(-1, 4)[:0], b.reshape(-1, 4)[:0])
+    return _stacked(rows, none, lead, a.shape[1], b.shape[1])
+
+
+def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Pairwise distance IoU, Tensor[..., N, M]: ``iou - d^2 / (c^2 + eps)`` with ``d`` the
+    distance of the boxes' centres and ``c`` the diagonal of the smallest enclosing box.
+    Computed in float32 for float16 / bfloat16 boxes (result float32), as in torchvision."""
+    if boxes1.dim() <= 2 and boxes2.dim() <= 2:
+        return torch.ops.detops.distance_box_iou(boxes1, boxes2, eps)
+    a, b, lead = _batch_of(boxes1, boxes2)
+    rows = [torch.ops.detops.distance_box_iou(a[i], b[i], eps) for i in range(a.shape[0])]
+    none = torch.ops.detops.distance_box_iou(a.reshape(-1, 4)[:0], b.reshape(-1, 4)[:0], eps)
+    return _stacked(rows, none, lead, a.shape[1], b.shape[1])
+
+
+def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Pairwise complete IoU, Tensor[..., N, M]: ``diou - alpha * v`` with
+    ``v = 4 / pi^2 (atan(w1 / h1) - atan(w2 / h2))^2`` and
+    ``alpha = v / (1 - iou + v + eps)``; as in torchvision, alpha is a constant to the
+    gradient (computed under no_grad). float16 / bfloat16 boxes give float32."""
+    if boxes1.dim() <= 2 and boxes2.dim() <= 2:
+        return torch.ops.detops.complete_box_iou(boxes1, boxes2, eps)
+    a, b, lead = _batch_of(boxes1, boxes2)
+    rows = [torch.ops.detops.complete_box_iou(a[i], b[i], eps) for i in range(a.shape[0])]
+    none = torch.ops.detops.complete_box_iou(a.reshape(-1, 4)[:0], b.reshape(-1, 4)[:0], eps)
+    return _stacked(rows, none, lead, a.shape[1], b.shape[1])

@@ -1,4 +1,6 @@
-"""ONNX export of ``detops.nms`` and ``detops.batched_nms`` (needs onnx and onnxscript).
+"""ONNX export of ``detops.nms`` and ``detops.batched_nms`` (needs onnx and onnxscript), and of
+the pairwise ``generalized_box_iou``, ``distance_box_iou``, ``complete_box_iou`` (see their
+translations below).
 
 ``torch.onnx.export(model, args, dynamo=True, custom_translation_table=translation_table())``
 maps both ops to the standard ``NonMaxSuppression`` operator with exactly detops' results:
@@ -43,6 +45,7 @@ import math
 from typing import Optional
 
 import numpy as np
+import onnx_ir
 import torch
 from onnxscript import opset18 as op
 from onnxscript.onnx_types import FLOAT, INT64
@@ -203,6 +206,95 @@ nms_rotated = _refuse("nms_rotated", _ROTATED_WHY)
 batched_nms_rotated = _refuse("batched_nms_rotated", _ROTATED_WHY)
 
 
+# Pairwise GIoU / DIoU / CIoU: torchvision's formulas as the same sequence of element-wise
+# standard operators, broadcasting boxes1 [N, 1] against boxes2 [1, M]. torch.maximum /
+# minimum propagate NaN and clamp(min=0) keeps it, which ONNX Max / Min / Clip do not
+# promise, so those are written with Where. float16 / bfloat16 boxes compute in float32 (the
+# result is float32, as detops'); generalized_box_iou rounds its coordinate differences to
+# the boxes' dtype first, as torchvision does. Exact but for Atan (complete_box_iou), which
+# ONNX Runtime may round differently in the last place.
+def _is_narrow(boxes) -> bool:
+    return boxes.dtype is not None and boxes.dtype.name in ("FLOAT16", "BFLOAT16")
+
+
+def _coords(boxes, axis: int):
+    """x1, y1, x2, y2 of boxes [K, 4] in the compute type, as [K, 1] (axis 1) or [1, K]."""
+    t = op.Cast(boxes, to=FLOAT.dtype) if _is_narrow(boxes) else boxes
+    return [op.Unsqueeze(op.Gather(t, op.Constant(value_int=k), axis=1), [axis]) for k in range(4)]
+
+
+def _const(value: float, like):
+    # A float64 constant cast to the compute type: eps rounds as torch rounds a Python float.
+    return op.CastLike(op.Constant(value=onnx_ir.tensor(np.array(value, dtype=np.float64))), like)
+
+
+def _nan_max(a, b):
+    return op.Where(op.Or(op.Greater(a, b), op.IsNaN(a)), a, b)
+
+
+def _nan_min(a, b):
+    return op.Where(op.Or(op.Less(a, b), op.IsNaN(a)), a, b)
+
+
+def _clamp0(x):
+    zero = _const(0.0, x)
+    return op.Where(op.Less(x, zero), zero, x)
+
+
+def _pair_parts(boxes1, boxes2, narrow_to=None):
+    """IoU, union, the enclosing box's clamped sides and the boxes' coordinates."""
+    a, b = _coords(boxes1, 1), _coords(boxes2, 0)
+
+    def diff(hi, lo):
+        d = op.Sub(hi, lo)
+        return d if narrow_to is None else op.Cast(op.Cast(d, to=narrow_to), to=FLOAT.dtype)
+
+    area_a = op.Mul(op.Sub(a[2], a[0]), op.Sub(a[3], a[1]))
+    area_b = op.Mul(op.Sub(b[2], b[0]), op.Sub(b[3], b[1]))
+    ix = _clamp0(diff(_nan_min(a[2], b[2]), _nan_max(a[0], b[0])))
+    iy = _clamp0(diff(_nan_min(a[3], b[3]), _nan_max(a[1], b[1])))
+    inter = op.Mul(ix, iy)
+    union = op.Sub(op.Add(area_a, area_b), inter)
+    ex = _clamp0(diff(_nan_max(a[2], b[2]), _nan_min(a[0], b[0])))
+    ey = _clamp0(diff(_nan_max(a[3], b[3]), _nan_min(a[1], b[1])))
+    return op.Div(inter, union), union, ex, ey, a, b
+
+
+def generalized_box_iou(boxes1, boxes2):
+    """Translation of ``detops::generalized_box_iou``."""
+    narrow_to = boxes1.dtype if _is_narrow(boxes1) else None
+    iou, union, ex, ey, _, _ = _pair_parts(boxes1, boxes2, narrow_to)
+    area_c = op.Mul(ex, ey)
+    return op.Sub(iou, op.Div(op.Sub(area_c, union), area_c))
+
+
+def _diou_iou(boxes1, boxes2, eps: float):
+    iou, _, ex, ey, a, b = _pair_parts(boxes1, boxes2)
+    diagonal = op.Add(op.Add(op.Mul(ex, ex), op.Mul(ey, ey)), _const(eps, ex))
+    two = _const(2.0, ex)
+    dx = op.Sub(op.Div(op.Add(a[0], a[2]), two), op.Div(op.Add(b[0], b[2]), two))
+    dy = op.Sub(op.Div(op.Add(a[1], a[3]), two), op.Div(op.Add(b[1], b[3]), two))
+    centres = op.Add(op.Mul(dx, dx), op.Mul(dy, dy))
+    return op.Sub(iou, op.Div(centres, diagonal)), iou, a, b
+
+
+def distance_box_iou(boxes1, boxes2, eps: float = 1e-7):
+    """Translation of ``detops::distance_box_iou``."""
+    diou, _, _, _ = _diou_iou(boxes1, boxes2, eps)
+    return diou
+
+
+def complete_box_iou(boxes1, boxes2, eps: float = 1e-7):
+    """Translation of ``detops::complete_box_iou``."""
+    diou, iou, a, b = _diou_iou(boxes1, boxes2, eps)
+    angle_a = op.Atan(op.Div(op.Sub(a[2], a[0]), op.Sub(a[3], a[1])))
+    angle_b = op.Atan(op.Div(op.Sub(b[2], b[0]), op.Sub(b[3], b[1])))
+    d = op.Sub(angle_a, angle_b)
+    v = op.Mul(_const(4 / math.pi**2, d), op.Mul(d, d))
+    alpha = op.Div(v, op.Add(op.Add(op.Sub(_const(1.0, iou), iou), v), _const(eps, v)))
+    return op.Sub(diou, op.Mul(alpha, v))
+
+
 def translation_table() -> dict:
     """``{torch.ops.detops.<op>.default: onnxscript function}`` for this package's ops."""
     ops = torch.ops.detops
@@ -215,4 +307,7 @@ def translation_table() -> dict:
         ops.box_iou_rotated.default: box_iou_rotated,
         ops.nms_rotated.default: nms_rotated,
         ops.batched_nms_rotated.default: batched_nms_rotated,
+        ops.generalized_box_iou.default: generalized_box_iou,
+        ops.distance_box_iou.default: distance_box_iou,
+        ops.complete_box_iou.default: complete_box_iou,
     }
