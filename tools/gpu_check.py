@@ -38,6 +38,7 @@ SANITIZE = {
     "deform": ("test_devices.py", "cuda"),
     "deform_attn": ("test_devices.py", "cuda"),
     "fpn": ("test_upsample_add.py", "cuda"),
+    "losses": ("test_box_iou_loss.py", "cuda"),
 }
 LIMITS = {"build": 120, "tests": 160, "sanitizer": 70, "bench": 80}
 SANITIZER_ERRORS = 86  # compute-sanitizer's exit status on findings, apart from pytest's 0-5

@@ -1,5 +1,7 @@
 """A torchvision Mask R-CNN (random weights, nothing downloaded) gives the same detections,
-losses and gradients with detops swapped in (detops.use_detops), on every device."""
+losses and gradients with detops swapped in (detops.use_detops), on every device; so do
+RetinaNet's and FCOS's training losses (detops' sigmoid_focal_loss and
+generalized_box_iou_loss)."""
 
 import pytest
 import torch
@@ -102,3 +104,29 @@ def test_train_losses_and_gradients_match(device):
     assert grads.keys() == expected_grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("name", ["retinanet", "fcos"])
+def test_dense_detectors_train_on_detops_losses(name):
+    from torchvision.models.detection import fcos, fcos_resnet50_fpn, retinanet, retinanet_resnet50_fpn
+
+    build = {"retinanet": retinanet_resnet50_fpn, "fcos": fcos_resnet50_fpn}[name]
+    torch.manual_seed(0)
+    model = build(weights=None, weights_backbone=None, min_size=160, max_size=224).train()
+    images, targets = _images(), [{k: t[k] for k in ("boxes", "labels")} for t in _targets()]
+    with full_float32():
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    module = {"retinanet": retinanet, "fcos": fcos}[name]
+    with detops.use_detops(model), full_float32():
+        assert module.sigmoid_focal_loss is detops.sigmoid_focal_loss
+        got = model(images, targets)
+        sum(got.values()).backward()
+    assert module.sigmoid_focal_loss is torchvision.ops.sigmoid_focal_loss
+    for key in losses:
+        torch.testing.assert_close(got[key], losses[key], rtol=1e-4, atol=1e-5)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, expected_grads[n], rtol=1e-3, atol=1e-4, msg=n)

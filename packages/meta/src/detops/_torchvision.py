@@ -12,8 +12,9 @@ Inside the block:
   the pooler's inferred scales;
 - the functions torchvision's detection code calls at run time (``nms``, ``batched_nms``,
   ``box_iou``, ``clip_boxes_to_image``, ``remove_small_boxes`` in
-  ``torchvision.ops.boxes``, and ``roi_align`` in ``torchvision.models.detection.roi_heads``)
-  are detops'.
+  ``torchvision.ops.boxes``, ``roi_align`` in ``torchvision.models.detection.roi_heads``, and
+  the losses RetinaNet and FCOS train with: ``sigmoid_focal_loss`` in their modules and
+  FCOS's ``generalized_box_iou_loss``) are detops'.
 
 Leaving the block puts every original module and function back. The function swap is
 process-wide (module attributes), so do not run torchvision-only code on another thread
@@ -27,11 +28,14 @@ from torch import nn
 
 import detops_deform
 import detops_fpn
+import detops_losses
 import detops_nms
 import detops_roi
 
 
 def _function_patches() -> List[Tuple[object, str, object]]:
+    import torchvision.models.detection.fcos as fcos
+    import torchvision.models.detection.retinanet as retinanet
     import torchvision.models.detection.roi_heads as roi_heads
     import torchvision.ops.boxes as tv_boxes
 
@@ -42,6 +46,9 @@ def _function_patches() -> List[Tuple[object, str, object]]:
         (tv_boxes, "clip_boxes_to_image", detops_nms.clip_boxes_to_image),
         (tv_boxes, "remove_small_boxes", detops_nms.remove_small_boxes),
         (roi_heads, "roi_align", detops_roi.roi_align),
+        (retinanet, "sigmoid_focal_loss", detops_losses.sigmoid_focal_loss),
+        (fcos, "sigmoid_focal_loss", detops_losses.sigmoid_focal_loss),
+        (fcos, "generalized_box_iou_loss", detops_losses.generalized_box_iou_loss),
     ]
 
 
