@@ -98,7 +98,10 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_output: Opti
 def _batched_nms(
     boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, max_output: Optional[int] = None
 ) -> Tensor:
-    if boxes.numel() == 0:  # torchvision answers before it looks at the other arguments
+    # torchvision answers no boxes before it looks at the other arguments. Not while tracing:
+    # there the number of boxes may be data-dependent (an unbacked size cannot be compared),
+    # and the native op gives the same empty result for valid arguments.
+    if not torch.compiler.is_compiling() and boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     return torch.ops.detops.batched_nms(boxes, scores, as_int64(idxs), iou_threshold, max_output)
 
