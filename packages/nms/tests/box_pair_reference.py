@@ -7,16 +7,29 @@ import math
 import torch
 
 
+def clamp_torchvision(x):
+    """x.clamp(min=0) with the gradient torch 2.14 gives (torchvision 0.29.1's): none at
+    exactly 0. Older torch passes it there, so the reference fixes the rule itself."""
+    return torch.where(x == 0, x.detach(), x.clamp(min=0))
+
+
+def clamp_passes_gradient_at_zero() -> bool:
+    """Whether this torch's clamp(min=0) passes the gradient at exactly 0 (before 2.14)."""
+    x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    x.clamp(min=0).sum().backward()
+    return bool(x.grad[0] != 0)
+
+
 def _parts(boxes1, boxes2):
     a, b = boxes1.double()[:, None, :], boxes2.double()[None, :, :]
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    overlap_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
-    overlap_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    overlap_w = clamp_torchvision(torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0]))
+    overlap_h = clamp_torchvision(torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1]))
     inter = overlap_w * overlap_h
     union = area_a + area_b - inter
-    hull_w = (torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0])).clamp(min=0)
-    hull_h = (torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])).clamp(min=0)
+    hull_w = clamp_torchvision(torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0]))
+    hull_h = clamp_torchvision(torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1]))
     return a, b, inter / union, union, hull_w, hull_h
 
 

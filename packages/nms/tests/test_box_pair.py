@@ -13,6 +13,7 @@ import pytest
 import torch
 from box_pair_reference import (
     adversarial_boxes,
+    clamp_passes_gradient_at_zero,
     random_boxes,
     reference_complete_box_iou,
     reference_distance_box_iou,
@@ -96,6 +97,11 @@ def test_values_match(name, oracle, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name,oracle", ORACLE_CASES)
 def test_gradients_match(name, oracle, dtype, integer):
+    if integer and oracle == "torchvision" and clamp_passes_gradient_at_zero():
+        pytest.skip(
+            f"torch {torch.__version__} passes clamp(min=0)'s gradient at 0, so this torchvision's gradients at ties "
+            "differ from torchvision 0.29.1 on torch 2.14 (detops' contract); the reference checks the ties here"
+        )
     a, b = _sets(2, integer=integer)
     a[5] = b[3]  # identical boxes: every extremum ties
     a, b = a.to(dtype), b.to(dtype)
