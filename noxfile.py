@@ -166,41 +166,39 @@ def sanitize(session: nox.Session) -> None:
 
 @nox.session
 def cuda(session: nox.Session) -> None:
-    """Compile every .cu (for DETOPS_CUDA_ARCHS, default sm_80 and sm_90), then run every CUDA
-    kernel under the CPU emulation against the CPU kernels, under ASan + UBSan (the sanitize
-    build) and ThreadSanitizer where a kernel has barriers; prints `emulated <op> <kernel>: <N>
+    """Compile every .cu (for DETOPS_CUDA_ARCHS, default sm_80 and sm_90), run every CUDA kernel
+    under the CPU emulation against the CPU kernels under ASan + UBSan, then ThreadSanitizer for
+    the test files that launched a kernel with barriers; prints `emulated <op> <kernel>: <N>
     cases OK`, fails if one never ran. `nox -s cuda -- roi nms`: only the packages named."""
     native = [p for p in (session.posargs or PACKAGES) if san.kernels(p)]
     # DETOPS_CUDA=ON: CMake stops unless nvcc builds every package's _C_cuda.so.
     _build(session, native, env={"DETOPS_CUDA": "ON"})
     print(f"[cuda] {native}: every .cu compiled", flush=True)
-    work = os.path.join(ROOT, "build", "cuda")
-    report = os.path.join(work, "asan", "launches.jsonl")
-    for tool, config, thread in (("asan", san.ASAN_CONFIG, False), ("tsan", san.TSAN_CONFIG, True)):
-        # ThreadSanitizer: only the packages whose kernels use barriers (__syncthreads).
-        pkgs = native if not thread else [p for p in native if _uses_barriers(p)]
-        if not pkgs:
+    owner = {f: p for p in native for f in sorted(glob.glob(f"{ROOT}/packages/{p}/tests/test_*cuda_emulation.py"))}
+    barriers = {k for p in native for k in san.kernels(p, barriers=True)}
+    launched = {}  # test file -> kernel -> launches, under ASan
+    for tool, config in (("asan", san.ASAN_CONFIG), ("tsan", san.TSAN_CONFIG)):
+        files = [f for f in owner if tool == "asan" or barriers & set(launched.get(f, ()))]
+        if not files:
             continue
-        site, logs = _sanitized(session, pkgs, os.path.join(work, tool), config)
-        env = {**san.environment(site, logs, thread), "DETOPS_REQUIRE_EMULATION": "1"}
-        if not thread:
-            san.check_loaded(PY, env, pkgs, site)
-            env["DETOPS_EMULATION_REPORT"] = report
-        # One pytest run per file: the files share a name, which one importlib-mode run confuses.
-        files = [f for d in build.tests_dirs(pkgs) for f in sorted(glob.glob(f"{d}/test_*cuda_emulation.py"))]
-        passed = all([_pytest(session, PY, [], "-p", "no:cacheprovider", f, env=env, check=False) for f in files])
+        pkgs = sorted({owner[f] for f in files})
+        site, logs = _sanitized(session, pkgs, os.path.join(ROOT, "build", "cuda", tool), config)
+        env = {**san.environment(site, logs, tool == "tsan"), "DETOPS_REQUIRE_EMULATION": "1"}
+        san.check_loaded(PY, env, pkgs, site, "libtsan" if tool == "tsan" else "libasan")
+        passed = True
+        # One pytest run per file (the files share a name, which one importlib-mode run
+        # confuses), each with its own launch record.
+        for i, f in enumerate(files):
+            env["DETOPS_EMULATION_REPORT"] = record = f"{site}-launches-{i}.jsonl"
+            passed &= _pytest(session, PY, [], "-p", "no:cacheprovider", f, env=env, check=False)
+            for line in open(record) if tool == "asan" and os.path.exists(record) else ():
+                launched.setdefault(f, collections.Counter()).update(json.loads(line)["launches"])
         _verdict(session, passed, logs, f"emulated kernels of {pkgs} under {tool}")
-    launches = collections.Counter()
-    for line in open(report):
-        launches.update(json.loads(line)["launches"])
-    for name in (k for p in native for k in san.kernels(p) if launches[k]):
-        print(f"emulated {name}: {launches[name]} cases OK", flush=True)
-    if missing := [k for p in native for k in san.kernels(p) if not launches[k]]:
+    total = sum(launched.values(), collections.Counter())
+    for name in (k for p in native for k in san.kernels(p) if total[k]):
+        print(f"emulated {name}: {total[name]} cases OK", flush=True)
+    if missing := [k for p in native for k in san.kernels(p) if not total[k]]:
         session.error(f"kernels the emulation tests never launched: {missing}")
-
-
-def _uses_barriers(pkg: str) -> bool:
-    return any("__syncthreads" in open(p).read() for p in glob.glob(f"{ROOT}/packages/{pkg}/csrc/cuda/*.cu"))
 
 
 @nox.session

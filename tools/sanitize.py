@@ -69,9 +69,10 @@ for name in sys.argv[1:]:
 """
 
 
-def check_loaded(python: str, env: dict[str, str], natives: list[str], site: str) -> None:
-    """Fail unless the tests would import the sanitized `_C` of every native package from
-    `site`, and the hook that sends UBSan's reports to the log folder."""
+def check_loaded(python: str, env: dict[str, str], natives: list[str], site: str, runtime="libasan") -> None:
+    """Fail unless the tests would import the `_C` of every native package from `site`,
+    built against the sanitizer `runtime`, and the hook that sends UBSan's reports to the
+    log folder."""
     names = [f"detops_{p}" for p in natives]
     out = subprocess.run(
         [python, "-c", _WHERE, *names], env={**os.environ, **env}, cwd=TESTS_CWD, capture_output=True, text=True
@@ -83,7 +84,7 @@ def check_loaded(python: str, env: dict[str, str], natives: list[str], site: str
         raise SystemExit(f"[sanitize] python imports {hook} as sitecustomize, not {HOOK}'s")
     for path in paths:
         needed = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, check=True).stdout
-        if not os.path.realpath(path).startswith(os.path.realpath(site) + os.sep) or "libasan" not in needed:
+        if not os.path.realpath(path).startswith(os.path.realpath(site) + os.sep) or runtime not in needed:
             raise SystemExit(f"[sanitize] {path} is not a sanitized build from {site}")
         print(f"[sanitize] uses {path}", flush=True)
 
@@ -103,10 +104,12 @@ def reports(logs: str) -> int:
     return found
 
 
-def kernels(pkg: str) -> list[str]:
-    """Every `__global__` kernel of the package, named as the emulation records launches."""
+def kernels(pkg: str, barriers: bool = False) -> list[str]:
+    """Every `__global__` kernel of the package, named as the emulation records launches;
+    with `barriers`, those of the .cu files that use __syncthreads."""
     names = []
     for path in sorted(glob.glob(os.path.join(ROOT, "packages", pkg, "csrc", "cuda", "*.cu"))):
-        stem = os.path.basename(path)[: -len(".cu")].removesuffix("_kernel")
-        names += [f"{stem} {k}" for k in re.findall(r"__global__\s+void\s+(\w+)\s*\(", open(path).read())]
+        stem, source = os.path.basename(path)[: -len(".cu")].removesuffix("_kernel"), open(path).read()
+        if not barriers or "__syncthreads" in source:
+            names += [f"{stem} {k}" for k in re.findall(r"__global__\s+void\s+(\w+)\s*\(", source)]
     return names

@@ -7,7 +7,7 @@ and states only its cases and assertions.
 
 from .cuda_compare import assert_cuda_matches_cpu, cpu_vs_cuda_tolerance
 from .devices import NO_CUDA_REASON, devices, float_dtypes, full_float32, requires_cuda, to_device
-from .emulation import EMULATION_NAMESPACE, emulated_launches, emulated_ops, require_emulated_ops
+from .emulation import EMULATION_NAMESPACE, block_schedule, emulated_launches, emulated_ops, require_emulated_ops
 from .isolation import run_isolated
 from .machinery import (
     assert_autocast_float32,
@@ -35,6 +35,7 @@ __all__ = [
     "assert_same",
     "assert_scripts",
     "backward_through",
+    "block_schedule",
     "call",
     "cpu_vs_cuda_tolerance",
     "devices",

@@ -4,6 +4,7 @@ emulated library and reading its launch record."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 
@@ -72,16 +73,38 @@ def require_emulated_ops(package: str):
     return ops
 
 
-def emulated_launches(package: str) -> dict:
-    """Launch counts per kernel ("<file> <kernel>") of `package`'s emulated library."""
+def _emulated_library(package: str):
     import ctypes
     import importlib
 
     module = importlib.import_module(package)
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(module.__file__), "_C_emulated.so"))
+    return ctypes.CDLL(os.path.join(os.path.dirname(module.__file__), "_C_emulated.so"))
+
+
+def emulated_launches(package: str) -> dict:
+    """Launch counts per kernel ("<file> <kernel>") of `package`'s emulated library."""
+    import ctypes
+
+    lib = _emulated_library(package)
     lib.detops_emulated_launches.restype = ctypes.c_char_p
     counts = {}
     for line in lib.detops_emulated_launches().decode().splitlines():
         name, count = line.split("\t")
         counts[name] = int(count)
     return counts
+
+
+@contextlib.contextmanager
+def block_schedule(package: str, seed: int):
+    """Within the block, `package`'s emulated kernels run the blocks of each launch in an order
+    shuffled by `seed` (the same for the same seed and grid); 0 is the grid order, the
+    default, restored on exit."""
+    import ctypes
+
+    setter = _emulated_library(package).detops_emulated_block_schedule
+    setter.argtypes = [ctypes.c_uint64]
+    setter(seed)
+    try:
+        yield
+    finally:
+        setter(0)

@@ -8,9 +8,11 @@
 // calls the packages use, and launch_emulated(), which detops::cuda::launch calls instead of
 // `<<<...>>>`:
 // - every block runs in turn on blockDim OS threads, one per CUDA thread, so barriers and
-//   shared memory behave as on a GPU and ThreadSanitizer sees real concurrency;
+//   shared memory behave as on a GPU and ThreadSanitizer sees real concurrency; the threads
+//   are kept from launch to launch (starting them per launch cost more than the kernels);
 // - `__shared__` variables are function statics: one copy, reused block after block, which
-//   is what a block sees on a GPU (blocks never run at the same time here);
+//   is what a block sees on a GPU (blocks never run at the same time here); the blocks run
+//   in grid order, or in a seeded shuffled one (block_schedule);
 // - a thread that leaves the kernel no longer counts at later barriers of its block (as on
 //   sm_70+); atomics are std::atomic_ref operations;
 // - launch configurations a GPU rejects (an empty grid or block, grid.y or grid.z above
@@ -23,12 +25,17 @@
 #error "detops/cuda_emulation.h is only for the CPU emulation build (DETOPS_CUDA_EMULATION)"
 #endif
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -75,10 +82,12 @@ class BlockBarrier {
     arrived_ = 0;
   }
 
-  void arrive_and_wait() {
+  // The last thread to arrive runs `on_release` before any waiting thread goes on.
+  void arrive_and_wait(const std::function<void()>& on_release = {}) {
     std::unique_lock<std::mutex> lock(mutex_);
     const uint64_t generation = generation_;
     if (++arrived_ == expected_) {
+      if (on_release) on_release();
       release();
     } else {
       ready_.wait(lock, [&] { return generation_ != generation; });
@@ -141,37 +150,111 @@ inline bool valid_config(dim3 grid, dim3 block) {
          grid.z <= 65535 && threads >= 1 && threads <= 1024 && block.z <= 64;
 }
 
+// The OS threads that run the emulated CUDA threads, started on demand and kept for later
+// launches; one launch at a time. Thread i runs `job(i)` for i < threads, then waits again.
+class Workers {
+ public:
+  void run(unsigned int threads, const std::function<void(unsigned int)>& job) {
+    std::lock_guard<std::mutex> one_launch(launch_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (; started_ < threads; ++started_) std::thread(&Workers::loop, this, started_).detach();
+    job_ = &job;
+    active_ = running_ = threads;
+    ++generation_;
+    start_.notify_all();
+    finished_.wait(lock, [&] { return running_ == 0; });
+    active_ = 0;
+    job_ = nullptr;
+  }
+
+ private:
+  void loop(unsigned int index) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      start_.wait(lock, [&] { return generation_ != seen && index < active_; });
+      seen = generation_;
+      const std::function<void(unsigned int)>* job = job_;
+      lock.unlock();
+      (*job)(index);
+      lock.lock();
+      if (--running_ == 0) finished_.notify_one();
+    }
+  }
+
+  std::mutex launch_, mutex_;
+  std::condition_variable start_, finished_;
+  const std::function<void(unsigned int)>* job_ = nullptr;
+  unsigned int started_ = 0, active_ = 0, running_ = 0;
+  uint64_t generation_ = 0;
+};
+
+// This process's workers. Never destroyed: detached threads wait on it until the process
+// ends. A forked child has none of its parent's threads, so it starts its own.
+inline Workers& workers() {
+  static std::mutex mutex;
+  static Workers* current = nullptr;
+  static pid_t owner = 0;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (current == nullptr || owner != getpid()) {
+    current = new Workers;
+    owner = getpid();
+  }
+  return *current;
+}
+
+// The order the blocks of a launch run in: 0 (the default) for x fastest, then y, then z;
+// any other value seeds a shuffled order, the same for the same seed and grid, so a result
+// that depends on the order of the blocks (atomics adding floats) shows, and reproduces.
+inline std::atomic<uint64_t> block_schedule{0};
+
+// Block `i` of the launch's order.
+class BlockOrder {
+ public:
+  explicit BlockOrder(dim3 grid) : grid_(grid) {
+    const uint64_t seed = block_schedule.load();
+    if (seed == 0) return;
+    shuffled_.resize(size());
+    for (uint64_t i = 0; i < shuffled_.size(); ++i) shuffled_[i] = i;
+    std::mt19937_64 random(seed ^ (size() * 0x9E3779B97F4A7C15ull));
+    std::shuffle(shuffled_.begin(), shuffled_.end(), random);
+  }
+  uint64_t size() const { return uint64_t(grid_.x) * grid_.y * grid_.z; }
+  uint3 operator[](uint64_t i) const {
+    const uint64_t b = shuffled_.empty() ? i : shuffled_[i];
+    return {static_cast<unsigned int>(b % grid_.x),
+            static_cast<unsigned int>(b / grid_.x % grid_.y),
+            static_cast<unsigned int>(b / (uint64_t(grid_.x) * grid_.y))};
+  }
+
+ private:
+  dim3 grid_;
+  std::vector<uint64_t> shuffled_;
+};
+
 // Runs kernel(params...) on grid x block emulated threads; see the file comment.
 template <typename... Params>
 void run(dim3 grid, dim3 block, void (*kernel)(Params...), std::tuple<Params...> params) {
   const unsigned int threads = block.x * block.y * block.z;
+  const BlockOrder order(grid);
   BlockBarrier sync, done;
   done.reset(threads);
   sync.reset(threads);
-  auto worker = [&](unsigned int t) {
+  // Every thread has left a block, and its barrier is re-armed, before any enters the next.
+  const std::function<void()> rearm = [&] { sync.reset(threads); };
+  workers().run(threads, [&](unsigned int t) {
     threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
     blockDim = block;
     gridDim = grid;
     current_block = &sync;
-    for (unsigned int z = 0; z < grid.z; ++z) {
-      for (unsigned int y = 0; y < grid.y; ++y) {
-        for (unsigned int x = 0; x < grid.x; ++x) {
-          blockIdx = {x, y, z};
-          std::apply(kernel, params);
-          sync.leave();
-          // Everyone has left the block before its barrier is re-armed for the next one.
-          done.arrive_and_wait();
-          if (t == 0) sync.reset(threads);
-          done.arrive_and_wait();
-        }
-      }
+    for (uint64_t i = 0; i < order.size(); ++i) {
+      blockIdx = order[i];
+      std::apply(kernel, params);
+      sync.leave();
+      done.arrive_and_wait(rearm);
     }
     current_block = nullptr;
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(threads);
-  for (unsigned int t = 0; t < threads; ++t) pool.emplace_back(worker, t);
-  for (std::thread& th : pool) th.join();
+  });
 }
 
 template <auto Kernel, typename... Params, typename... Args>
