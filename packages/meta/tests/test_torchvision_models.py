@@ -130,3 +130,35 @@ def test_dense_detectors_train_on_detops_losses(name):
     for n, p in model.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(p.grad, expected_grads[n], rtol=1e-3, atol=1e-4, msg=n)
+
+
+def _train_two_steps(device):
+    """A Mask R-CNN on detops after two SGD steps: its parameters."""
+    model = _model().train().to(device)
+    images, targets = _on(device, _images(), _targets())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    with detops.use_detops(model):
+        for step in range(2):
+            torch.manual_seed(3 + step)  # the RPN and box samplers draw random subsets
+            losses = model(images, targets)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.whole_model
+@pytest.mark.parametrize("device", devices())
+def test_training_is_bitwise_repeatable_under_deterministic_algorithms(device):
+    before = {n: p.detach().clone() for n, p in _model().named_parameters()}
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = _train_two_steps(device), _train_two_steps(device)
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+    assert first.keys() == second.keys() == before.keys()
+    changed = [n for n in first if not torch.equal(first[n].cpu(), before[n])]
+    assert len(changed) > len(first) // 2, "training left most parameters unchanged"
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"{name} differs between two identical trainings"

@@ -43,7 +43,9 @@ def _deform_conv2d_grads(args, grad):
     return grads
 
 
-register_autograd("detops::deform_conv2d", _deform_conv2d_grads, save=("input", "offset", "weight", "mask"))
+register_autograd(
+    "detops::deform_conv2d", _deform_conv2d_grads, save=("input", "offset", "weight", "mask"), atomic_backward=True
+)
 
 # Under autocast every floating tensor argument is computed in float32 (the kernels need
 # one dtype for input, offset, weight, mask and bias; autocast regions mix them) and the

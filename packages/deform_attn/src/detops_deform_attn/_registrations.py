@@ -54,7 +54,7 @@ def _attention_grads(args, grad):
     return {"value": grad_value, "sampling_locations": grad_locations, "attention_weights": grad_weights}
 
 
-register_autograd("detops::multi_scale_deformable_attention", _attention_grads, save=_SAVED)
+register_autograd("detops::multi_scale_deformable_attention", _attention_grads, save=_SAVED, atomic_backward=True)
 
 # Under autocast, value, locations and weights are computed in float32 (the kernels need
 # one dtype for the three; autocast regions mix them) and the result comes back in value's

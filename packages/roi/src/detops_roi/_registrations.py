@@ -154,14 +154,23 @@ def _multi_level_grads(args, grad):
     return {"features": list(grads)}
 
 
-register_autograd("detops::roi_align", _align_grads(_lib._roi_align_backward), save=("rois",))
-register_autograd("detops::roi_align_rotated", _align_grads(_lib._roi_align_rotated_backward), save=("rois",))
+register_autograd("detops::roi_align", _align_grads(_lib._roi_align_backward), save=("rois",), atomic_backward=True)
+register_autograd(
+    "detops::roi_align_rotated", _align_grads(_lib._roi_align_rotated_backward), save=("rois",), atomic_backward=True
+)
 # argmax is an int32 output: materialising its gradient would fill a zero tensor as large
 # as the output before every backward, only for it to be ignored.
-register_autograd("detops::roi_pool", _roi_pool_grads, save=("rois",), save_outputs=(1,), materialize_grads=False)
-register_autograd("detops::ps_roi_align", _ps_roi_align_grads, save=("rois",))
-register_autograd("detops::ps_roi_pool", _ps_roi_pool_grads, save=("rois",))
-register_autograd("detops::multi_level_roi_align", _multi_level_grads, save=("rois", "levels"))
+register_autograd(
+    "detops::roi_pool",
+    _roi_pool_grads,
+    save=("rois",),
+    save_outputs=(1,),
+    materialize_grads=False,
+    atomic_backward=True,
+)
+register_autograd("detops::ps_roi_align", _ps_roi_align_grads, save=("rois",), atomic_backward=True)
+register_autograd("detops::ps_roi_pool", _ps_roi_pool_grads, save=("rois",), atomic_backward=True)
+register_autograd("detops::multi_level_roi_align", _multi_level_grads, save=("rois", "levels"), atomic_backward=True)
 
 _OPS = ("roi_align", "roi_align_rotated", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_level_roi_align")
 for _name in _OPS:
