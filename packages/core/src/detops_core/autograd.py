@@ -90,9 +90,10 @@ def register_autograd(
         ctx.kept = {n: _shape_of(v) for n, v in values.items() if n not in saved}
 
     def run_backward(ctx, *grads):
-        devices = {g.device.type for g in grads if isinstance(g, torch.Tensor)}
-        if atomic_backward and devices & set(ATOMIC_DEVICE_TYPES):
-            alert_not_deterministic(f"The backward of {qualname.replace('::', '.')} on {sorted(devices)[0]}")
+        if atomic_backward:
+            atomic = {g.device.type for g in grads if isinstance(g, torch.Tensor)} & set(ATOMIC_DEVICE_TYPES)
+            if atomic:
+                alert_not_deterministic(f"The backward of {qualname.replace('::', '.')} on {min(atomic)}")
         tensors = ctx.saved_tensors
         args = SimpleNamespace(**ctx.kept, **dict(zip(saved, tensors)))
         args.outputs = dict(zip(save_outputs, tensors[len(saved) :]))
