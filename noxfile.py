@@ -150,19 +150,18 @@ def _verdict(session: nox.Session, passed: bool, logs: str, what: str) -> None:
 def sanitize(session: nox.Session) -> None:
     """The op-level tests against ASan + UBSan builds of the native packages; any report fails.
 
-    Reports raised in a test's subprocess fail it too; the wheels go only into
-    build/sanitize/site (see tools/sanitize.py). The emulated CUDA kernels' tests are left to
-    `nox -s cuda`; the ONNX translation tests, which run no native code the others do not,
-    took a third of its time. `nox -s sanitize -- roi -x`: the packages named, then pytest's."""
+    Reports raised in a test's subprocess fail it too; wheels go only into build/sanitize/site.
+    Left out: the emulation tests (`nox -s cuda`) and ONNX translations (no native code of their
+    own; a third of the time under ASan). `nox -s sanitize -- roi -x`: packages, then pytest's."""
     names, args = _split(session.posargs, "|".join(PACKAGES))
     names = names or PACKAGES
     site, logs = _sanitized(session, names, os.path.join(ROOT, "build", "sanitize"), san.ASAN_CONFIG)
     env = san.environment(site, logs)
     natives = [p for p in _closure(names) if os.path.exists(os.path.join(ROOT, "packages", p, "CMakeLists.txt"))]
     san.check_loaded(PY, env, natives, site)
-    skip = [f"--ignore-glob={ROOT}/packages/*/tests/test_*{kind}*.py" for kind in ("cuda_emulation", "onnx")]
-    skip += ["-m", "not whole_model"]
-    _verdict(session, _pytest(session, PY, names, *skip, *args, env=env, check=False), logs, "sanitize")
+    skip = [f"--ignore-glob={ROOT}/packages/*/tests/test_*{k}*.py" for k in ("cuda_emulation", "onnx")]
+    passed = _pytest(session, PY, names, *skip, "-m", "not whole_model", *args, env=env, check=False)
+    _verdict(session, passed, logs, "sanitize")
 
 
 @nox.session
