@@ -96,9 +96,9 @@ def emulated_launches(package: str) -> dict:
 
 @contextlib.contextmanager
 def block_schedule(package: str, seed: int):
-    """Within the block, `package`'s emulated kernels run the blocks of each launch in an order
-    shuffled by `seed` (the same for the same seed and grid); 0 is the grid order, the
-    default, restored on exit."""
+    """Inside this `with` statement, `package`'s emulated kernels run the CUDA blocks of each
+    launch in an order shuffled by `seed` (the same for the same seed and grid); seed 0 is
+    the grid order, the default, which leaving the statement restores."""
     import ctypes
 
     setter = _emulated_library(package).detops_emulated_block_schedule
