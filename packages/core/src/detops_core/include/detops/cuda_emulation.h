@@ -73,44 +73,53 @@ inline thread_local dim3 gridDim;
 namespace detops::cuda::emulation {
 
 // A block barrier that threads can leave: __syncthreads waits for the threads of the block
-// that have not yet returned from the kernel.
+// that have not yet returned from the kernel. Arrivals and departures are one atomic word
+// (threads expected << 32 | arrived) and waiters sleep on a 32-bit generation counter
+// (a futex): a mutex and condition variable woke every waiter to fight over the mutex at
+// each barrier, which cost more system time than the kernels' work. The acquire/release
+// pairs order every write before a barrier before every read after it, which is what
+// ThreadSanitizer checks.
 class BlockBarrier {
  public:
+  // Only while no thread is at the barrier.
   void reset(unsigned int threads) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    expected_ = threads;
-    arrived_ = 0;
+    state_.store(uint64_t(threads) << 32, std::memory_order_release);
   }
 
-  // The last thread to arrive runs `on_release` before any waiting thread goes on.
+  // `on_release` runs in the last thread to arrive, before any waiter goes on.
   void arrive_and_wait(const std::function<void()>& on_release = {}) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const uint64_t generation = generation_;
-    if (++arrived_ == expected_) {
+    const uint32_t generation = generation_.load(std::memory_order_acquire);
+    const uint64_t s = state_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (arrived(s) == expected(s)) {
       if (on_release) on_release();
-      release();
-    } else {
-      ready_.wait(lock, [&] { return generation_ != generation; });
+      release(s);
+      return;
+    }
+    for (uint32_t g = generation; g == generation;
+         g = generation_.load(std::memory_order_acquire)) {
+      generation_.wait(g, std::memory_order_acquire);
     }
   }
 
   void leave() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    --expected_;
-    if (arrived_ > 0 && arrived_ == expected_) release();
+    const uint64_t s =
+        state_.fetch_sub(uint64_t(1) << 32, std::memory_order_acq_rel) - (uint64_t(1) << 32);
+    if (arrived(s) > 0 && arrived(s) == expected(s)) release(s);
   }
 
  private:
-  void release() {
-    arrived_ = 0;
-    ++generation_;
-    ready_.notify_all();
+  static uint32_t arrived(uint64_t s) { return static_cast<uint32_t>(s); }
+  static uint32_t expected(uint64_t s) { return static_cast<uint32_t>(s >> 32); }
+
+  // Every thread still in the kernel has arrived, so nobody else changes state_ meanwhile.
+  void release(uint64_t s) {
+    state_.store(s & ~uint64_t(0xffffffff), std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    generation_.notify_all();
   }
 
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  unsigned int expected_ = 0, arrived_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> state_{0};
+  std::atomic<uint32_t> generation_{0};
 };
 
 inline thread_local BlockBarrier* current_block = nullptr;
