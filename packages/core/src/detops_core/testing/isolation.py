@@ -17,7 +17,10 @@ _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(["torch"])
 
 
-def _child(source: str, stdout: str, stderr: str) -> None:
+def _child(source: str, stdout: str, stderr: str, environ: dict) -> None:
+    # The caller's environment as it is now (the server was forked from an older one).
+    os.environ.clear()
+    os.environ.update(environ)
     # Python's and native code's output alike go to the two files.
     for fd, path in ((1, stdout), (2, stderr)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_TRUNC), fd)
@@ -39,7 +42,7 @@ def run_isolated(code: str, timeout: float = 120.0) -> str:
     """
     source = textwrap.dedent(code)
     with tempfile.NamedTemporaryFile("r") as stdout, tempfile.NamedTemporaryFile("r") as stderr:
-        child = _context.Process(target=_child, args=(source, stdout.name, stderr.name))
+        child = _context.Process(target=_child, args=(source, stdout.name, stderr.name, dict(os.environ)))
         child.start()
         child.join(timeout)
         if child.is_alive():
