@@ -302,6 +302,14 @@ inline T atomicAdd(T* address, std::type_identity_t<T> value) {
   return std::atomic_ref<T>(*address).fetch_add(value);
 }
 
+inline int atomicMax(int* address, int value) {
+  std::atomic_ref<int> a(*address);
+  int old = a.load();
+  while (old < value && !a.compare_exchange_weak(old, value)) {
+  }
+  return old;
+}
+
 template <typename T>
 inline T atomicCAS(T* address, T expected, T desired) {
   std::atomic_ref<T>(*address).compare_exchange_strong(expected, desired);
