@@ -7,6 +7,7 @@ import torch
 import torchvision
 
 import detops_deform
+from detops_core.testing import deterministically
 
 WORKLOADS = [
     # (label, batch, channels, height, width, use_mask)
@@ -53,3 +54,11 @@ def cases(quick: bool, device: str = "cpu"):
         ours_fb = _forward_backward(detops_deform.deform_conv2d, args)
         theirs_fb = _forward_backward(torchvision.ops.deform_conv2d, args)
         yield ("deform_conv2d forward+backward", label, ours_fb, theirs_fb)
+        if device == "cuda":  # what torch.use_deterministic_algorithms costs (the fixed-point backward)
+            yield (
+                "deform_conv2d forward+backward deterministic",
+                label,
+                deterministically(ours_fb),
+                ours_fb,
+                "detops atomics",
+            )

@@ -9,7 +9,8 @@
 //     Sampler(const Layout& /* of the chunk */, const Tensor& input /* contiguous */,
 //             const S* offset, const S* mask /* or nullptr */);
 //     void im2col(T* col);                             // col: [C * K, nb, np]
-//     void col2im(const T* grad_col, T* grad_input);   // adds into the whole [B, C, H, W]
+//     // Adds into grad_input, the whole [B, C, H, W] in T; deterministic: in an order-free way.
+//     void col2im(const T* grad_col, Tensor& grad_input, bool deterministic);
 //     // Offset and mask gradients; also writes the chunk's columns, as im2col would, unless
 //     // col is nullptr (the weight gradient needs them; this pass reads the same neighbours).
 //     void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask /* or nullptr */,
@@ -172,7 +173,7 @@ template <typename Backend>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
     const Tensor& grad_out_in, const Tensor& input_in, const Tensor& offset_in,
     const Tensor& weight_in, const std::optional<Tensor>& mask_in, const Params& params,
-    const Needed& need) {
+    const Needed& need, bool deterministic) {
   const Geometry g =
       check_inputs(kBackwardOp, input_in, offset_in, weight_in, mask_in, std::nullopt, params);
   check_grad_output(g, input_in, grad_out_in);
@@ -221,7 +222,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
       if (need_grad_col) {
         const Tensor grad_col = torch::stable::matmul(w_t, go);  // [G, CK / G, nb * np]
         if (need.input) {
-          sampler.col2im(grad_col.const_data_ptr<T>(), grad_input_acc.mutable_data_ptr<T>());
+          sampler.col2im(grad_col.const_data_ptr<T>(), grad_input_acc, deterministic);
         }
         if (need.offset_mask) {
           sampler.coord_grad(grad_col.const_data_ptr<T>(), grad_offset.mutable_data_ptr<S>(),
@@ -259,11 +260,12 @@ struct DeformEntry {
   static std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
       Tensor grad_out, Tensor input, Tensor offset, Tensor weight, std::optional<Tensor> mask,
       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
-      int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight) {
+      int64_t dilation_w, bool need_input, bool need_offset_mask, bool need_weight,
+      bool deterministic) {
     const typename Backend::Guard guard(input);
     return backward<Backend>(grad_out, input, offset, weight, mask,
                              {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w},
-                             {need_input, need_offset_mask, need_weight});
+                             {need_input, need_offset_mask, need_weight}, deterministic);
   }
 };
 

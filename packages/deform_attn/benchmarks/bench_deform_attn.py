@@ -15,6 +15,7 @@ import sys
 import torch
 
 import detops_deform_attn
+from detops_core.testing import deterministically
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
 from deform_attn_reference import reference_msda  # noqa: E402
@@ -86,6 +87,9 @@ def cases(quick: bool, device: str = "cpu"):
     ours_fb = _forward_backward(detops_deform_attn.multi_scale_deformable_attention, args)
     theirs_fb = _forward_backward(reference_msda, args)
     yield ("multi_scale_deformable_attention forward+backward", label, ours_fb, theirs_fb, "grid_sample reference")
+    if device == "cuda":  # what torch.use_deterministic_algorithms costs (the fixed-point backward)
+        det = deterministically(ours_fb)
+        yield ("multi_scale_deformable_attention forward+backward deterministic", label, det, ours_fb, "detops atomics")
     nbytes, copy = _copy_of_bytes_moved(args)
     yield (
         "multi_scale_deformable_attention",

@@ -7,9 +7,10 @@
 //       const Geometry&, const Inputs<S>&, S* out /* [B, Q, H * D] */);
 //   template <typename S, typename T> static void Backend::backward(
 //       const Geometry&, const Inputs<S>&, const S* grad_out /* [B, Q, H * D] */,
-//       T* grad_value /* [B, S, H, D], zeroed, accumulated into; or nullptr */,
+//       Tensor* grad_value /* [B, S, H, D] in T, zeroed, accumulated into; or nullptr */,
 //       S* grad_loc /* [B, Q, H, L, P, 2], or nullptr */,
-//       S* grad_attn /* [B, Q, H, L, P], or nullptr */);
+//       S* grad_attn /* [B, Q, H, L, P], or nullptr */,
+//       bool deterministic /* grad_value's sums bitwise repeatable */);
 //
 // S is the tensor dtype, T the accumulation type (float32 for float16/bfloat16). Every
 // pointer is to contiguous memory on value's device.
@@ -98,7 +99,8 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_in, const Tensor&
                                             const Tensor& shapes, const Tensor& loc,
                                             const Tensor& attn,
                                             const std::optional<Tensor>& start_index,
-                                            bool need_value, bool need_sampling) {
+                                            bool need_value, bool need_sampling,
+                                            bool deterministic) {
   std::vector<int64_t> levels;
   const Geometry g = check_inputs(kBackwardOp, value, shapes, loc, attn, start_index, levels);
   check_grad_output(g, value, grad_in);
@@ -118,10 +120,10 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_in, const Tensor&
     const bool narrow_type = value.scalar_type() != acc;
     Tensor gv = narrow_type && need_value ? torch::stable::new_zeros(value, value.sizes(), acc)
                                           : grad_value;
-    Backend::template backward<S, T>(g, p.ptrs(), grad.const_data_ptr<S>(),
-                                     need_value ? gv.mutable_data_ptr<T>() : nullptr,
-                                     need_sampling ? grad_loc.mutable_data_ptr<S>() : nullptr,
-                                     need_sampling ? grad_attn.mutable_data_ptr<S>() : nullptr);
+    Backend::template backward<S, T>(
+        g, p.ptrs(), grad.const_data_ptr<S>(), need_value ? &gv : nullptr,
+        need_sampling ? grad_loc.mutable_data_ptr<S>() : nullptr,
+        need_sampling ? grad_attn.mutable_data_ptr<S>() : nullptr, deterministic);
     if (narrow_type && need_value) torch::stable::copy_(grad_value, gv);
   });
   return {grad_value, grad_loc, grad_attn};
@@ -145,10 +147,11 @@ struct DeformAttnEntry {
   static std::tuple<Tensor, Tensor, Tensor> multi_scale_deformable_attention_backward(
       Tensor grad_output, Tensor value, Tensor value_spatial_shapes, Tensor sampling_locations,
       Tensor attention_weights, std::optional<Tensor> value_level_start_index, bool need_value,
-      bool need_sampling) {
+      bool need_sampling, bool deterministic) {
     const typename Backend::Guard guard(value);
     return backward<Backend>(grad_output, value, value_spatial_shapes, sampling_locations,
-                             attention_weights, value_level_start_index, need_value, need_sampling);
+                             attention_weights, value_level_start_index, need_value, need_sampling,
+                             deterministic);
   }
 };
 

@@ -12,10 +12,13 @@ STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {
       "Tensor sampling_locations, Tensor attention_weights, "
       "Tensor? value_level_start_index=None) -> Tensor");
   // Its gradients: (value, sampling_locations, attention_weights). Those whose need_* flag
-  // is false come back as zeros without being computed.
+  // is false come back as zeros without being computed. With `deterministic`
+  // (torch.are_deterministic_algorithms_enabled() when autograd calls it) the CUDA value
+  // gradient is an order-free fixed-point sum (detops/scatter_add.cuh) instead of float
+  // atomics; the CPU kernels are deterministic either way.
   m.def(
       "_multi_scale_deformable_attention_backward(Tensor grad_output, Tensor value, "
       "Tensor value_spatial_shapes, Tensor sampling_locations, Tensor attention_weights, "
       "Tensor? value_level_start_index=None, bool need_value=True, "
-      "bool need_sampling=True) -> (Tensor, Tensor, Tensor)");
+      "bool need_sampling=True, bool deterministic=False) -> (Tensor, Tensor, Tensor)");
 }

@@ -1,23 +1,24 @@
 """torch.use_deterministic_algorithms and detops' gradients.
 
-The CUDA backward kernels of eight ops add into the gradient with atomics (float sums in
-whatever order the threads run). Until they have deterministic paths, their gradient on
-CUDA does what PyTorch's own nondeterministic kernels do under the flag: raise a
-RuntimeError naming the op, or warn with warn_only=True. The CPU kernels are deterministic
-(one writer per gradient element) and never alert.
+The CUDA backward kernels of eight ops add many threads' contributions into one gradient
+element. By default they do so with float atomics, whose sums depend on the order the
+threads run; under the flag, autograd passes `deterministic=True` to their backward ops and
+the kernels sum in fixed point instead (detops/scatter_add.cuh), the same bits in every
+order. Their bits under shuffled block orders are tested in the CUDA emulation
+(test_block_order_cuda_emulation.py of each package). The CPU kernels are deterministic
+either way (one writer per gradient element).
 
-This machine has no GPU, so the alert is checked by declaring the CPU one of the devices
-whose kernels add with atomics (detops_core.autograd.ATOMIC_DEVICE_TYPES): the same code
-path a CUDA gradient takes, on CPU tensors.
+Here, on the CPU: autograd reads the flag at the time of the backward, in eager mode and
+under torch.compile, and hands it to the backward op; no op raises or warns under it.
 """
 
 import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import detops
-import detops_core.autograd
 
 G = torch.Generator().manual_seed(0)
 
@@ -100,7 +101,7 @@ def _generalized_box_iou():
     return boxes, detops.generalized_box_iou(boxes, boxes.detach() + 0.5)
 
 
-# Backward kernels without atomics on every device: never an alert.
+# Backward kernels without atomics on every device (no deterministic argument).
 GATHERING = {"sigmoid_focal_loss": _sigmoid_focal_loss, "generalized_box_iou": _generalized_box_iou}
 
 
@@ -112,53 +113,84 @@ def deterministic():
     torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
-@pytest.fixture
-def cpu_adds_with_atomics(monkeypatch):
-    monkeypatch.setattr(detops_core.autograd, "ATOMIC_DEVICE_TYPES", ("cpu",))
-
-
 def _grad(case):
     G.manual_seed(0)  # the same inputs on every call
     leaf, out = case()
     return torch.autograd.grad(out, leaf, torch.ones_like(out))[0]
 
 
+class _BackwardCalls(TorchDispatchMode):
+    """The `deterministic` argument of every detops backward op called while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.deterministic = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name
+        if name.startswith("detops::_") and name.endswith("_backward"):
+            arguments = func._schema.arguments
+            values = {
+                a.name: args[i] if i < len(args) else kwargs.get(a.name, a.default_value)
+                for i, a in enumerate(arguments)
+            }
+            self.deterministic[name[len("detops::_") : -len("_backward")]] = values["deterministic"]
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("flag", [False, True])
 @pytest.mark.parametrize("op", sorted(ATOMIC))
-def test_atomic_backward_raises_naming_the_op(op, deterministic, cpu_adds_with_atomics):
-    deterministic(True)
-    with pytest.raises(RuntimeError, match=rf"The backward of detops\.{op} on cpu .*use_deterministic_algorithms"):
+def test_backward_op_gets_the_flag(op, flag, deterministic):
+    deterministic(flag)
+    with _BackwardCalls() as calls:
         _grad(ATOMIC[op])
+    assert calls.deterministic == {op: flag}
 
 
-@pytest.mark.parametrize("op", sorted(ATOMIC))
-def test_atomic_backward_warns_with_warn_only_and_still_runs(op, deterministic, cpu_adds_with_atomics):
-    deterministic(False)
-    expected = _grad(ATOMIC[op])
-    deterministic(True, warn_only=True)
-    with pytest.warns(UserWarning, match=rf"The backward of detops\.{op} on cpu"):
-        got = _grad(ATOMIC[op])
-    assert torch.equal(got, expected)
+COMPILED = {
+    "roi_align": (lambda x: detops.roi_align(x, _rois(), 2, sampling_ratio=2), (1, 8, 10, 10)),
+    "deform_conv2d": (
+        lambda x: detops.deform_conv2d(x, torch.ones(1, 18, 8, 8).double(), torch.ones(4, 8, 3, 3).double()),
+        (1, 8, 10, 10),
+    ),
+    "multi_scale_deformable_attention": (
+        lambda v: detops.multi_scale_deformable_attention(
+            v,
+            torch.tensor([[4, 5]]),
+            torch.full((1, 3, 2, 1, 2, 2), 0.3).double(),
+            torch.full((1, 3, 2, 1, 2), 0.5).double(),
+        ),
+        (1, 20, 2, 4),
+    ),
+}
 
 
-@pytest.mark.parametrize("op", sorted(ATOMIC))
-def test_no_alert_without_the_flag(op, deterministic, cpu_adds_with_atomics):
-    deterministic(False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _grad(ATOMIC[op])
+@pytest.mark.parametrize("op", sorted(COMPILED))
+def test_compiled_backward_gets_the_flag_of_each_call(op, deterministic):
+    # The backward graph is traced with the forward; the flag is among torch.compile's guards,
+    # so each setting gets its own graph, with its own `deterministic` argument.
+    function, shape = COMPILED[op]
+    compiled = torch.compile(function, backend="aot_eager", fullgraph=True)
+    leaf = torch.randn(shape, generator=G, dtype=torch.float64, requires_grad=True)
+    for flag in (False, True, False):
+        deterministic(flag)
+        out = compiled(leaf)
+        with _BackwardCalls() as calls:  # (a dispatch mode cannot be active while compiling)
+            (got,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
+        assert calls.deterministic == {op: flag}
+        out = function(leaf)
+        assert torch.equal(got, torch.autograd.grad(out, leaf, torch.ones_like(out))[0])
 
 
+@pytest.mark.parametrize("warn_only", [False, True])
 @pytest.mark.parametrize("op", sorted(ATOMIC) + sorted(GATHERING))
-def test_cpu_gradients_are_deterministic_and_never_alert(op, deterministic):
+def test_cpu_gradients_are_deterministic_and_never_alert(op, warn_only, deterministic):
     case = {**ATOMIC, **GATHERING}[op]
-    deterministic(True)
+    deterministic(False)
+    default = _grad(case)
+    deterministic(True, warn_only=warn_only)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first, second = _grad(case), _grad(case)
-    assert first.abs().sum() > 0 and torch.equal(first, second)
-
-
-@pytest.mark.parametrize("op", sorted(GATHERING))
-def test_gathering_backward_never_alerts(op, deterministic, cpu_adds_with_atomics):
-    deterministic(True)
-    _grad(GATHERING[op])
+    assert first.abs().sum() > 0 and torch.equal(first, second) and torch.equal(first, default)

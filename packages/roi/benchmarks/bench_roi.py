@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 import detops_roi
+from detops_core.testing import deterministically
 
 IMAGE_H, IMAGE_W, SCALE = 800, 1216, 0.25
 
@@ -43,6 +44,9 @@ def _pair(name, ours, theirs, x, workload, check_tol):
     xg = x.detach().clone().requires_grad_()
     grad = torch.randn(a.shape, generator=torch.Generator().manual_seed(1)).to(a.device)
     yield (f"{name} fwd+backward", workload, _fwd_bwd(ours, xg, grad), _fwd_bwd(theirs, xg, grad))
+    if x.is_cuda:  # what torch.use_deterministic_algorithms costs (the fixed-point backward)
+        ours_fb = _fwd_bwd(ours, xg, grad)
+        yield (f"{name} fwd+backward deterministic", workload, deterministically(ours_fb), ours_fb, "detops atomics")
 
 
 def _ops():

@@ -11,6 +11,7 @@ import os
 import torch
 
 import detops_roi
+from detops_core.testing import deterministically
 
 # tools/bench.py loads each bench file by path: the shared workload comes the same way.
 _spec = importlib.util.spec_from_file_location("bench_roi", os.path.join(os.path.dirname(__file__), "bench_roi.py"))
@@ -82,6 +83,15 @@ def cases(quick: bool, device: str = "cpu"):
     xg = x.detach().clone().requires_grad_()
     grad = torch.randn(k, x.shape[1], 7, 7, generator=g).to(device)
     yield ("roi_align_rotated fwd+backward", work, _fwd_bwd(ours, xg, grad), _fwd_bwd(theirs, xg, grad), base)
+    if x.is_cuda:  # what torch.use_deterministic_algorithms costs (the fixed-point backward)
+        ours_fb = _fwd_bwd(ours, xg, grad)
+        yield (
+            "roi_align_rotated fwd+backward deterministic",
+            work,
+            deterministically(ours_fb),
+            ours_fb,
+            "detops atomics",
+        )
     flat_ours = lambda t: detops_roi.roi_align_rotated(t, flat, 7, SCALE, 2, True)  # noqa: E731
     axis = lambda t: detops_roi.roi_align(t, xyxy, 7, SCALE, 2, True)  # noqa: E731
     work0 = f"{k} rois, 7x7, sr 2, r = 0"

@@ -56,13 +56,14 @@ struct RoiAlignRotatedEntry {
   static Tensor roi_align_rotated_backward(Tensor grad, Tensor rois, double spatial_scale,
                                            int64_t pooled_h, int64_t pooled_w, int64_t batch,
                                            int64_t channels, int64_t height, int64_t width,
-                                           int64_t sampling_ratio, bool aligned) {
+                                           int64_t sampling_ratio, bool aligned,
+                                           bool deterministic) {
     const char* op = "detops._roi_align_rotated_backward";
     check_backward(op, grad, rois,
                    {pooled_h, pooled_w, sampling_ratio, Channels::kSame, kRotatedRois},
                    {batch, channels, height, width});
     const RotatedArgs a{{op, torch::stable::contiguous(rois), batch, channels, height, width,
-                         pooled_h, pooled_w, sampling_ratio, spatial_scale},
+                         pooled_h, pooled_w, sampling_ratio, spatial_scale, deterministic},
                         aligned};
     return single_map_backward<Backend>(a, grad, [&](auto tag, Tensor& grad_input) {
       using S = typename decltype(tag)::type;

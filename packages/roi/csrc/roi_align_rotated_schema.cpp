@@ -11,5 +11,6 @@ STABLE_TORCH_LIBRARY_FRAGMENT(detops, m) {
   m.def(
       "_roi_align_rotated_backward(Tensor grad, Tensor rois, float spatial_scale, "
       "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, "
-      "SymInt height, SymInt width, int sampling_ratio, bool aligned) -> Tensor");
+      "SymInt height, SymInt width, int sampling_ratio, bool aligned, bool deterministic=False) -> "
+      "Tensor");
 }

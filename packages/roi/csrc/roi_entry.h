@@ -68,6 +68,7 @@ struct AlignArgs {
   int64_t batch, channels;  // N and C, shared by every map
   int64_t pooled_h, pooled_w, sampling_ratio;
   bool aligned;
+  bool deterministic = false;  // backward: order-free sums (detops/scatter_add.cuh)
 
   int64_t num_rois() const { return rois.size(0); }
 };
@@ -80,6 +81,7 @@ struct RoiArgs {
   int64_t pooled_h, pooled_w;
   int64_t sampling_ratio;  // ps_roi_align only
   double scale;
+  bool deterministic = false;  // backward: order-free sums (detops/scatter_add.cuh)
 
   int64_t num_rois() const { return rois.size(0); }
   // Output channels of the position-sensitive ops.
@@ -161,7 +163,7 @@ struct RoiAlignEntry {
   static Tensor roi_align_backward(Tensor grad, Tensor rois, double spatial_scale, int64_t pooled_h,
                                    int64_t pooled_w, int64_t batch_size, int64_t channels,
                                    int64_t height, int64_t width, int64_t sampling_ratio,
-                                   bool aligned) {
+                                   bool aligned, bool deterministic) {
     const char* op = "detops._roi_align_backward";
     check_backward(op, grad, rois, {pooled_h, pooled_w, sampling_ratio, Channels::kSame},
                    {batch_size, channels, height, width});
@@ -174,7 +176,8 @@ struct RoiAlignEntry {
                       pooled_h,
                       pooled_w,
                       sampling_ratio,
-                      aligned};
+                      aligned,
+                      deterministic};
     return backward(a, grad)[0];
   }
 
@@ -204,7 +207,8 @@ struct RoiAlignEntry {
   static std::vector<Tensor> multi_level_roi_align_backward(
       Tensor grad, Tensor rois, Tensor levels, std::vector<double> scales,
       std::vector<int64_t> heights, std::vector<int64_t> widths, int64_t batch_size,
-      int64_t channels, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned) {
+      int64_t channels, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio, bool aligned,
+      bool deterministic) {
     const char* op = "detops._multi_level_roi_align_backward";
     check_levels_backward(op, grad, rois, levels, scales, heights, widths, batch_size, channels,
                           pooled_h, pooled_w, sampling_ratio, Backend::kMaxLevels);
@@ -219,7 +223,8 @@ struct RoiAlignEntry {
                       pooled_h,
                       pooled_w,
                       sampling_ratio,
-                      aligned};
+                      aligned,
+                      deterministic};
     return backward(a, grad);
   }
 
@@ -291,13 +296,15 @@ struct RoiPoolEntry {
 
   static Tensor roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, double spatial_scale,
                                   int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
-                                  int64_t channels, int64_t height, int64_t width) {
+                                  int64_t channels, int64_t height, int64_t width,
+                                  bool deterministic) {
     const char* op = "detops._roi_pool_backward";
     check_backward(op, grad, rois, {pooled_h, pooled_w, kNoSampling, Channels::kSame},
                    {batch_size, channels, height, width});
     check_argmax(op, argmax, grad);
-    const RoiArgs a =
+    RoiArgs a =
         args(op, rois, batch_size, channels, height, width, pooled_h, pooled_w, spatial_scale);
+    a.deterministic = deterministic;
     const Tensor arg = torch::stable::contiguous(argmax);
     return single_map_backward<Backend>(a, grad, [&](auto tag, Tensor& grad_input) {
       using S = typename decltype(tag)::type;
@@ -356,7 +363,8 @@ struct PsEntry {
 
   static Tensor backward(const Tensor& grad, const Tensor& rois, double spatial_scale,
                          int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
-                         int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
+                         int64_t batch_size, int64_t channels, int64_t height, int64_t width,
+                         bool deterministic) {
     check_backward(kBackwardOp, grad, rois,
                    {pooled_h, pooled_w, sampling_ratio, Channels::kPositionSensitive},
                    {batch_size, channels, height, width});
@@ -364,7 +372,8 @@ struct PsEntry {
                     batch_size,     channels,
                     height,         width,
                     pooled_h,       pooled_w,
-                    sampling_ratio, spatial_scale};
+                    sampling_ratio, spatial_scale,
+                    deterministic};
     return single_map_backward<Backend>(a, grad, [&](auto tag, Tensor& grad_input) {
       using S = typename decltype(tag)::type;
       Backend::template backward<S>(a, grad, grad_input);
@@ -379,9 +388,9 @@ struct PsEntry {
   static Tensor ps_roi_align_backward(Tensor grad, Tensor rois, double spatial_scale,
                                       int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
                                       int64_t batch_size, int64_t channels, int64_t height,
-                                      int64_t width) {
+                                      int64_t width, bool deterministic) {
     return backward(grad, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, batch_size,
-                    channels, height, width);
+                    channels, height, width, deterministic);
   }
   static Tensor ps_roi_pool(Tensor input, Tensor rois, double spatial_scale, int64_t pooled_h,
                             int64_t pooled_w) {
@@ -389,9 +398,10 @@ struct PsEntry {
   }
   static Tensor ps_roi_pool_backward(Tensor grad, Tensor rois, double spatial_scale,
                                      int64_t pooled_h, int64_t pooled_w, int64_t batch_size,
-                                     int64_t channels, int64_t height, int64_t width) {
+                                     int64_t channels, int64_t height, int64_t width,
+                                     bool deterministic) {
     return backward(grad, rois, spatial_scale, pooled_h, pooled_w, kNoSampling, batch_size,
-                    channels, height, width);
+                    channels, height, width, deterministic);
   }
 };
 

@@ -31,8 +31,10 @@ def options(op, output_size=2, spatial_scale=1.0, sampling_ratio=-1, aligned=Tru
 
 def schema_args(op, **values):
     """Positional arguments of the OpOverload `op` from values named as its schema names
-    them; the values it does not take are left out, so one set serves every op here."""
-    return tuple(values[a.name] for a in op._schema.arguments)
+    them; the values it does not take are left out, so one set serves every op here. An
+    argument with a default that is not among the values gets its default."""
+    args = op._schema.arguments
+    return tuple(values[a.name] if a.name in values or not a.has_default_value() else a.default_value for a in args)
 
 
 def _values(rois, output_size, spatial_scale, sampling_ratio, aligned):
@@ -65,13 +67,15 @@ def backward_args(
     aligned=True,
     argmax=None,
     ops=None,
+    deterministic=False,
 ):
     """Positional arguments of torch.ops.detops._<op>_backward (or of the namespace `ops`)
     for an input of `input_shape` (roi_pool's also takes the forward's `argmax`)."""
     n, c, h, w = input_shape
     overload = getattr(ops or torch.ops.detops, f"_{op}_backward").default
     values = _values(rois, output_size, spatial_scale, sampling_ratio, aligned)
-    return schema_args(overload, grad=grad, argmax=argmax, batch_size=n, channels=c, height=h, width=w, **values)
+    values.update(grad=grad, argmax=argmax, batch_size=n, channels=c, height=h, width=w, deterministic=deterministic)
+    return schema_args(overload, **values)
 
 
 def channels(op, size):

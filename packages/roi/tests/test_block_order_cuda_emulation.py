@@ -3,11 +3,15 @@ block_schedule): what is bitwise repeatable on a GPU and what is not.
 
 - The forward kernels write each output element from one thread, from the same terms in
   the same order: every schedule gives the same bits.
-- The backward kernels add into the input gradient with atomics. Where the RoIs overlap,
-  many threads of different blocks add into the same element, so the float sum depends on
-  the order the blocks (and the threads of a block) run in: different schedules give
-  different bits. These tests show that comparing schedules can fail; the deterministic
-  paths of these kernels (still to come) must give the same bits under every schedule.
+- The backward kernels add into the input gradient from many threads. Where the RoIs
+  overlap, threads of different blocks add into the same element. With float atomics (the
+  default) the float sum depends on the order the blocks and threads run in: different
+  schedules give different bits, which shows that comparing schedules can fail. With
+  `deterministic=True` (what autograd passes under torch.use_deterministic_algorithms)
+  they sum in fixed point (detops/scatter_add.cuh): the same bits under every schedule.
+- Both are compared with the CPU kernels: float32 within 1e-5, and the deterministic sum
+  in float64 within the bound scatter_add.cuh states, far below float64's own summation
+  error (2^-40 of the sum of the contributions' magnitudes is checked).
 """
 
 import pytest
@@ -18,7 +22,8 @@ from detops_core.testing import block_schedule, require_emulated_ops
 
 PACKAGE = "detops_roi"
 SEEDS = [0, 1, 2, 3, 4]
-OPS = ["roi_align", "ps_roi_align", "roi_pool", "ps_roi_pool"]
+OPS = ["roi_align", "ps_roi_align", "roi_pool", "ps_roi_pool", "roi_align_rotated", "multi_level_roi_align"]
+SIZE = (2, 2)
 
 
 @pytest.fixture(scope="module")
@@ -27,25 +32,58 @@ def emu():
 
 
 def crowded(op, dtype=torch.float32):
-    """Many RoIs over one small map, nearly the same box: their sums collide."""
+    """Many RoIs over small maps, nearly the same box: their sums collide. (inputs, rois)."""
     g = torch.Generator().manual_seed(0)
     channels = 2 * 2 * 2 if op.startswith("ps_") else 2
     x = torch.randn(1, channels, 8, 8, generator=g, dtype=dtype)
     k = 64
     corners = torch.tensor([1.0, 1.0, 6.0, 6.0]) + 0.25 * torch.rand(k, 4, generator=g)
+    if op == "roi_align_rotated":  # (cx, cy, w, h, degrees)
+        centre, extent = (corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]
+        corners = torch.cat([centre, extent, 10 * torch.rand(k, 1, generator=g)], 1)
     rois = torch.cat([torch.zeros(k, 1), corners], 1).to(dtype)
+    if op == "multi_level_roi_align":
+        return [x, torch.randn(1, 2, 4, 4, generator=g, dtype=dtype)], rois
     return x, rois
 
 
-def run(emu, op, x, rois, seed):
+def _levels(rois):
+    return torch.arange(rois.shape[0]) % 2
+
+
+def forward(ops, op, x, rois):
+    if op == "multi_level_roi_align":
+        return ops.multi_level_roi_align(x, [1.0, 0.5], rois, _levels(rois), *SIZE, -1, True), None
+    result = getattr(ops, op)(*op_args(op, x, rois, SIZE, ops=ops))
+    return result if op == "roi_pool" else (result, None)
+
+
+def backward(ops, op, grad, x, rois, argmax, deterministic):
+    if op == "multi_level_roi_align":
+        heights, widths = [f.shape[2] for f in x], [f.shape[3] for f in x]
+        n, c = x[0].shape[:2]
+        args = (grad, rois, _levels(rois), [1.0, 0.5], heights, widths, n, c, *SIZE, -1, True, deterministic)
+        return torch.cat([g.flatten() for g in ops._multi_level_roi_align_backward(*args)])
+    args = backward_args(
+        op, grad, rois, x.shape, SIZE, 1.0, -1, True, argmax=argmax, ops=ops, deterministic=deterministic
+    )
+    return getattr(ops, f"_{op}_backward")(*args)
+
+
+def run(emu, op, x, rois, seed, deterministic=False, grad=None):
     """Forward output and input gradient of `op`'s emulated kernels under schedule `seed`."""
-    size = (2, 2)
     with block_schedule(PACKAGE, seed):
-        result = getattr(emu, op)(*op_args(op, x, rois, size, ops=emu))
-        out, argmax = result if op == "roi_pool" else (result, None)
+        out, argmax = forward(emu, op, x, rois)
+        if grad is None:
+            grad = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+        return out, backward(emu, op, grad, x, rois, argmax, deterministic)
+
+
+def cpu_grad(op, x, rois, grad=None):
+    out, argmax = forward(torch.ops.detops, op, x, rois)
+    if grad is None:
         grad = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
-        args = backward_args(op, grad, rois, x.shape, size, 1.0, -1, True, argmax=argmax, ops=emu)
-        return out, getattr(emu, f"_{op}_backward")(*args)
+    return backward(torch.ops.detops, op, grad, x, rois, argmax, False)
 
 
 def same_bits(a, b):
@@ -65,7 +103,48 @@ def test_forward_is_the_same_in_every_block_order(emu, op):
 def test_atomic_backward_depends_on_the_block_order(emu, op):
     x, rois = crowded(op)
     grads = [run(emu, op, x, rois, seed)[1] for seed in SEEDS]
-    for g in grads[1:]:
-        torch.testing.assert_close(g, grads[0], rtol=1e-5, atol=1e-5)  # the same sums...
+    for g in grads:
+        torch.testing.assert_close(g, cpu_grad(op, x, rois), rtol=1e-5, atol=1e-5)  # the same sums...
     # ...added in other orders: at least two schedules round differently somewhere.
     assert any(not same_bits(g, grads[0]) for g in grads[1:]), f"{op} backward: every schedule gave the same bits"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_deterministic_backward_is_the_same_in_every_block_order(emu, op, dtype):
+    x, rois = crowded(op, dtype)
+    grads = [run(emu, op, x, rois, seed, deterministic=True)[1] for seed in SEEDS]
+    for seed, g in zip(SEEDS[1:], grads[1:]):
+        assert same_bits(g, grads[0]), f"{op} deterministic backward differs under block schedule {seed}"
+    tolerance = {torch.float16: 1e-3, torch.bfloat16: 1e-2}.get(dtype, 1e-5)
+    torch.testing.assert_close(grads[0], cpu_grad(op, x, rois), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_deterministic_backward_is_within_its_error_bound(emu, op):
+    # float64: the fixed-point sum against the CPU's float64 sum, relative to the sum of
+    # the contributions' magnitudes (the backward of |grad|: the weights are not negative).
+    x, rois = crowded(op, torch.float64)
+    _, got = run(emu, op, x, rois, SEEDS[1], deterministic=True)
+    out, _ = forward(torch.ops.detops, op, x, rois)
+    grad = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    magnitude = cpu_grad(op, x, rois, grad.abs())
+    error = (got - cpu_grad(op, x, rois, grad)).abs()
+    assert magnitude.max() > 1 and bool((error <= 2.0**-40 * magnitude).all()), f"largest error {error.max():.3g}"
+
+
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_deterministic_backward_keeps_infinities_and_nans(emu, op):
+    x, rois = crowded(op)
+    out, _ = forward(torch.ops.detops, op, x, rois)
+    grad = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+    grad[0, 0, 0, 0] = float("inf")  # overlaps the other RoIs: an infinite element
+    grad[5, 1, 1, 1] = float("nan")
+    grad[9, 0, 1, 0] = -float("inf")
+    want = cpu_grad(op, x, rois, grad)
+    assert want.isinf().any() and want.isnan().any() and want.isfinite().any()
+    grads = [run(emu, op, x, rois, seed, deterministic=True, grad=grad)[1] for seed in SEEDS]
+    for g in grads:
+        assert same_bits(g, grads[0])
+        assert torch.equal(g.isnan(), want.isnan()) and torch.equal(g == float("inf"), want == float("inf"))
+        torch.testing.assert_close(g[want.isfinite()], want[want.isfinite()], rtol=1e-5, atol=1e-5)

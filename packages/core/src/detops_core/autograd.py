@@ -11,7 +11,6 @@ arguments it needs instead of repeating each schema's argument list by position 
 
 from __future__ import annotations
 
-import warnings
 from types import SimpleNamespace
 from typing import Callable, Dict, Sequence
 
@@ -33,27 +32,6 @@ def _shape_of(value):
     return value
 
 
-# Where the backward kernels of ops registered with atomic_backward add into the gradient
-# with atomics, in whatever order the threads run: float sums that are not bitwise repeatable.
-ATOMIC_DEVICE_TYPES = ("cuda",)
-
-
-def alert_not_deterministic(what: str) -> None:
-    """As PyTorch's own nondeterministic kernels do under torch.use_deterministic_algorithms:
-    a RuntimeError naming `what`, or with warn_only=True a UserWarning; nothing otherwise."""
-    if not torch.are_deterministic_algorithms_enabled():
-        return
-    message = (
-        f"{what} adds into the gradient with atomics, so its result is not bitwise repeatable, and "
-        "has no deterministic implementation yet, but torch.use_deterministic_algorithms(True) is set. "
-        "Turn determinism off around this call, or set warn_only=True to run it with a warning."
-    )
-    if torch.is_deterministic_algorithms_warn_only_enabled():
-        warnings.warn(message, stacklevel=2)
-    else:
-        raise RuntimeError(message)
-
-
 def register_autograd(
     qualname: str,
     backward: Callable[..., Dict[str, object]],
@@ -61,7 +39,6 @@ def register_autograd(
     save: Sequence[str] = (),
     save_outputs: Sequence[int] = (),
     materialize_grads: bool = True,
-    atomic_backward: bool = False,
 ) -> None:
     """Register `backward` as the gradient of op `qualname` ("namespace::name").
 
@@ -71,9 +48,7 @@ def register_autograd(
     are in `save_outputs` and ``args.needs_grad`` maps argument names to whether autograd
     wants their gradient. It returns ``{argument name: gradient}``; arguments it leaves out
     get none. With `materialize_grads` False, outputs nobody differentiated arrive as None
-    instead of zeros (for integer outputs such as an argmax). With `atomic_backward`, the
-    backward kernels on ATOMIC_DEVICE_TYPES add with atomics: under
-    torch.use_deterministic_algorithms the gradient there raises (or warns) naming the op.
+    instead of zeros (for integer outputs such as an argmax).
     """
     names = _argument_names(qualname)
     saved = list(save)
@@ -90,10 +65,6 @@ def register_autograd(
         ctx.kept = {n: _shape_of(v) for n, v in values.items() if n not in saved}
 
     def run_backward(ctx, *grads):
-        if atomic_backward:
-            atomic = {g.device.type for g in grads if isinstance(g, torch.Tensor)} & set(ATOMIC_DEVICE_TYPES)
-            if atomic:
-                alert_not_deterministic(f"The backward of {qualname.replace('::', '.')} on {min(atomic)}")
         tensors = ctx.saved_tensors
         args = SimpleNamespace(**ctx.kept, **dict(zip(saved, tensors)))
         args.outputs = dict(zip(save_outputs, tensors[len(saved) :]))

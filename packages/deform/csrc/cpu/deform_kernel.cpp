@@ -65,8 +65,10 @@ class Sampler {
   }
 
   // Adds to grad_input[b0 + b, c] the bilinear weights times mask * grad_col[(c * K + k), b, p]
-  // of every (k, p), scattered onto the four neighbours. One task per plane.
-  void col2im(const T* grad_col, T* grad_input) const {
+  // of every (k, p), scattered onto the four neighbours. One task per plane: one writer per
+  // element, in a fixed order, so deterministic with or without the flag.
+  void col2im(const T* grad_col, Tensor& grad_input_tensor, bool /*deterministic*/) const {
+    T* grad_input = grad_input_tensor.mutable_data_ptr<T>();
     for_each_plane([&](int64_t b, int64_t c, const Taps<T>* t, const T* m, int64_t at) {
       // Locals, not members: the stores below would otherwise make the compiler reload
       // them on every position (measured: +4% instructions).

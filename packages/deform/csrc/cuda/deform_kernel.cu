@@ -5,7 +5,7 @@
 //
 // Threads run along output positions (the fastest-varying index of the column buffer, the
 // offsets and the mask), so those loads and stores coalesce. The input gradient is
-// scattered with atomicAdd into a float32 (float64 for double) buffer; the offset and
+// scattered into a float32 (float64 for double) buffer (detops/scatter_add.cuh); the offset and
 // mask gradients are one thread per (image, offset group, tap, position) summing over the
 // group's channels, without atomics.
 #include <torch/csrc/stable/library.h>
@@ -13,6 +13,7 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <detops/cuda_launch.cuh>
+#include <detops/scatter_add.cuh>
 
 #include "deform_entry.h"
 #include "deform_layout_math.h"
@@ -48,10 +49,10 @@ __global__ void im2col_kernel(Layout d, int64_t n, const S* __restrict__ input,
 
 // One thread per column element (channel, tap, image, position), in the column buffer's
 // order: scatters onto the input gradient (accumulation type, the whole batch).
-template <typename S, typename T>
+template <typename S, typename T, typename Add>
 __global__ void col2im_kernel(Layout d, int64_t n, const S* __restrict__ offset,
                               const S* __restrict__ mask, const T* __restrict__ grad_col,
-                              T* __restrict__ grad_input) {
+                              T* __restrict__ grad_input, Add add) {
   DETOPS_CUDA_LOOP(e, n) {
     const int64_t q = e % d.np;
     const int64_t b = (e / d.np) % d.nb;
@@ -63,10 +64,10 @@ __global__ void col2im_kernel(Layout d, int64_t n, const S* __restrict__ offset,
     const T gv = grad_col[e] * mask_at<T>(d, mask, b, grp, k, d.p0 + q);
     const Quad<T> w = bilinear_weights(t);
     T* at = grad_input + d.plane(b, c) + t.index;
-    if (t.flags & kTap00) atomicAdd(at, w.v00 * gv);
-    if (t.flags & kTap01) atomicAdd(at + 1, w.v01 * gv);
-    if (t.flags & kTap10) atomicAdd(at + d.W, w.v10 * gv);
-    if (t.flags & kTap11) atomicAdd(at + d.W + 1, w.v11 * gv);
+    if (t.flags & kTap00) add(at, w.v00 * gv);
+    if (t.flags & kTap01) add(at + 1, w.v01 * gv);
+    if (t.flags & kTap10) add(at + d.W, w.v10 * gv);
+    if (t.flags & kTap11) add(at + d.W + 1, w.v11 * gv);
   }
 }
 
@@ -139,11 +140,17 @@ class Sampler {
                                               offset_, mask_, col);
   }
 
-  void col2im(const T* grad_col, T* grad_input) const {
+  // The chunk adds only into its images' planes, a contiguous slice of grad_input: the
+  // deterministic sum's buffer (scatter_add's adders index from the slice's start).
+  void col2im(const T* grad_col, Tensor& grad_input, bool deterministic) const {
+    const char* op = "detops._deform_conv2d_backward col2im_kernel";
     const int64_t n = d_.C * d_.K * d_.nb * d_.np;
-    detops::cuda::launch<col2im_kernel<S, T>>("detops._deform_conv2d_backward col2im_kernel",
-                                              detops::cuda::over(n, stream_), d_, n, offset_, mask_,
-                                              grad_col, grad_input);
+    Tensor images = torch::stable::narrow(grad_input, 0, d_.b0, d_.nb);
+    T* whole = grad_input.mutable_data_ptr<T>();
+    detops::cuda::scatter_add<T>(op, images, deterministic, [&](auto add) {
+      detops::cuda::launch<col2im_kernel<S, T, decltype(add)>>(
+          op, detops::cuda::over(n, stream_), d_, n, offset_, mask_, grad_col, whole, add);
+    });
   }
 
   void coord_grad(const T* grad_col, S* grad_offset, S* grad_mask, T* col) const {

@@ -36,6 +36,7 @@ def _deform_conv2d_grads(args, grad):
     grad_input, grad_offset, grad_weight, grad_mask, grad_bias = torch.ops.detops._deform_conv2d_backward(
         grad, args.input, args.offset, args.weight, args.mask, *(getattr(args, p) for p in _PARAMS),
         need_input=need["input"], need_offset_mask=need["offset"] or need["mask"], need_weight=need["weight"],
+        deterministic=torch.are_deterministic_algorithms_enabled(),
     )  # fmt: skip
     grads = {"input": grad_input, "offset": grad_offset, "weight": grad_weight, "bias": grad_bias}
     if args.mask is not None:
@@ -43,9 +44,7 @@ def _deform_conv2d_grads(args, grad):
     return grads
 
 
-register_autograd(
-    "detops::deform_conv2d", _deform_conv2d_grads, save=("input", "offset", "weight", "mask"), atomic_backward=True
-)
+register_autograd("detops::deform_conv2d", _deform_conv2d_grads, save=("input", "offset", "weight", "mask"))
 
 # Under autocast every floating tensor argument is computed in float32 (the kernels need
 # one dtype for input, offset, weight, mask and bias; autocast regions mix them) and the

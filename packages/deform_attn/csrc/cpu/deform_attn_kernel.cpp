@@ -86,9 +86,13 @@ struct DeformAttnBackend : detops::CpuBackend {
     });
   }
 
+  // Deterministic with or without the flag: each task owns its value rows (see above).
   template <typename S, typename T>
-  static void backward(const Geometry& g, const Inputs<S>& in, const S* grad_out, T* grad_value,
-                       S* grad_loc, S* grad_attn) {
+  static void backward(const Geometry& g, const Inputs<S>& in, const S* grad_out,
+                       Tensor* grad_value_tensor, S* grad_loc, S* grad_attn,
+                       bool /*deterministic*/) {
+    T* grad_value =
+        grad_value_tensor != nullptr ? grad_value_tensor->mutable_data_ptr<T>() : nullptr;
     const int64_t tasks = g.B * g.H * g.L;
     torch::stable::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
       const Geometry d = g;

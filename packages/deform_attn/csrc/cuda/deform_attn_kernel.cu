@@ -7,13 +7,14 @@
 // CPU kernel's order: the same result, bit for bit.
 // Backward: one thread per sample (row, level, point): its location and weight gradients
 // from corner_dots() as on the CPU (bitwise equal again), and its share of the value
-// gradient added with atomicAdd into a float32 (float64 for double) buffer, in whatever
-// order the threads run.
+// gradient added into a float32 (float64 for double) buffer with float atomics, in whatever
+// order the threads run, or order-free (detops/scatter_add.cuh: the kernel runs twice).
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
 #include <detops/cuda_launch.cuh>
+#include <detops/scatter_add.cuh>
 
 #include "deform_attn_entry.h"
 #include "deform_attn_math.h"
@@ -55,15 +56,15 @@ __global__ void forward_kernel(Geometry g, int64_t n, Inputs<S> in, S* __restric
   }
 }
 
-template <typename T, typename S>
-__device__ void add_row_atomic(T* dst, T w, const S* src, int64_t D) {
-  for (int64_t k = 0; k < D; ++k) atomicAdd(dst + k, w * static_cast<T>(src[k]));
+template <typename T, typename S, typename Add>
+__device__ void add_row(T* dst, T w, const S* src, int64_t D, const Add& add) {
+  for (int64_t k = 0; k < D; ++k) add(dst + k, w * static_cast<T>(src[k]));
 }
 
-template <typename S, typename T>
+template <typename S, typename T, typename Add>
 __global__ void backward_kernel(Geometry g, int64_t n, Inputs<S> in, const S* __restrict__ grad_out,
                                 T* __restrict__ grad_value, S* __restrict__ grad_loc,
-                                S* __restrict__ grad_attn) {
+                                S* __restrict__ grad_attn, Add add) {
   DETOPS_CUDA_LOOP(i, n) {
     const int64_t LP = g.L * g.P;
     const int64_t r = i / LP;
@@ -94,10 +95,10 @@ __global__ void backward_kernel(Geometry g, int64_t n, Inputs<S> in, const S* __
     if (grad_value != nullptr && c.flags != 0) {
       const Quad<T> w = scaled_weights(c, a);
       T* gv = grad_value + first;
-      if (c.flags & k00) add_row_atomic(gv + c.index * stride, w.v00, go, D);
-      if (c.flags & k01) add_row_atomic(gv + (c.index + 1) * stride, w.v01, go, D);
-      if (c.flags & k10) add_row_atomic(gv + (c.index + width) * stride, w.v10, go, D);
-      if (c.flags & k11) add_row_atomic(gv + (c.index + width + 1) * stride, w.v11, go, D);
+      if (c.flags & k00) add_row(gv + c.index * stride, w.v00, go, D, add);
+      if (c.flags & k01) add_row(gv + (c.index + 1) * stride, w.v01, go, D, add);
+      if (c.flags & k10) add_row(gv + (c.index + width) * stride, w.v10, go, D, add);
+      if (c.flags & k11) add_row(gv + (c.index + width + 1) * stride, w.v11, go, D, add);
     }
   }
 }
@@ -113,13 +114,20 @@ struct DeformAttnBackend : detops::CudaBackend {
   }
 
   template <typename S, typename T>
-  static void backward(const Geometry& g, const Inputs<S>& in, const S* grad_out, T* grad_value,
-                       S* grad_loc, S* grad_attn) {
+  static void backward(const Geometry& g, const Inputs<S>& in, const S* grad_out,
+                       Tensor* grad_value, S* grad_loc, S* grad_attn, bool deterministic) {
+    const char* op = "detops._multi_scale_deformable_attention_backward backward_kernel";
     const int64_t n = g.B * g.Q * g.H * g.L * g.P;
-    detops::cuda::launch<backward_kernel<S, T>>(
-        "detops._multi_scale_deformable_attention_backward backward_kernel",
-        detops::cuda::over(n, detops::cuda::current_stream()), g, n, in, grad_out, grad_value,
-        grad_loc, grad_attn);
+    const auto run = [&](auto add, T* value_grad) {
+      detops::cuda::launch<backward_kernel<S, T, decltype(add)>>(
+          op, detops::cuda::over(n, detops::cuda::current_stream()), g, n, in, grad_out, value_grad,
+          grad_loc, grad_attn, add);
+    };
+    if (grad_value == nullptr) return run(detops::cuda::AtomicAdd{}, nullptr);
+    // Deterministic: the kernel runs twice; the second rewrites the same location and
+    // weight gradients.
+    T* data = grad_value->mutable_data_ptr<T>();
+    detops::cuda::scatter_add<T>(op, *grad_value, deterministic, [&](auto add) { run(add, data); });
   }
 };
 

@@ -49,12 +49,12 @@ def _attention_grads(args, grad):
     need = args.needs_grad
     grad_value, grad_locations, grad_weights = torch.ops.detops._multi_scale_deformable_attention_backward(
         grad, *(getattr(args, name) for name in _SAVED), need["value"],
-        need["sampling_locations"] or need["attention_weights"],
+        need["sampling_locations"] or need["attention_weights"], torch.are_deterministic_algorithms_enabled(),
     )  # fmt: skip
     return {"value": grad_value, "sampling_locations": grad_locations, "attention_weights": grad_weights}
 
 
-register_autograd("detops::multi_scale_deformable_attention", _attention_grads, save=_SAVED, atomic_backward=True)
+register_autograd("detops::multi_scale_deformable_attention", _attention_grads, save=_SAVED)
 
 # Under autocast, value, locations and weights are computed in float32 (the kernels need
 # one dtype for the three; autocast regions mix them) and the result comes back in value's

@@ -1,7 +1,7 @@
 // CUDA kernels of detops::ps_roi_align and detops::_ps_roi_align_backward: one thread per
-// output bin, reading input channel ps_channel(c_out, ph, pw); the backward scatters with
-// atomics into a float32 (float64) accumulator. A RoI with an invalid batch index gets a
-// zero row and no gradient.
+// output bin, reading input channel ps_channel(c_out, ph, pw); the backward scatters into
+// a float32 (float64) accumulator (roi_cuda.cuh's accumulate_grad). A RoI with an invalid batch
+// index gets a zero row and no gradient.
 #include <torch/csrc/stable/library.h>
 
 #include "cuda/roi_cuda.cuh"
@@ -42,9 +42,9 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, const S*
   }
 }
 
-template <typename S, typename T>
+template <typename S, typename T, typename Add>
 __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S* __restrict__ rois,
-                                T scale, Params p, T* __restrict__ grad_input) {
+                                T scale, Params p, T* __restrict__ grad_input, Add add) {
   DETOPS_CUDA_LOOP(i, p.rois * p.channels_out * p.pooled_h * p.pooled_w) {
     const BinIndex at = decode_bin(i, p.channels_out, p.pooled_h, p.pooled_w);
     const S* roi = rois + 5 * at.roi;
@@ -58,7 +58,7 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S*
         static_cast<T>(grad[at.roi * gs.n + at.channel * gs.c + at.ph * gs.y + at.pw * gs.x]) /
         box.count;
     for_each_sample(box, at.ph, at.pw, p.height, p.width, [&](const Tap<T>& ty, const Tap<T>& tx) {
-      scatter(plane, p.width, ty, tx, g);
+      scatter(plane, p.width, ty, tx, g, add);
     });
   }
 }
@@ -81,12 +81,12 @@ struct PsRoiAlignBackend : RoiCudaBackend {
   template <typename S>
   static void backward(const RoiArgs& a, const Tensor& grad, Tensor& grad_input) {
     using T = acc_t<S>;
-    Tensor accumulator = grad_accumulator<S>(grad_input);
-    detops::cuda::launch<backward_kernel<S, T>>(
-        a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
-        grad.const_data_ptr<S>(), strides_of(grad), a.rois.const_data_ptr<S>(),
-        static_cast<T>(a.scale), params_of(a), accumulator.mutable_data_ptr<T>());
-    finish_grad<S>(accumulator, grad_input);
+    accumulate_grad<S>(a, grad_input, [&](auto add, T* accumulator) {
+      detops::cuda::launch<backward_kernel<S, T, decltype(add)>>(
+          a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
+          grad.const_data_ptr<S>(), strides_of(grad), a.rois.const_data_ptr<S>(),
+          static_cast<T>(a.scale), params_of(a), accumulator, add);
+    });
   }
 };
 

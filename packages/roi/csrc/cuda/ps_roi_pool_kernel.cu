@@ -1,7 +1,7 @@
 // CUDA kernels of detops::ps_roi_pool and detops::_ps_roi_pool_backward: one thread per
 // output bin averaging input channel ps_channel(c_out, ph, pw) over the bin (bin_mean,
-// clamped to [0, size - 1] as on CPU); the backward spreads grad / area with atomics. A RoI
-// with an invalid batch index gets a zero row and no gradient.
+// clamped to [0, size - 1] as on CPU); the backward spreads grad / area (roi_cuda.cuh's
+// accumulate_grad). A RoI with an invalid batch index gets a zero row and no gradient.
 #include <torch/csrc/stable/library.h>
 
 #include "cuda/roi_cuda.cuh"
@@ -47,9 +47,9 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, const S*
   }
 }
 
-template <typename S, typename T>
+template <typename S, typename T, typename Add>
 __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S* __restrict__ rois,
-                                T scale, Params p, T* __restrict__ grad_input) {
+                                T scale, Params p, T* __restrict__ grad_input, Add add) {
   DETOPS_CUDA_LOOP(i, p.rois * p.channels_out * p.pooled_h * p.pooled_w) {
     const BinIndex at = decode_bin(i, p.channels_out, p.pooled_h, p.pooled_w);
     const S* roi = rois + 5 * at.roi;
@@ -65,7 +65,7 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S*
     const int64_t c_in = ps_channel(at.channel, at.ph, at.pw, p.pooled_h, p.pooled_w);
     T* plane = grad_input + (b * channels + c_in) * p.height * p.width;
     for (int64_t y = h0; y < h1; ++y) {
-      for (int64_t x = w0; x < w1; ++x) atomicAdd(plane + y * p.width + x, g);
+      for (int64_t x = w0; x < w1; ++x) add(plane + y * p.width + x, g);
     }
   }
 }
@@ -87,12 +87,12 @@ struct PsRoiPoolBackend : RoiCudaBackend {
   template <typename S>
   static void backward(const RoiArgs& a, const Tensor& grad, Tensor& grad_input) {
     using T = acc_t<S>;
-    Tensor accumulator = grad_accumulator<S>(grad_input);
-    detops::cuda::launch<backward_kernel<S, T>>(
-        a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
-        grad.const_data_ptr<S>(), strides_of(grad), a.rois.const_data_ptr<S>(),
-        static_cast<T>(a.scale), params_of(a), accumulator.mutable_data_ptr<T>());
-    finish_grad<S>(accumulator, grad_input);
+    accumulate_grad<S>(a, grad_input, [&](auto add, T* accumulator) {
+      detops::cuda::launch<backward_kernel<S, T, decltype(add)>>(
+          a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
+          grad.const_data_ptr<S>(), strides_of(grad), a.rois.const_data_ptr<S>(),
+          static_cast<T>(a.scale), params_of(a), accumulator, add);
+    });
   }
 };
 

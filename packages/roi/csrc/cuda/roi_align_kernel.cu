@@ -1,7 +1,8 @@
 // CUDA kernels of detops::roi_align, detops::multi_level_roi_align and their backward ops.
-// One thread per output bin; the backward scatters with atomics into a float32 (float64)
-// accumulator. Levels are passed by value (at most kMaxLevels); roi_align is the one-level
-// case. A RoI whose batch index or level is invalid gets a zero row and no gradient.
+// One thread per output bin; the backward scatters into one float32 (float64) accumulator
+// for all levels (detops/scatter_add.cuh). Levels are passed by value (at most kMaxLevels);
+// roi_align is the one-level case. A RoI whose batch index or level is invalid gets a zero
+// row and no gradient.
 #include <torch/csrc/stable/library.h>
 
 #include <vector>
@@ -68,10 +69,10 @@ __global__ void forward_kernel(Levels<const S*, T> lv, const S* __restrict__ roi
   }
 }
 
-template <typename S, typename T>
+template <typename S, typename T, typename Add>
 __global__ void backward_kernel(Levels<T*, T> lv, const S* __restrict__ grad, Strides gs,
                                 const S* __restrict__ rois, const int64_t* __restrict__ level,
-                                Params p) {
+                                Params p, Add add) {
   const int64_t total = p.rois * p.channels * p.pooled_h * p.pooled_w;
   DETOPS_CUDA_LOOP(i, total) {
     const BinIndex at = decode_bin(i, p.channels, p.pooled_h, p.pooled_w);
@@ -85,7 +86,7 @@ __global__ void backward_kernel(Levels<T*, T> lv, const S* __restrict__ grad, St
         static_cast<T>(grad[at.roi * gs.n + at.channel * gs.c + at.ph * gs.y + at.pw * gs.x]) /
         box.count;
     for_each_sample(box, at.ph, at.pw, h, w,
-                    [&](const Tap<T>& ty, const Tap<T>& tx) { scatter(plane, w, ty, tx, g); });
+                    [&](const Tap<T>& ty, const Tap<T>& tx) { scatter(plane, w, ty, tx, g, add); });
   }
 }
 
@@ -126,17 +127,39 @@ struct RoiAlignBackend : RoiCudaBackend {
   template <typename S>
   static void backward(const AlignArgs& a, const Tensor& grad, std::vector<Tensor>& grads) {
     using T = acc_t<S>;
-    std::vector<Tensor> accumulators;
-    Levels<T*, T> lv = levels_of<T*, T>(a);
-    for (size_t l = 0; l < grads.size(); ++l) {
-      accumulators.push_back(grad_accumulator<S>(grads[l]));
-      lv.data[l] = accumulators.back().template mutable_data_ptr<T>();
+    // scatter_add's adders address one buffer: with several levels, level l is the slice of
+    // a flat accumulator at offset[l]; a single level accumulates as the other RoI ops do.
+    if (grads.size() == 1) {
+      accumulate_grad<S>(a, grads[0], [&](auto add, T* accumulator) {
+        launch_backward<S>(a, grad, {accumulator}, add);
+      });
+      return;
     }
-    detops::cuda::launch<backward_kernel<S, T>>(
+    std::vector<int64_t> offset{0};
+    for (const Tensor& g : grads) offset.push_back(offset.back() + g.numel());
+    Tensor flat = torch::stable::new_zeros(grad, {offset.back()}, acc_scalar_type<S>());
+    T* data = flat.mutable_data_ptr<T>();
+    std::vector<T*> planes;
+    for (size_t l = 0; l < grads.size(); ++l) planes.push_back(data + offset[l]);
+    detops::cuda::scatter_add<T>(a.op, flat, a.deterministic,
+                                 [&](auto add) { launch_backward<S>(a, grad, planes, add); });
+    for (size_t l = 0; l < grads.size(); ++l) {
+      const Tensor slice = torch::stable::narrow(flat, 0, offset[l], grads[l].numel());
+      torch::stable::copy_(grads[l], torch::stable::view(slice, grads[l].sizes()));
+    }
+  }
+
+ private:
+  template <typename S, typename Add>
+  static void launch_backward(const AlignArgs& a, const Tensor& grad,
+                              const std::vector<acc_t<S>*>& planes, Add add) {
+    using T = acc_t<S>;
+    Levels<T*, T> lv = levels_of<T*, T>(a);
+    for (size_t l = 0; l < planes.size(); ++l) lv.data[l] = planes[l];
+    detops::cuda::launch<backward_kernel<S, T, Add>>(
         a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)), lv,
         grad.const_data_ptr<S>(), strides_of(grad), a.rois.const_data_ptr<S>(), level_data(a),
-        params_of(a));
-    for (size_t l = 0; l < grads.size(); ++l) finish_grad<S>(accumulators[l], grads[l]);
+        params_of(a), add);
   }
 };
 

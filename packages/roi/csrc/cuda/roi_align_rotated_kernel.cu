@@ -1,7 +1,7 @@
 // CUDA kernels of detops::roi_align_rotated and its backward: one thread per output bin
-// (roi_align_rotated_math.h's samples, in the CPU's order); the backward scatters with atomics into
-// a float32 (float64) accumulator. A RoI with an invalid batch index gets a zero row and no
-// gradient (roi_entry.h).
+// (roi_align_rotated_math.h's samples, in the CPU's order); the backward scatters into a
+// float32 (float64) accumulator (roi_cuda.cuh's accumulate_grad). A RoI with an invalid batch index
+// gets a zero row and no gradient (roi_entry.h).
 #include <torch/csrc/stable/library.h>
 
 #include "cuda/roi_cuda.cuh"
@@ -44,9 +44,9 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, const S*
   }
 }
 
-template <typename S, typename T>
+template <typename S, typename T, typename Add>
 __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S* __restrict__ rois,
-                                T scale, Params p, T* __restrict__ grad_input) {
+                                T scale, Params p, T* __restrict__ grad_input, Add add) {
   const int64_t total = p.rois * p.channels * p.pooled_h * p.pooled_w;
   DETOPS_CUDA_LOOP(i, total) {
     const BinIndex at = decode_bin(i, p.channels, p.pooled_h, p.pooled_w);
@@ -60,7 +60,7 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs, const S*
         box.count;
     for_each_rotated_sample(
         box, at.ph, at.pw, p.height, p.width,
-        [&](const Tap<T>& ty, const Tap<T>& tx) { scatter(plane, p.width, ty, tx, g); });
+        [&](const Tap<T>& ty, const Tap<T>& tx) { scatter(plane, p.width, ty, tx, g, add); });
   }
 }
 
@@ -82,12 +82,12 @@ struct RoiAlignRotatedBackend : RoiCudaBackend {
   template <typename S>
   static void backward(const RotatedArgs& a, const Tensor& grad, Tensor& grad_input) {
     using T = acc_t<S>;
-    Tensor acc = grad_accumulator<S>(grad_input);
-    detops::cuda::launch<backward_kernel<S, T>>(
-        a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
-        grad.const_data_ptr<S>(), strides_of(grad), a.rois.const_data_ptr<S>(),
-        static_cast<T>(a.scale), params_of(a), acc.template mutable_data_ptr<T>());
-    finish_grad<S>(acc, grad_input);
+    accumulate_grad<S>(a, grad_input, [&](auto add, T* accumulator) {
+      detops::cuda::launch<backward_kernel<S, T, decltype(add)>>(
+          a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
+          grad.const_data_ptr<S>(), strides_of(grad), a.rois.const_data_ptr<S>(),
+          static_cast<T>(a.scale), params_of(a), accumulator, add);
+    });
   }
 };
 

@@ -1,5 +1,6 @@
 // CUDA plumbing shared by the RoI kernels: the backend traits, the float32 (float64)
-// gradient accumulators the backward kernels add into with atomics, and the output-bin
+// gradient accumulators the backward kernels add into (with float atomics, or order-free
+// under torch.use_deterministic_algorithms: detops/scatter_add.cuh), and the output-bin
 // thread mapping. Checks and allocation live in roi_entry.h, the math in roi_math.h.
 #pragma once
 
@@ -8,6 +9,7 @@
 
 #include <cstdint>
 #include <detops/cuda_launch.cuh>
+#include <detops/scatter_add.cuh>
 #include <type_traits>
 
 #include "roi_entry.h"
@@ -46,14 +48,27 @@ void finish_grad(const Tensor& accumulator, Tensor& grad_input) {
   if constexpr (!std::is_same_v<S, acc_t<S>>) torch::stable::copy_(grad_input, accumulator);
 }
 
+// grad_input from a backward kernel that adds into a zeroed accumulator:
+// `launch(add, accumulator)` launches it with the adder scatter_add passes (once with
+// atomics, twice when a.deterministic) and the accumulator's data.
+template <typename S, typename Args, typename Launch>
+void accumulate_grad(const Args& a, Tensor& grad_input, Launch&& launch) {
+  using T = acc_t<S>;
+  Tensor accumulator = grad_accumulator<S>(grad_input);
+  T* data = accumulator.mutable_data_ptr<T>();
+  detops::cuda::scatter_add<T>(a.op, accumulator, a.deterministic,
+                               [&](auto add) { launch(add, data); });
+  finish_grad<S>(accumulator, grad_input);
+}
+
 // Adds g * (bilinear weights at (ty, tx)) into a contiguous plane of width w.
-template <typename T>
+template <typename T, typename Add>
 __device__ __forceinline__ void scatter(T* plane, int64_t w, const Tap<T>& ty, const Tap<T>& tx,
-                                        T g) {
-  atomicAdd(plane + ty.lo * w + tx.lo, g * ty.w_lo * tx.w_lo);
-  atomicAdd(plane + ty.lo * w + tx.hi, g * ty.w_lo * tx.w_hi);
-  atomicAdd(plane + ty.hi * w + tx.lo, g * ty.w_hi * tx.w_lo);
-  atomicAdd(plane + ty.hi * w + tx.hi, g * ty.w_hi * tx.w_hi);
+                                        T g, const Add& add) {
+  add(plane + ty.lo * w + tx.lo, g * ty.w_lo * tx.w_lo);
+  add(plane + ty.lo * w + tx.hi, g * ty.w_lo * tx.w_hi);
+  add(plane + ty.hi * w + tx.lo, g * ty.w_hi * tx.w_lo);
+  add(plane + ty.hi * w + tx.hi, g * ty.w_hi * tx.w_hi);
 }
 
 // Calls f(ty, tx) for every sample of bin (ph, pw) that lies on an h x w map.

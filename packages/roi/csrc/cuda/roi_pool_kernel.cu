@@ -1,7 +1,7 @@
 // CUDA kernels of detops::roi_pool and detops::_roi_pool_backward: one thread per output
 // bin (bin_max: the maximum and its position, as on CPU); the backward adds each bin's
-// gradient at its argmax with an atomic, in float32 (float64). A RoI with an invalid batch
-// index gets zeros and argmax -1, and no gradient.
+// gradient at its argmax (roi_cuda.cuh's accumulate_grad), in float32 (float64). A RoI with an
+// invalid batch index gets zeros and argmax -1, and no gradient.
 #include <torch/csrc/stable/library.h>
 
 #include "cuda/roi_cuda.cuh"
@@ -40,10 +40,10 @@ __global__ void forward_kernel(const S* __restrict__ input, Strides st, const S*
   }
 }
 
-template <typename S, typename T>
+template <typename S, typename T, typename Add>
 __global__ void backward_kernel(const S* __restrict__ grad, Strides gs,
                                 const int32_t* __restrict__ argmax, const S* __restrict__ rois,
-                                Params p, T* __restrict__ grad_input) {
+                                Params p, T* __restrict__ grad_input, Add add) {
   const int64_t area = p.height * p.width;
   DETOPS_CUDA_LOOP(i, p.rois * p.channels * p.pooled_h * p.pooled_w) {
     const int64_t where = argmax[i];
@@ -53,7 +53,7 @@ __global__ void backward_kernel(const S* __restrict__ grad, Strides gs,
     if (b < 0) continue;
     const T g =
         static_cast<T>(grad[at.roi * gs.n + at.channel * gs.c + at.ph * gs.y + at.pw * gs.x]);
-    atomicAdd(grad_input + (b * p.channels + at.channel) * area + where, g);
+    add(grad_input + (b * p.channels + at.channel) * area + where, g);
   }
 }
 
@@ -75,12 +75,12 @@ struct RoiPoolBackend : RoiCudaBackend {
   static void backward(const RoiArgs& a, const Tensor& grad, const Tensor& argmax,
                        Tensor& grad_input) {
     using T = acc_t<S>;
-    Tensor accumulator = grad_accumulator<S>(grad_input);
-    detops::cuda::launch<backward_kernel<S, T>>(
-        a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
-        grad.const_data_ptr<S>(), strides_of(grad), argmax.const_data_ptr<int32_t>(),
-        a.rois.const_data_ptr<S>(), params_of(a), accumulator.mutable_data_ptr<T>());
-    finish_grad<S>(accumulator, grad_input);
+    accumulate_grad<S>(a, grad_input, [&](auto add, T* accumulator) {
+      detops::cuda::launch<backward_kernel<S, T, decltype(add)>>(
+          a.op, detops::cuda::over(grad.numel(), detops::cuda::current_stream(grad)),
+          grad.const_data_ptr<S>(), strides_of(grad), argmax.const_data_ptr<int32_t>(),
+          a.rois.const_data_ptr<S>(), params_of(a), accumulator, add);
+    });
   }
 };
 

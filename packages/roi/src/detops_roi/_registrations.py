@@ -71,37 +71,43 @@ def _multi_level_fake(features, spatial_scales, rois, levels, ph, pw, sampling_r
 
 
 @torch.library.register_fake("detops::_roi_align_backward")
-def _roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width, sr, aligned):
+def _roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width, sr, aligned, det=False):
     return _input_grad("detops._roi_align_backward", grad, (batch, channels, height, width), rois=rois)
 
 
 @torch.library.register_fake("detops::_roi_align_rotated_backward")
-def _roi_align_rotated_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width, sr, aligned):
+def _roi_align_rotated_backward_fake(
+    grad, rois, spatial_scale, ph, pw, batch, channels, height, width, sr, aligned, det=False
+):
     return _input_grad("detops._roi_align_rotated_backward", grad, (batch, channels, height, width), rois=rois)
 
 
 @torch.library.register_fake("detops::_roi_pool_backward")
-def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch, channels, height, width):
+def _roi_pool_backward_fake(grad, rois, argmax, spatial_scale, ph, pw, batch, channels, height, width, det=False):
     return _input_grad("detops._roi_pool_backward", grad, (batch, channels, height, width), rois=rois, argmax=argmax)
 
 
 @torch.library.register_fake("detops::_ps_roi_align_backward")
-def _ps_roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, sr, batch, channels, height, width):
+def _ps_roi_align_backward_fake(grad, rois, spatial_scale, ph, pw, sr, batch, channels, height, width, det=False):
     return _input_grad("detops._ps_roi_align_backward", grad, (batch, channels, height, width), rois=rois)
 
 
 @torch.library.register_fake("detops::_ps_roi_pool_backward")
-def _ps_roi_pool_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width):
+def _ps_roi_pool_backward_fake(grad, rois, spatial_scale, ph, pw, batch, channels, height, width, det=False):
     return _input_grad("detops._ps_roi_pool_backward", grad, (batch, channels, height, width), rois=rois)
 
 
 @torch.library.register_fake("detops::_multi_level_roi_align_backward")
-def _multi_level_backward_fake(grad, rois, levels, scales, heights, widths, batch, channels, ph, pw, sr, aligned):
+def _multi_level_backward_fake(
+    grad, rois, levels, scales, heights, widths, batch, channels, ph, pw, sr, aligned, det=False
+):
     op = "detops._multi_level_roi_align_backward"
     return [_input_grad(op, grad, (batch, channels, h, w), rois=rois, levels=levels) for h, w in zip(heights, widths)]
 
 
 # ----------------------------------------------------------------------------- autograd
+# Every backward op takes `deterministic`: under torch.use_deterministic_algorithms the CUDA
+# kernels add with order-free fixed-point sums instead of float atomics (csrc/roi_schema.cpp).
 
 
 def _align_grads(backward):
@@ -110,7 +116,7 @@ def _align_grads(backward):
         n, c, h, w = args.input
         grad_input = backward(
             grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w,
-            args.sampling_ratio, args.aligned,
+            args.sampling_ratio, args.aligned, torch.are_deterministic_algorithms_enabled(),
         )  # fmt: skip
         return {"input": grad_input}
 
@@ -122,24 +128,27 @@ def _roi_pool_grads(args, grad, grad_argmax):
         return {}
     n, c, h, w = args.input
     grad_input = _lib._roi_pool_backward(
-        grad, args.rois, args.outputs[1], args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w
-    )
+        grad, args.rois, args.outputs[1], args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w,
+        torch.are_deterministic_algorithms_enabled(),
+    )  # fmt: skip
     return {"input": grad_input}
 
 
 def _ps_roi_align_grads(args, grad):
     n, c, h, w = args.input
     grad_input = _lib._ps_roi_align_backward(
-        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, args.sampling_ratio, n, c, h, w
-    )
+        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, args.sampling_ratio, n, c, h, w,
+        torch.are_deterministic_algorithms_enabled(),
+    )  # fmt: skip
     return {"input": grad_input}
 
 
 def _ps_roi_pool_grads(args, grad):
     n, c, h, w = args.input
     grad_input = _lib._ps_roi_pool_backward(
-        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w
-    )
+        grad, args.rois, args.spatial_scale, args.pooled_height, args.pooled_width, n, c, h, w,
+        torch.are_deterministic_algorithms_enabled(),
+    )  # fmt: skip
     return {"input": grad_input}
 
 
@@ -150,14 +159,13 @@ def _multi_level_grads(args, grad):
     grads = _lib._multi_level_roi_align_backward(
         grad, args.rois, args.levels, list(args.spatial_scales), heights, widths, n, c,
         args.pooled_height, args.pooled_width, args.sampling_ratio, args.aligned,
+        torch.are_deterministic_algorithms_enabled(),
     )  # fmt: skip
     return {"features": list(grads)}
 
 
-register_autograd("detops::roi_align", _align_grads(_lib._roi_align_backward), save=("rois",), atomic_backward=True)
-register_autograd(
-    "detops::roi_align_rotated", _align_grads(_lib._roi_align_rotated_backward), save=("rois",), atomic_backward=True
-)
+register_autograd("detops::roi_align", _align_grads(_lib._roi_align_backward), save=("rois",))
+register_autograd("detops::roi_align_rotated", _align_grads(_lib._roi_align_rotated_backward), save=("rois",))
 # argmax is an int32 output: materialising its gradient would fill a zero tensor as large
 # as the output before every backward, only for it to be ignored.
 register_autograd(
@@ -166,11 +174,10 @@ register_autograd(
     save=("rois",),
     save_outputs=(1,),
     materialize_grads=False,
-    atomic_backward=True,
 )
-register_autograd("detops::ps_roi_align", _ps_roi_align_grads, save=("rois",), atomic_backward=True)
-register_autograd("detops::ps_roi_pool", _ps_roi_pool_grads, save=("rois",), atomic_backward=True)
-register_autograd("detops::multi_level_roi_align", _multi_level_grads, save=("rois", "levels"), atomic_backward=True)
+register_autograd("detops::ps_roi_align", _ps_roi_align_grads, save=("rois",))
+register_autograd("detops::ps_roi_pool", _ps_roi_pool_grads, save=("rois",))
+register_autograd("detops::multi_level_roi_align", _multi_level_grads, save=("rois", "levels"))
 
 _OPS = ("roi_align", "roi_align_rotated", "roi_pool", "ps_roi_align", "ps_roi_pool", "multi_level_roi_align")
 for _name in _OPS:
