@@ -9,6 +9,7 @@ import torchvision.ops as tv_ops
 import torchvision.ops.feature_pyramid_network as tv_fpn
 
 import detops_fpn
+from detops_core.testing import deterministically
 
 
 def _pyramid(channels, height, width, batch, seed=0, grad=False, device="cpu"):
@@ -72,3 +73,12 @@ def cases(quick: bool, device: str = "cpu"):
         return run
 
     yield ("MultiScaleRoIAlign forward+backward", workload, fwd_bwd(ours_pool), fwd_bwd(theirs_pool))
+    if device == "cuda":  # what torch.use_deterministic_algorithms costs (the fixed-point backward)
+        ours_fb = fwd_bwd(ours_pool)
+        yield (
+            "MultiScaleRoIAlign forward+backward deterministic",
+            workload,
+            deterministically(ours_fb),
+            ours_fb,
+            "detops atomics",
+        )

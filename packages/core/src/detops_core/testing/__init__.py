@@ -18,6 +18,7 @@ from .machinery import (
     assert_scripts,
     assert_traced_raises_like_native,
     backward_through,
+    deterministically,
     fresh_leaves,
 )
 from .onnx_checks import onnx_session
@@ -38,6 +39,7 @@ __all__ = [
     "block_schedule",
     "call",
     "cpu_vs_cuda_tolerance",
+    "deterministically",
     "devices",
     "emulated_launches",
     "emulated_ops",
