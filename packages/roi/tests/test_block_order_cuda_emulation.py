@@ -18,10 +18,14 @@ import pytest
 import torch
 from roi_cases import backward_args, op_args
 
-from detops_core.testing import block_schedule, require_emulated_ops
+from detops_core.testing import (
+    assert_block_order_changes_bits,
+    assert_same_bits_in_every_block_order,
+    block_schedule,
+    require_emulated_ops,
+)
 
 PACKAGE = "detops_roi"
-SEEDS = [0, 1, 2, 3, 4]
 OPS = ["roi_align", "ps_roi_align", "roi_pool", "ps_roi_pool", "roi_align_rotated", "multi_level_roi_align"]
 SIZE = (2, 2)
 
@@ -70,13 +74,15 @@ def backward(ops, op, grad, x, rois, argmax, deterministic):
     return getattr(ops, f"_{op}_backward")(*args)
 
 
-def run(emu, op, x, rois, seed, deterministic=False, grad=None):
-    """Forward output and input gradient of `op`'s emulated kernels under schedule `seed`."""
-    with block_schedule(PACKAGE, seed):
+def emulated_grad(emu, op, x, rois, deterministic, grad=None):
+    """A function giving the input gradient of `op`'s emulated kernels (forward for argmax)."""
+
+    def run():
         out, argmax = forward(emu, op, x, rois)
-        if grad is None:
-            grad = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
-        return out, backward(emu, op, grad, x, rois, argmax, deterministic)
+        g = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape) if grad is None else grad
+        return backward(emu, op, g, x, rois, argmax, deterministic)
+
+    return run
 
 
 def cpu_grad(op, x, rois, grad=None):
@@ -86,38 +92,26 @@ def cpu_grad(op, x, rois, grad=None):
     return backward(torch.ops.detops, op, grad, x, rois, argmax, False)
 
 
-def same_bits(a, b):
-    return a.dtype == b.dtype and torch.equal(a.view(torch.uint8), b.view(torch.uint8))
-
-
 @pytest.mark.parametrize("op", OPS)
 def test_forward_is_the_same_in_every_block_order(emu, op):
     x, rois = crowded(op)
-    first, _ = run(emu, op, x, rois, SEEDS[0])
-    for seed in SEEDS[1:]:
-        out, _ = run(emu, op, x, rois, seed)
-        assert same_bits(out, first), f"{op} forward differs under block schedule {seed}"
+    expected = forward(torch.ops.detops, op, x, rois)[0]
+    assert_same_bits_in_every_block_order(PACKAGE, lambda: forward(emu, op, x, rois)[0], expected)
 
 
 @pytest.mark.parametrize("op", OPS)
 def test_atomic_backward_depends_on_the_block_order(emu, op):
     x, rois = crowded(op)
-    grads = [run(emu, op, x, rois, seed)[1] for seed in SEEDS]
-    for g in grads:
-        torch.testing.assert_close(g, cpu_grad(op, x, rois), rtol=1e-5, atol=1e-5)  # the same sums...
-    # ...added in other orders: at least two schedules round differently somewhere.
-    assert any(not same_bits(g, grads[0]) for g in grads[1:]), f"{op} backward: every schedule gave the same bits"
+    assert_block_order_changes_bits(PACKAGE, emulated_grad(emu, op, x, rois, False), cpu_grad(op, x, rois))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("op", OPS)
 def test_deterministic_backward_is_the_same_in_every_block_order(emu, op, dtype):
     x, rois = crowded(op, dtype)
-    grads = [run(emu, op, x, rois, seed, deterministic=True)[1] for seed in SEEDS]
-    for seed, g in zip(SEEDS[1:], grads[1:]):
-        assert same_bits(g, grads[0]), f"{op} deterministic backward differs under block schedule {seed}"
     tolerance = {torch.float16: 1e-3, torch.bfloat16: 1e-2}.get(dtype, 1e-5)
-    torch.testing.assert_close(grads[0], cpu_grad(op, x, rois), rtol=tolerance, atol=tolerance)
+    run = emulated_grad(emu, op, x, rois, True)
+    assert_same_bits_in_every_block_order(PACKAGE, run, cpu_grad(op, x, rois), tolerance)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -125,7 +119,8 @@ def test_deterministic_backward_is_within_its_error_bound(emu, op):
     # float64: the fixed-point sum against the CPU's float64 sum, relative to the sum of
     # the contributions' magnitudes (the backward of |grad|: the weights are not negative).
     x, rois = crowded(op, torch.float64)
-    _, got = run(emu, op, x, rois, SEEDS[1], deterministic=True)
+    with block_schedule(PACKAGE, 1):
+        got = emulated_grad(emu, op, x, rois, True)()
     out, _ = forward(torch.ops.detops, op, x, rois)
     grad = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
     magnitude = cpu_grad(op, x, rois, grad.abs())
@@ -143,8 +138,4 @@ def test_deterministic_backward_keeps_infinities_and_nans(emu, op):
     grad[9, 0, 1, 0] = -float("inf")
     want = cpu_grad(op, x, rois, grad)
     assert want.isinf().any() and want.isnan().any() and want.isfinite().any()
-    grads = [run(emu, op, x, rois, seed, deterministic=True, grad=grad)[1] for seed in SEEDS]
-    for g in grads:
-        assert same_bits(g, grads[0])
-        assert torch.equal(g.isnan(), want.isnan()) and torch.equal(g == float("inf"), want == float("inf"))
-        torch.testing.assert_close(g[want.isfinite()], want[want.isfinite()], rtol=1e-5, atol=1e-5)
+    assert_same_bits_in_every_block_order(PACKAGE, emulated_grad(emu, op, x, rois, True, grad), want)

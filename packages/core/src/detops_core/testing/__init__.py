@@ -7,7 +7,15 @@ and states only its cases and assertions.
 
 from .cuda_compare import assert_cuda_matches_cpu, cpu_vs_cuda_tolerance
 from .devices import NO_CUDA_REASON, devices, float_dtypes, full_float32, requires_cuda, to_device
-from .emulation import EMULATION_NAMESPACE, block_schedule, emulated_launches, emulated_ops, require_emulated_ops
+from .emulation import (
+    EMULATION_NAMESPACE,
+    assert_block_order_changes_bits,
+    assert_same_bits_in_every_block_order,
+    block_schedule,
+    emulated_launches,
+    emulated_ops,
+    require_emulated_ops,
+)
 from .isolation import run_isolated
 from .machinery import (
     assert_autocast_float32,
@@ -28,12 +36,14 @@ __all__ = [
     "EMULATION_NAMESPACE",
     "NO_CUDA_REASON",
     "assert_autocast_float32",
+    "assert_block_order_changes_bits",
     "assert_compiles",
     "assert_cuda_matches_cpu",
     "assert_exports",
     "assert_traced_raises_like_native",
     "assert_opcheck",
     "assert_same",
+    "assert_same_bits_in_every_block_order",
     "assert_scripts",
     "backward_through",
     "block_schedule",

@@ -108,3 +108,47 @@ def block_schedule(package: str, seed: int):
         yield
     finally:
         setter(0)
+
+
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def under_block_schedules(package: str, fn, seeds=SEEDS) -> list:
+    """fn() once under each block_schedule seed: what a GPU could return on different runs."""
+    results = []
+    for seed in seeds:
+        with block_schedule(package, seed):
+            results.append(fn())
+    return results
+
+
+def same_bits(a, b) -> bool:
+    """Whether two tensors are bitwise identical (NaNs and signed zeros included)."""
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+
+
+def assert_block_order_changes_bits(package: str, fn, expected, tol: float = 1e-5) -> None:
+    """fn() (a tensor) under each seed is close to `expected` every time, but not always the
+    same bits: a float-atomic sum, on inputs where the comparison of orders can fail."""
+    import torch
+
+    results = under_block_schedules(package, fn)
+    for r in results:
+        torch.testing.assert_close(r, expected, rtol=tol, atol=tol)
+    assert any(not same_bits(r, results[0]) for r in results[1:]), "every block order gave the same bits"
+
+
+def assert_same_bits_in_every_block_order(package: str, fn, expected, tol: float = 1e-5) -> None:
+    """fn() (a tensor or a tuple of them) gives the same bits under every seed, close to
+    `expected` (a CPU kernel's result)."""
+    import torch
+
+    results = [r if isinstance(r, (tuple, list)) else (r,) for r in under_block_schedules(package, fn)]
+    for seed, r in zip(SEEDS[1:], results[1:]):
+        for i, (a, b) in enumerate(zip(r, results[0])):
+            assert same_bits(a, b), f"output {i} differs under block schedule {seed}"
+    want = expected if isinstance(expected, (tuple, list)) else (expected,)
+    for a, b in zip(results[0], want):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)
