@@ -253,13 +253,21 @@ def test_chunking_matches_single_chunk(tmp_path, device):
     """Column budgets that split batch 70 into chunks of whole images, into slices of one
     image, or into single positions give the results of one chunk holding everything."""
     here = os.path.dirname(os.path.abspath(__file__))
-    results = []
+    results = {}
     per_image = 4 * 9 * 30 * 8  # in_channels * taps * positions * sizeof(float64)
     for budget in (str(1 << 30), str(3 * per_image), str(per_image // 2), "1"):
         path = tmp_path / f"r{budget}.pt"
         env = dict(os.environ, DETOPS_DEFORM_COLUMN_BYTES=budget)
         subprocess.run([sys.executable, "-c", _CHUNKED, here, str(path), device], check=True, env=env)
-        results.append(torch.load(path))
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        results[budget] = torch.load(path)
+    (_, single), *others = results.items()
+    names = ("output", "grad input", "grad offset", "grad weight", "grad bias", "grad mask")
+    for budget, chunked in others:
+        for name, a, b in zip(names, single, chunked):
+            torch.testing.assert_close(
+                a,
+                b,
+                rtol=1e-12,
+                atol=1e-12,
+                msg=lambda m, name=name, budget=budget: f"{name}, column budget {budget} bytes: {m}",
+            )
