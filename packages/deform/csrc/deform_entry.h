@@ -30,6 +30,7 @@
 #pragma once
 
 #include <detops/backend.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -87,7 +88,7 @@ constexpr ScalarType scalar_type_of() {
 // `t` in dtype `dtype`, contiguous (no copy when it already is).
 inline Tensor as_contiguous(const Tensor& t, ScalarType dtype) {
   Tensor c = t.scalar_type() == dtype ? t : torch::stable::to(t, dtype);
-  return torch::stable::contiguous(c);
+  return detops::contiguous(c);
 }
 
 // Dimension list for torch::stable::sum (the list must outlive the call: pass a temporary).
@@ -129,11 +130,11 @@ Tensor forward(const Tensor& input_in, const Tensor& offset_in, const Tensor& we
                const std::optional<Tensor>& bias_in, const std::optional<Tensor>& mask_in,
                const Params& params) {
   const Geometry g = check_inputs(kOp, input_in, offset_in, weight_in, mask_in, bias_in, params);
-  const Tensor input = torch::stable::contiguous(input_in);
-  const Tensor offset = torch::stable::contiguous(offset_in);
+  const Tensor input = detops::contiguous(input_in);
+  const Tensor offset = detops::contiguous(offset_in);
   std::optional<Tensor> mask, bias;
-  if (mask_in.has_value()) mask = torch::stable::contiguous(*mask_in);
-  if (bias_in.has_value()) bias = torch::stable::contiguous(*bias_in);
+  if (mask_in.has_value()) mask = detops::contiguous(*mask_in);
+  if (bias_in.has_value()) bias = detops::contiguous(*bias_in);
 
   Tensor out = torch::stable::new_empty(input, {g.batch, g.out_channels, g.out_h, g.out_w});
   if (g.batch == 0 || g.out_channels == 0) return out;
@@ -177,11 +178,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward(
   const Geometry g =
       check_inputs(kBackwardOp, input_in, offset_in, weight_in, mask_in, std::nullopt, params);
   check_grad_output(g, input_in, grad_out_in);
-  const Tensor input = torch::stable::contiguous(input_in);
-  const Tensor offset = torch::stable::contiguous(offset_in);
-  const Tensor grad_out = torch::stable::contiguous(grad_out_in);
+  const Tensor input = detops::contiguous(input_in);
+  const Tensor offset = detops::contiguous(offset_in);
+  const Tensor grad_out = detops::contiguous(grad_out_in);
   std::optional<Tensor> mask;
-  if (mask_in.has_value()) mask = torch::stable::contiguous(*mask_in);
+  if (mask_in.has_value()) mask = detops::contiguous(*mask_in);
 
   Tensor grad_input = torch::stable::new_zeros(input, {g.batch, g.in_channels, g.height, g.width});
   Tensor grad_offset = torch::stable::new_zeros(offset, offset.sizes());

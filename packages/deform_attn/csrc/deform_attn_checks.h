@@ -4,6 +4,7 @@
 #pragma once
 
 #include <detops/checks.h>
+#include <detops/contiguous.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
@@ -31,7 +32,7 @@ inline std::vector<int64_t> read_int64(const char* op, const char* name, const T
   Tensor host =
       t.is_cpu() ? t
                  : torch::stable::to(t, torch::stable::Device(torch::headeronly::DeviceType::CPU));
-  host = torch::stable::contiguous(host);
+  host = detops::contiguous(host);
   const int64_t* p = host.const_data_ptr<int64_t>();
   return std::vector<int64_t>(p, p + host.numel());
 }

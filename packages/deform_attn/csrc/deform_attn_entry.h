@@ -17,6 +17,7 @@
 #pragma once
 
 #include <detops/backend.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -71,8 +72,7 @@ struct Prepared {
 template <typename S>
 Prepared<S> prepare(const Geometry& g, const Tensor& value, const Tensor& loc, const Tensor& attn,
                     const std::vector<int64_t>& levels) {
-  Prepared<S> p{torch::stable::contiguous(value), torch::stable::contiguous(loc),
-                torch::stable::contiguous(attn),
+  Prepared<S> p{detops::contiguous(value), detops::contiguous(loc), detops::contiguous(attn),
                 torch::stable::new_zeros(value, {g.D > 0 ? g.D : 1}), level_table(value, levels)};
   return p;
 }
@@ -115,7 +115,7 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_in, const Tensor&
     using T = acc_t<S>;
     constexpr ScalarType acc = scalar_type_of<T>();
     const Prepared<S> p = prepare<S>(g, value, loc, attn, levels);
-    const Tensor grad = torch::stable::contiguous(grad_in);
+    const Tensor grad = detops::contiguous(grad_in);
     // The value gradient accumulates in T (float32 for narrow types), then is rounded once.
     const bool narrow_type = value.scalar_type() != acc;
     Tensor gv = narrow_type && need_value ? torch::stable::new_zeros(value, value.sizes(), acc)

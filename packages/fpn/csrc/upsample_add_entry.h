@@ -10,6 +10,7 @@
 #pragma once
 
 #include <detops/backend.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -26,8 +27,8 @@ struct UpsampleAddEntry {
     const char* op = "detops.fpn_upsample_add";
     check_upsample_add(op, top, lateral);
     const typename Backend::Guard guard(top);
-    const Tensor t = torch::stable::contiguous(top);
-    const Tensor l = torch::stable::contiguous(lateral);
+    const Tensor t = detops::contiguous(top);
+    const Tensor l = detops::contiguous(lateral);
     Tensor out = torch::stable::new_empty(l, {l.size(0), l.size(1), l.size(2), l.size(3)});
     if (out.numel() == 0) return out;
     dispatch_floating(t.scalar_type(), op, "top", [&](auto tag) {
@@ -43,7 +44,7 @@ struct UpsampleAddEntry {
     const char* op = "detops._fpn_upsample_add_backward";
     check_upsample_add_backward(op, grad, top_height, top_width);
     const typename Backend::Guard guard(grad);
-    const Tensor g = torch::stable::contiguous(grad);
+    const Tensor g = detops::contiguous(grad);
     // Every top element that some output reads is written by the backend; only an empty
     // `grad` (no output reads anything) needs an explicit zero fill.
     if (g.numel() == 0) {

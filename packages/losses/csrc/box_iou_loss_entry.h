@@ -20,6 +20,7 @@
 #include <detops/backend.h>
 #include <detops/box_pair_math.h>
 #include <detops/checks.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 
@@ -61,9 +62,8 @@ struct BoxIouLossEntry {
     return dispatch_floating(boxes1.scalar_type(), op, "boxes1", [&](auto tag) {
       using S = typename decltype(tag)::type;
       using T = acc_t<S>;
-      Backend::template losses<M, S>(torch::stable::contiguous(boxes1),
-                                     torch::stable::contiguous(boxes2), static_cast<T>(eps),
-                                     values);
+      Backend::template losses<M, S>(detops::contiguous(boxes1), detops::contiguous(boxes2),
+                                     static_cast<T>(eps), values);
       if (reduction == Reduction::kNone) return torch::stable::reshape(values, shape);
       Tensor partials = torch::stable::new_empty(boxes1, {chunks(k)}, ScalarType::Double);
       Tensor out = torch::stable::new_empty(boxes1, {}, dtype);
@@ -92,9 +92,8 @@ struct BoxIouLossEntry {
       using S = typename decltype(tag)::type;
       using T = acc_t<S>;
       const T divisor = reduction == Reduction::kMean ? static_cast<T>(k) : T(1);
-      Backend::template backward<M, S>(torch::stable::contiguous(grad),
-                                       torch::stable::contiguous(boxes1),
-                                       torch::stable::contiguous(boxes2), static_cast<T>(eps),
+      Backend::template backward<M, S>(detops::contiguous(grad), detops::contiguous(boxes1),
+                                       detops::contiguous(boxes2), static_cast<T>(eps),
                                        reduction == Reduction::kNone, divisor, grad1, grad2);
     });
     return {grad1, grad2};

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <detops/backend.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -72,8 +73,8 @@ Tensor forward(const Tensor& inputs_in, const Tensor& targets_in, double alpha, 
   if (reduction == Reduction::kNone) {
     Tensor out = torch::stable::new_empty(inputs_in, inputs_in.sizes());
     if (n == 0) return out;
-    const Tensor inputs = torch::stable::contiguous(inputs_in);
-    const Tensor targets = torch::stable::contiguous(targets_in);
+    const Tensor inputs = detops::contiguous(inputs_in);
+    const Tensor targets = detops::contiguous(targets_in);
     dispatch_floating(inputs.scalar_type(), kOp, "inputs", [&](auto tag) {
       using S = typename decltype(tag)::type;
       using T = acc_t<S>;
@@ -86,8 +87,8 @@ Tensor forward(const Tensor& inputs_in, const Tensor& targets_in, double alpha, 
     return out;
   }
   Tensor out = torch::stable::new_empty(inputs_in, std::vector<int64_t>{});
-  const Tensor inputs = torch::stable::contiguous(inputs_in);
-  const Tensor targets = torch::stable::contiguous(targets_in);
+  const Tensor inputs = detops::contiguous(inputs_in);
+  const Tensor targets = detops::contiguous(targets_in);
   dispatch_floating(inputs.scalar_type(), kOp, "inputs", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;
@@ -117,9 +118,9 @@ std::tuple<Tensor, Tensor> backward(const Tensor& grad_in, const Tensor& inputs_
   Tensor grad_targets = need_targets ? torch::stable::new_empty(targets_in, targets_in.sizes())
                                      : torch::stable::new_empty(targets_in, {0});
   if (n == 0) return {grad_inputs, grad_targets};
-  const Tensor inputs = torch::stable::contiguous(inputs_in);
-  const Tensor targets = torch::stable::contiguous(targets_in);
-  const Tensor grad = torch::stable::contiguous(grad_in);
+  const Tensor inputs = detops::contiguous(inputs_in);
+  const Tensor targets = detops::contiguous(targets_in);
+  const Tensor grad = detops::contiguous(grad_in);
   dispatch_floating(inputs.scalar_type(), kBackwardOp, "inputs", [&](auto tag) {
     using S = typename decltype(tag)::type;
     using T = acc_t<S>;

@@ -13,6 +13,7 @@
 #include <detops/backend.h>
 #include <detops/box_pair_math.h>
 #include <detops/checks.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 
@@ -51,9 +52,8 @@ struct BoxPairEntry {
     const typename Backend::Guard guard(boxes1);
     dispatch_floating(boxes1.scalar_type(), op, "boxes1", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      Backend::template forward<M, S>(torch::stable::contiguous(boxes1),
-                                      torch::stable::contiguous(boxes2), static_cast<acc_t<S>>(eps),
-                                      out);
+      Backend::template forward<M, S>(detops::contiguous(boxes1), detops::contiguous(boxes2),
+                                      static_cast<acc_t<S>>(eps), out);
     });
     return out;
   }
@@ -73,9 +73,9 @@ struct BoxPairEntry {
     Tensor grad2 = torch::stable::new_empty(boxes2, {m, 4});
     dispatch_floating(boxes1.scalar_type(), op, "boxes1", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      Backend::template backward<M, S>(
-          torch::stable::contiguous(grad), torch::stable::contiguous(boxes1),
-          torch::stable::contiguous(boxes2), static_cast<acc_t<S>>(eps), grad1, grad2);
+      Backend::template backward<M, S>(detops::contiguous(grad), detops::contiguous(boxes1),
+                                       detops::contiguous(boxes2), static_cast<acc_t<S>>(eps),
+                                       grad1, grad2);
     });
     return {grad1, grad2};
   }

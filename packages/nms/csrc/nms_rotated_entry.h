@@ -5,6 +5,7 @@
 
 #include <detops/backend.h>
 #include <detops/checks.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 
@@ -34,8 +35,7 @@ struct NmsRotatedEntry {
     const typename Backend::Guard guard(boxes1);
     dispatch_floating(boxes1.scalar_type(), op, "boxes1", [&](auto tag) {
       using S = typename decltype(tag)::type;
-      Backend::template iou<S>(torch::stable::contiguous(boxes1), torch::stable::contiguous(boxes2),
-                               out);
+      Backend::template iou<S>(detops::contiguous(boxes1), detops::contiguous(boxes2), out);
     });
     return out;
   }

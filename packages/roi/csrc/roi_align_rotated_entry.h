@@ -5,6 +5,7 @@
 #pragma once
 
 #include <detops/backend.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -43,10 +44,9 @@ struct RoiAlignRotatedEntry {
     const char* op = "detops.roi_align_rotated";
     check_forward(op, input, rois,
                   {pooled_h, pooled_w, sampling_ratio, Channels::kSame, kRotatedRois});
-    const RotatedArgs a{
-        {op, torch::stable::contiguous(rois), input.size(0), input.size(1), input.size(2),
-         input.size(3), pooled_h, pooled_w, sampling_ratio, spatial_scale},
-        aligned};
+    const RotatedArgs a{{op, detops::contiguous(rois), input.size(0), input.size(1), input.size(2),
+                         input.size(3), pooled_h, pooled_w, sampling_ratio, spatial_scale},
+                        aligned};
     return single_map_forward<Backend>(a, input, a.channels, [&](auto tag, Tensor& out) {
       using S = typename decltype(tag)::type;
       Backend::template forward<S>(a, input, out);
@@ -62,8 +62,8 @@ struct RoiAlignRotatedEntry {
     check_backward(op, grad, rois,
                    {pooled_h, pooled_w, sampling_ratio, Channels::kSame, kRotatedRois},
                    {batch, channels, height, width});
-    const RotatedArgs a{{op, torch::stable::contiguous(rois), batch, channels, height, width,
-                         pooled_h, pooled_w, sampling_ratio, spatial_scale, deterministic},
+    const RotatedArgs a{{op, detops::contiguous(rois), batch, channels, height, width, pooled_h,
+                         pooled_w, sampling_ratio, spatial_scale, deterministic},
                         aligned};
     return single_map_backward<Backend>(a, grad, [&](auto tag, Tensor& grad_input) {
       using S = typename decltype(tag)::type;

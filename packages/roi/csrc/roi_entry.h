@@ -18,6 +18,7 @@
 #pragma once
 
 #include <detops/backend.h>
+#include <detops/contiguous.h>
 #include <detops/cpu_memory.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/ops.h>
@@ -148,7 +149,7 @@ struct RoiAlignEntry {
     const char* op = "detops.roi_align";
     check_forward(op, input, rois, {pooled_h, pooled_w, sampling_ratio, Channels::kSame});
     const AlignArgs a{op,
-                      torch::stable::contiguous(rois),
+                      detops::contiguous(rois),
                       Tensor(),
                       {{input.size(2), input.size(3), spatial_scale}},
                       input.size(0),
@@ -168,7 +169,7 @@ struct RoiAlignEntry {
     check_backward(op, grad, rois, {pooled_h, pooled_w, sampling_ratio, Channels::kSame},
                    {batch_size, channels, height, width});
     const AlignArgs a{op,
-                      torch::stable::contiguous(rois),
+                      detops::contiguous(rois),
                       Tensor(),
                       {{height, width, spatial_scale}},
                       batch_size,
@@ -192,8 +193,8 @@ struct RoiAlignEntry {
       maps.push_back({features[l].size(2), features[l].size(3), scales[l]});
     }
     const AlignArgs a{op,
-                      torch::stable::contiguous(rois),
-                      torch::stable::contiguous(levels),
+                      detops::contiguous(rois),
+                      detops::contiguous(levels),
                       std::move(maps),
                       features[0].size(0),
                       features[0].size(1),
@@ -215,8 +216,8 @@ struct RoiAlignEntry {
     std::vector<MapShape> maps;
     for (size_t l = 0; l < scales.size(); ++l) maps.push_back({heights[l], widths[l], scales[l]});
     const AlignArgs a{op,
-                      torch::stable::contiguous(rois),
-                      torch::stable::contiguous(levels),
+                      detops::contiguous(rois),
+                      detops::contiguous(levels),
                       std::move(maps),
                       batch_size,
                       channels,
@@ -305,7 +306,7 @@ struct RoiPoolEntry {
     RoiArgs a =
         args(op, rois, batch_size, channels, height, width, pooled_h, pooled_w, spatial_scale);
     a.deterministic = deterministic;
-    const Tensor arg = torch::stable::contiguous(argmax);
+    const Tensor arg = detops::contiguous(argmax);
     return single_map_backward<Backend>(a, grad, [&](auto tag, Tensor& grad_input) {
       using S = typename decltype(tag)::type;
       Backend::template backward<S>(a, grad, arg, grad_input);
@@ -315,8 +316,7 @@ struct RoiPoolEntry {
  private:
   static RoiArgs args(const char* op, const Tensor& rois, int64_t n, int64_t c, int64_t h,
                       int64_t w, int64_t pooled_h, int64_t pooled_w, double scale) {
-    return {op,   torch::stable::contiguous(rois), n, c, h, w, pooled_h, pooled_w, kNoSampling,
-            scale};
+    return {op, detops::contiguous(rois), n, c, h, w, pooled_h, pooled_w, kNoSampling, scale};
   }
 };
 
@@ -346,7 +346,7 @@ struct PsEntry {
     check_forward(kOp, input, rois,
                   {pooled_h, pooled_w, sampling_ratio, Channels::kPositionSensitive});
     const RoiArgs a{kOp,
-                    torch::stable::contiguous(rois),
+                    detops::contiguous(rois),
                     input.size(0),
                     input.size(1),
                     input.size(2),
@@ -368,12 +368,9 @@ struct PsEntry {
     check_backward(kBackwardOp, grad, rois,
                    {pooled_h, pooled_w, sampling_ratio, Channels::kPositionSensitive},
                    {batch_size, channels, height, width});
-    const RoiArgs a{kBackwardOp,    torch::stable::contiguous(rois),
-                    batch_size,     channels,
-                    height,         width,
-                    pooled_h,       pooled_w,
-                    sampling_ratio, spatial_scale,
-                    deterministic};
+    const RoiArgs a{
+        kBackwardOp, detops::contiguous(rois), batch_size,    channels,     height, width, pooled_h,
+        pooled_w,    sampling_ratio,           spatial_scale, deterministic};
     return single_map_backward<Backend>(a, grad, [&](auto tag, Tensor& grad_input) {
       using S = typename decltype(tag)::type;
       Backend::template backward<S>(a, grad, grad_input);

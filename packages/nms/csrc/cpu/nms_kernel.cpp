@@ -5,6 +5,7 @@
 // vectorisable pass over the remaining candidates, and the candidate arrays are compacted
 // whenever more than half of what remains is dead, so later passes touch live boxes only.
 // batched_nms groups boxes by class after the score sort and runs the classes in parallel.
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
@@ -185,10 +186,10 @@ std::vector<int64_t> keep(const S* box_data, const S* score_data, const int64_t*
 template <typename T, typename S>
 Tensor run_greedy(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
                   double iou_threshold, int64_t limit) {
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
+  const Tensor boxes = detops::contiguous(boxes_in);
+  const Tensor scores = detops::contiguous(scores_in);
   Tensor idxs;
-  if (idxs_in != nullptr) idxs = torch::stable::contiguous(*idxs_in);
+  if (idxs_in != nullptr) idxs = detops::contiguous(*idxs_in);
   const std::vector<int64_t> result =
       keep<T>(boxes.const_data_ptr<S>(), scores.const_data_ptr<S>(),
               idxs_in != nullptr ? idxs.const_data_ptr<int64_t>() : nullptr, boxes.size(0),
@@ -207,10 +208,10 @@ Tensor run_per_image(const Tensor& boxes_in, const Tensor& scores_in, const Tens
                      double iou_threshold, int64_t limit) {
   const int64_t images = boxes_in.size(0);
   const int64_t n = boxes_in.size(1);
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
+  const Tensor boxes = detops::contiguous(boxes_in);
+  const Tensor scores = detops::contiguous(scores_in);
   Tensor idxs;
-  if (idxs_in != nullptr) idxs = torch::stable::contiguous(*idxs_in);
+  if (idxs_in != nullptr) idxs = detops::contiguous(*idxs_in);
   const S* box_data = boxes.const_data_ptr<S>();
   const S* score_data = scores.const_data_ptr<S>();
   const int64_t* cls = idxs_in != nullptr ? idxs.const_data_ptr<int64_t>() : nullptr;

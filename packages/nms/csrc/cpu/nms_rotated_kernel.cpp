@@ -6,6 +6,7 @@
 // suppresses among those close enough along x to overlap it;
 // batched_nms_rotated groups the boxes by class after the score sort and runs the classes
 // in parallel, since boxes of different classes never interact.
+#include <detops/contiguous.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -94,8 +95,8 @@ template <typename S>
 Tensor nms(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_in,
            double threshold) {
   using T = acc_t<S>;
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
+  const Tensor boxes = detops::contiguous(boxes_in);
+  const Tensor scores = detops::contiguous(scores_in);
   const int64_t n = boxes.size(0);
   const S* box_data = boxes.const_data_ptr<S>();
   const S* score_data = scores.const_data_ptr<S>();
@@ -107,7 +108,7 @@ Tensor nms(const Tensor& boxes_in, const Tensor& scores_in, const Tensor* idxs_i
   std::vector<int64_t> position_box = order;
   std::vector<int64_t> group_start{0};
   if (idxs_in != nullptr) {
-    const Tensor idxs = torch::stable::contiguous(*idxs_in);
+    const Tensor idxs = detops::contiguous(*idxs_in);
     const int64_t* cls = idxs.const_data_ptr<int64_t>();
     detops::nms::cpu::group_by_class(cls, position_box);
     for (int64_t k = 1; k < n; ++k) {

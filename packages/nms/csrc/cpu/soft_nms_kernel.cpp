@@ -4,6 +4,7 @@
 // parallel with the others. Soft-NMS does one step per kept box, each touching every live
 // candidate: the steps are vectorised passes (IoU, max score) plus scalar work only for
 // the candidates whose score changes, which in detection data are a small fraction.
+#include <detops/contiguous.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -159,8 +160,8 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
                                     const Tensor* idxs_in, const SoftParams& p) {
   using T = acc_t<S>;
   const int64_t n = boxes_in.size(0);
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
+  const Tensor boxes = detops::contiguous(boxes_in);
+  const Tensor scores = detops::contiguous(scores_in);
   const S* b = boxes.const_data_ptr<S>();
   const S* sc = scores.const_data_ptr<S>();
 
@@ -169,7 +170,7 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
   std::vector<int64_t> group_start{0};
   Tensor idxs;
   if (idxs_in != nullptr) {
-    idxs = torch::stable::contiguous(*idxs_in);
+    idxs = detops::contiguous(*idxs_in);
     const int64_t* cls = idxs.const_data_ptr<int64_t>();
     group_by_class(cls, order);  // stable: each class keeps increasing input order
     for (int64_t k = 1; k < n; ++k) {

@@ -7,6 +7,7 @@
 // tiles in order on the device, so the mask never travels to the host; the only host
 // round-trip is nonzero() sizing the output.
 #include <detops/aten_call.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
@@ -131,12 +132,11 @@ Tensor run_bitmask(const Tensor& boxes, const Tensor& scores, const Tensor* idxs
   if (idxs != nullptr) {
     const Tensor cls_by_rank = torch::stable::index_select(*idxs, 0, order);
     auto by_class = sort_stable(cls_by_rank, 0, /*descending=*/false);
-    cls = torch::stable::contiguous(by_class.first);
-    rank_of = torch::stable::contiguous(by_class.second);
+    cls = detops::contiguous(by_class.first);
+    rank_of = detops::contiguous(by_class.second);
     candidates = torch::stable::index_select(order, 0, rank_of);
   }
-  const Tensor sorted_boxes =
-      torch::stable::contiguous(torch::stable::index_select(boxes, 0, candidates));
+  const Tensor sorted_boxes = detops::contiguous(torch::stable::index_select(boxes, 0, candidates));
 
   const int64_t words = (n + kTile - 1) / kTile;
   Tensor mask = torch::stable::new_empty(boxes, {n * words}, ScalarType::Long);

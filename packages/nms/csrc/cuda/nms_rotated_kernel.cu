@@ -9,6 +9,7 @@
 // nvcc contracts products into fmas, so the two agree to about 1e-15 relative, and NMS can
 // only differ for an IoU that close to the threshold.
 #include <detops/aten_call.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
@@ -135,12 +136,11 @@ Tensor nms(const Tensor& boxes, const Tensor& scores, const Tensor* idxs, double
   Tensor cls;            // batched only: class of each position, ascending
   if (idxs != nullptr) {
     auto by_class = sort_stable(torch::stable::index_select(*idxs, 0, order), 0, false);
-    cls = torch::stable::contiguous(by_class.first);
-    position_rank = torch::stable::contiguous(by_class.second);
+    cls = detops::contiguous(by_class.first);
+    position_rank = detops::contiguous(by_class.second);
     position_box = torch::stable::index_select(order, 0, position_rank);
   }
-  const Tensor sorted =
-      torch::stable::contiguous(torch::stable::index_select(boxes, 0, position_box));
+  const Tensor sorted = detops::contiguous(torch::stable::index_select(boxes, 0, position_box));
 
   const int64_t words = (n + kTile - 1) / kTile;
   Tensor mask = torch::stable::new_empty(boxes, {n * words}, ScalarType::Long);

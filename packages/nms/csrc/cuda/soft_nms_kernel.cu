@@ -8,6 +8,7 @@
 // contiguous run in input order; group_start_kernel marks where runs start (a
 // nonzero() of the marks sizes the grid, the host round-trip of this op).
 #include <detops/aten_call.h>
+#include <detops/contiguous.h>
 #include <detops/dispatch.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
@@ -130,20 +131,20 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
   const char* op = idxs != nullptr ? "detops.batched_soft_nms" : "detops.soft_nms";
   const int64_t n = boxes_in.size(0);
   cudaStream_t stream = detops::cuda::current_stream(boxes_in);
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
+  const Tensor boxes = detops::contiguous(boxes_in);
+  const Tensor scores = detops::contiguous(scores_in);
 
   Tensor order;  // position -> input box (batched only: grouped by class, stably)
   Tensor start;  // first position of each class
   if (idxs != nullptr) {
     auto by_class = sort_stable(*idxs, 0, /*descending=*/false);
-    order = torch::stable::contiguous(by_class.second);
-    const Tensor cls = torch::stable::contiguous(by_class.first);
+    order = detops::contiguous(by_class.second);
+    const Tensor cls = detops::contiguous(by_class.first);
     Tensor marks = torch::stable::new_empty(boxes, {n}, ScalarType::Bool);
     detops::cuda::launch<group_start_kernel>(op, detops::cuda::over(n, stream),
                                              cls.const_data_ptr<int64_t>(), n,
                                              marks.mutable_data_ptr<bool>());
-    start = torch::stable::contiguous(nonzero_1d(marks));
+    start = detops::contiguous(nonzero_1d(marks));
   } else {
     start = torch::stable::new_zeros(boxes, {1}, ScalarType::Long);
   }
@@ -174,7 +175,7 @@ std::tuple<Tensor, Tensor> run_soft(const Tensor& boxes_in, const Tensor& scores
     pos = torch::stable::index_select(
         by_index, 0, sort_stable(torch::stable::index_select(score, 0, by_index), 0, true).second);
   }
-  pos = torch::stable::contiguous(pos);
+  pos = detops::contiguous(pos);
   const int64_t k = pos.size(0);
   Tensor out_index = torch::stable::new_empty(boxes, {k}, ScalarType::Long);
   Tensor out_score = torch::stable::new_empty(scores, {k});
