@@ -27,11 +27,14 @@ namespace {
 inline constexpr int64_t kGrain = int64_t(1) << 15;
 inline constexpr int kLanes = 8;
 
-// The loops below are also compiled for AVX2 and picked at load time where the CPU has it
-// (twice the vector width of x86-64's baseline SSE2). No FMA is enabled (and contraction is
-// off), so both versions round identically.
+// The loops below are also compiled for x86-64-v4 (AVX-512) and AVX2, and the widest the CPU
+// has is picked at load time (four and two times the vector width of x86-64's baseline SSE2;
+// measured at 300 x 91: AVX-512 makes the forward and backward loops 17% and 27% faster than
+// AVX2). Contraction is off, so no version fuses a multiply-add and all of them round
+// identically (checked bitwise, special values included, for the float loss and gradients).
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DETOPS_LOSSES_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define DETOPS_LOSSES_VECTOR_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define DETOPS_LOSSES_VECTOR_CLONES
 #endif
