@@ -22,19 +22,18 @@ struct Geometry {
   int64_t B, S, H, D, L, Q, P;
 };
 
-// Entries per level in the level table: (height, width, first row of value).
+// Entries per level in the level table: (height, width, first row of value). The table
+// ends with one more entry: 1 if the levels describe value, else 0.
 inline constexpr int64_t kLevelFields = 3;
+// Pixels per level must be fewer than this (larger levels are not supported).
+inline constexpr int64_t kMaxLevelSize = int64_t(1) << 31;
 
-inline std::vector<int64_t> read_int64(const char* op, const char* name, const Tensor& t) {
-  check(t.scalar_type() == ScalarType::Long, op, name, " must be an int64 tensor, got ",
-        dtype_name(t.scalar_type()));
-  // A CUDA tensor is copied to the host: the sizes must be known to check them.
-  Tensor host =
-      t.is_cpu() ? t
-                 : torch::stable::to(t, torch::stable::Device(torch::headeronly::DeviceType::CPU));
-  host = detops::contiguous(host);
-  const int64_t* p = host.const_data_ptr<int64_t>();
-  return std::vector<int64_t>(p, p + host.numel());
+// The values of an int64 tensor on the host (only the CPU backend calls this: its index
+// tensors are on the host).
+inline std::vector<int64_t> read_int64(const Tensor& t) {
+  const Tensor c = detops::contiguous(t);
+  const int64_t* p = c.const_data_ptr<int64_t>();
+  return std::vector<int64_t>(p, p + c.numel());
 }
 
 inline void check_index_device(const char* op, const char* name, const Tensor& t,
@@ -44,12 +43,16 @@ inline void check_index_device(const char* op, const char* name, const Tensor& t
         device_str(value));
 }
 
-// Checks every argument and returns the sizes and the level table
-// [L, (height, width, start)], starts being the exclusive cumulative sum of height * width.
+inline void check_int64(const char* op, const char* name, const Tensor& t) {
+  check(t.scalar_type() == ScalarType::Long, op, name, " must be an int64 tensor, got ",
+        dtype_name(t.scalar_type()));
+}
+
+// Checks the arguments' shapes, dtypes and devices (not the values of the index tensors:
+// see levels_on_host and, on CUDA, level_table_kernel) and returns the sizes.
 inline Geometry check_inputs(const char* op, const Tensor& value, const Tensor& shapes,
                              const Tensor& loc, const Tensor& attn,
-                             const std::optional<Tensor>& start_index,
-                             std::vector<int64_t>& levels) {
+                             const std::optional<Tensor>& start_index) {
   check_dim(op, "value", value, 4, "[batch, num_values, num_heads, head_dim]");
   check_floating(op, "value", value);
   check_dim(op, "value_spatial_shapes", shapes, 2, "[num_levels, 2] ((height, width) per level)");
@@ -67,6 +70,7 @@ inline Geometry check_inputs(const char* op, const Tensor& value, const Tensor& 
   check_same_device(op, "value", value, "sampling_locations", loc);
   check_same_device(op, "value", value, "attention_weights", attn);
   check_index_device(op, "value_spatial_shapes", shapes, value);
+  check_int64(op, "value_spatial_shapes", shapes);
 
   Geometry g{};
   g.B = value.size(0);
@@ -88,16 +92,32 @@ inline Geometry check_inputs(const char* op, const Tensor& value, const Tensor& 
         op, "attention_weights must have shape [", g.B, ", ", g.Q, ", ", g.H, ", ", g.L, ", ", g.P,
         "] (sampling_locations' shape without the last dimension), got ", shape_str(attn));
 
-  const std::vector<int64_t> hw = read_int64(op, "value_spatial_shapes", shapes);
-  levels.assign(g.L * kLevelFields, 0);
+  if (start_index.has_value()) {
+    const Tensor& s = *start_index;
+    check_index_device(op, "value_level_start_index", s, value);
+    check_int64(op, "value_level_start_index", s);
+    check(s.dim() == 1 && s.size(0) == g.L, op,
+          "value_level_start_index must be a 1-D tensor of shape [num_levels] = [", g.L,
+          "], got shape ", shape_str(s));
+  }
+  return g;
+}
+
+// The level table [L * kLevelFields + 1] from index tensors on the host: (height, width,
+// first row of value) per level, the first rows being the exclusive cumulative sum of
+// height * width, then 1 (the levels describe value). Raises on any value that does not.
+inline std::vector<int64_t> levels_on_host(const char* op, const Geometry& g, const Tensor& shapes,
+                                           const std::optional<Tensor>& start_index) {
+  const std::vector<int64_t> hw = read_int64(shapes);
+  std::vector<int64_t> levels(g.L * kLevelFields + 1, 0);
   int64_t total = 0;
   for (int64_t l = 0; l < g.L; ++l) {
     const int64_t h = hw[2 * l], w = hw[2 * l + 1];
     int64_t size = 0;
     check(h > 0 && w > 0, op, "value_spatial_shapes[", l, "] = (", h, ", ", w,
           ") must be a positive (height, width): levels may not be empty");
-    check(mul_fits(h, w, size) && size < (int64_t(1) << 31), op, "value_spatial_shapes[", l,
-          "] = (", h, ", ", w, ") has 2^31 pixels or more, which is not supported");
+    check(mul_fits(h, w, size) && size < kMaxLevelSize, op, "value_spatial_shapes[", l, "] = (", h,
+          ", ", w, ") has 2^31 pixels or more, which is not supported");
     levels[l * kLevelFields] = h;
     levels[l * kLevelFields + 1] = w;
     levels[l * kLevelFields + 2] = total;
@@ -108,12 +128,7 @@ inline Geometry check_inputs(const char* op, const Tensor& value, const Tensor& 
         "width) = ",
         total);
   if (start_index.has_value()) {
-    const Tensor& s = *start_index;
-    check_index_device(op, "value_level_start_index", s, value);
-    check(s.dim() == 1 && s.size(0) == g.L, op,
-          "value_level_start_index must be a 1-D tensor of shape [num_levels] = [", g.L,
-          "], got shape ", shape_str(s));
-    const std::vector<int64_t> starts = read_int64(op, "value_level_start_index", s);
+    const std::vector<int64_t> starts = read_int64(*start_index);
     for (int64_t l = 0; l < g.L; ++l) {
       check(starts[l] == levels[l * kLevelFields + 2], op, "value_level_start_index[", l,
             "] = ", starts[l], ", but the levels of value_spatial_shapes before it hold ",
@@ -121,7 +136,8 @@ inline Geometry check_inputs(const char* op, const Tensor& value, const Tensor& 
             " values (it must be the exclusive cumulative sum of height * width)");
     }
   }
-  return g;
+  levels[g.L * kLevelFields] = 1;
+  return levels;
 }
 
 inline void check_grad_output(const Geometry& g, const Tensor& value, const Tensor& grad) {

@@ -3,6 +3,9 @@
 // The device-specific half is a Backend (detops/backend.h) holding only loops (CPU) or
 // thread mapping and launches (CUDA):
 //
+//   (CUDA only) static void Backend::level_table(const Geometry&,
+//       const int64_t* shapes /* [L, 2] */, const int64_t* starts /* [L] or nullptr */,
+//       int64_t* table /* [L * kLevelFields + 1] */);
 //   template <typename S, typename T> static void Backend::forward(
 //       const Geometry&, const Inputs<S>&, S* out /* [B, Q, H * D] */);
 //   template <typename S, typename T> static void Backend::backward(
@@ -22,6 +25,7 @@
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -38,7 +42,8 @@ struct Inputs {
   const S* loc;           // [B, Q, H, L, P, 2]
   const S* attn;          // [B, Q, H, L, P]
   const S* zeros;         // D zeros: the row a neighbour outside its level reads
-  const int64_t* levels;  // [L, kLevelFields]: height, width, first row of value
+  const int64_t* levels;  // [L * kLevelFields + 1]: height, width, first row of value per
+                          // level, then 1 if the levels describe value (see level_table)
 };
 
 template <typename T>
@@ -46,16 +51,32 @@ constexpr ScalarType scalar_type_of() {
   return sizeof(T) == 8 ? ScalarType::Double : ScalarType::Float;
 }
 
-// The level table on value's device (copied there from the host for CUDA).
-inline Tensor level_table(const Tensor& value, const std::vector<int64_t>& levels) {
-  const int64_t n = static_cast<int64_t>(levels.size());
-  Tensor host = torch::stable::empty({n}, ScalarType::Long, std::nullopt,
-                                     torch::stable::Device(torch::headeronly::DeviceType::CPU));
-  int64_t* p = host.mutable_data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i) p[i] = levels[i];
-  if (value.is_cpu()) return host;
+// The level table (see kLevelFields) on value's device. The CPU reads the index tensors,
+// which are on the host, and raises on values that do not describe value. CUDA never reads
+// device data on the host (that would wait for the stream): the table is built and checked
+// by a kernel, from the index tensors copied to the device if they are not there (a copy
+// from the host does not wait for the stream), and where the levels do not describe value
+// the kernels give NaN instead of an error.
+template <typename Backend>
+Tensor level_table(const char* op, const Geometry& g, const Tensor& value, const Tensor& shapes,
+                   const std::optional<Tensor>& start_index) {
+  const int64_t n = g.L * kLevelFields + 1;
   Tensor table = torch::stable::new_empty(value, {n}, ScalarType::Long);
-  torch::stable::copy_(table, host);
+  if constexpr (reads_data_on_host<Backend>()) {
+    const std::vector<int64_t> levels = levels_on_host(op, g, shapes, start_index);
+    std::copy(levels.begin(), levels.end(), table.mutable_data_ptr<int64_t>());
+  } else {
+    const auto on_device = [&](const Tensor& t) {
+      return detops::contiguous(
+          same_device(t, value) ? t : torch::stable::to(t, value.device(), /*non_blocking=*/true));
+    };
+    const Tensor hw = on_device(shapes);
+    std::optional<Tensor> starts;
+    if (start_index.has_value()) starts = on_device(*start_index);
+    Backend::level_table(g, hw.const_data_ptr<int64_t>(),
+                         starts.has_value() ? starts->const_data_ptr<int64_t>() : nullptr,
+                         table.mutable_data_ptr<int64_t>());
+  }
   return table;
 }
 
@@ -71,17 +92,17 @@ struct Prepared {
 
 template <typename S>
 Prepared<S> prepare(const Geometry& g, const Tensor& value, const Tensor& loc, const Tensor& attn,
-                    const std::vector<int64_t>& levels) {
+                    const Tensor& levels) {
   Prepared<S> p{detops::contiguous(value), detops::contiguous(loc), detops::contiguous(attn),
-                torch::stable::new_zeros(value, {g.D > 0 ? g.D : 1}), level_table(value, levels)};
+                torch::stable::new_zeros(value, {g.D > 0 ? g.D : 1}), levels};
   return p;
 }
 
 template <typename Backend>
 Tensor forward(const Tensor& value, const Tensor& shapes, const Tensor& loc, const Tensor& attn,
                const std::optional<Tensor>& start_index) {
-  std::vector<int64_t> levels;
-  const Geometry g = check_inputs(kOp, value, shapes, loc, attn, start_index, levels);
+  const Geometry g = check_inputs(kOp, value, shapes, loc, attn, start_index);
+  const Tensor levels = level_table<Backend>(kOp, g, value, shapes, start_index);
   Tensor out = torch::stable::new_empty(value, {g.B, g.Q, g.H * g.D});
   if (out.numel() == 0) return out;
   dispatch_floating(value.scalar_type(), kOp, "value", [&](auto tag) {
@@ -101,9 +122,9 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad_in, const Tensor&
                                             const std::optional<Tensor>& start_index,
                                             bool need_value, bool need_sampling,
                                             bool deterministic) {
-  std::vector<int64_t> levels;
-  const Geometry g = check_inputs(kBackwardOp, value, shapes, loc, attn, start_index, levels);
+  const Geometry g = check_inputs(kBackwardOp, value, shapes, loc, attn, start_index);
   check_grad_output(g, value, grad_in);
+  const Tensor levels = level_table<Backend>(kBackwardOp, g, value, shapes, start_index);
   Tensor grad_value = torch::stable::new_zeros(value, value.sizes());
   Tensor grad_loc = torch::stable::new_zeros(loc, loc.sizes());
   Tensor grad_attn = torch::stable::new_zeros(attn, attn.sizes());

@@ -136,8 +136,44 @@ def test_non_finite_locations_and_weights(emulated, dtype):
     check_case(emulated, case)
 
 
-def test_errors_match_cpu(emulated):
+# Levels that do not describe value (the CPU raises on each: test_edge_cases.py). On CUDA
+# nothing of value_spatial_shapes or value_level_start_index is read on the host, so the
+# level-table kernel finds them, and every output and gradient element is NaN.
+BAD_LEVELS = [
+    ("sum_mismatch", torch.tensor([[4, 5], [3, 2]]), None),
+    ("zero_level", torch.tensor([[0, 5], [29, 1]]), None),
+    ("negative_level", torch.tensor([[-4, -5], [7, 4]]), None),
+    ("huge_level", torch.tensor([[2**40, 2**40], [3, 3]]), None),
+    ("overflowing_product", torch.tensor([[2**31 - 1, 2**31 - 1], [3, 3]]), None),
+    ("start_index", torch.tensor([[4, 5], [3, 3]]), torch.tensor([0, 21])),
+]
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("name,shapes,starts", BAD_LEVELS, ids=[b[0] for b in BAD_LEVELS])
+def test_invalid_levels_give_nan(emulated, name, shapes, starts, deterministic):
+    case = _case(torch.float32, shapes=((4, 5), (3, 3)))
+    args = [case["value"], shapes, case["sampling_locations"], case["attention_weights"], starts]
+    with pytest.raises(RuntimeError, match="value_spatial_shapes|value_level_start_index"):
+        torch.ops.detops.multi_scale_deformable_attention(*args)
+    out = emulated.multi_scale_deformable_attention(*args)
+    grads = emulated._multi_scale_deformable_attention_backward(case["grad"], *args, True, True, deterministic)
+    for what, t in zip(("output", "grad_value", "grad_sampling_locations", "grad_attention_weights"), (out, *grads)):
+        assert t.numel() > 0 and t.isnan().all(), f"{what}: {int((~t.isnan()).sum())} elements not NaN"
+
+
+def test_valid_levels_given_on_the_host_and_on_the_device(emulated):
+    # The level table is built on the device from either; a correct start index is accepted.
+    case = _case(torch.float64, shapes=((4, 5), (3, 3)))
+    check_case(emulated, case)
+    assert not forward(emulated, case).isnan().any()
+
+
+def test_metadata_errors_still_raise(emulated):
     case = _case(torch.float32)
-    case["value_spatial_shapes"] = torch.tensor([[4, 5], [3, 2]])
-    with pytest.raises(RuntimeError, match="sum\\(height \\* width\\) = 26"):
-        emulated.multi_scale_deformable_attention(*(case[k] for k in NAMES))
+    with pytest.raises(RuntimeError, match="value_spatial_shapes must be an int64 tensor"):
+        emulated.multi_scale_deformable_attention(
+            case["value"], case["value_spatial_shapes"].double(), case["sampling_locations"], case["attention_weights"]
+        )
+    with pytest.raises(RuntimeError, match="value_level_start_index must be a 1-D tensor"):
+        emulated.multi_scale_deformable_attention(*(case[k] for k in NAMES), torch.tensor([0]))

@@ -9,12 +9,17 @@
 // from corner_dots() as on the CPU (bitwise equal again), and its share of the value
 // gradient added into a float32 (float64 for double) buffer with float atomics, in whatever
 // order the threads run, or order-free (detops/scatter_add.cuh: the kernel runs twice).
+// Level table: one thread reads value_spatial_shapes (and value_level_start_index) on the
+// device and checks them there; where the levels do not describe value, every output and
+// gradient element is NaN (the kernels read no level then).
+#include <detops/macros.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
 #include <detops/cuda_launch.cuh>
 #include <detops/scatter_add.cuh>
+#include <limits>
 
 #include "deform_attn_entry.h"
 #include "deform_attn_math.h"
@@ -22,9 +27,57 @@
 namespace detops::deform_attn::cuda {
 namespace {
 
+// The checks of levels_on_host (deform_attn_checks.h), made on the device; the last entry of
+// the table says whether they all hold.
+__global__ void level_table_kernel(int64_t L, int64_t S, const int64_t* __restrict__ shapes,
+                                   const int64_t* __restrict__ starts,
+                                   int64_t* __restrict__ table) {
+  bool ok = true;
+  int64_t total = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t h = shapes[2 * l], w = shapes[2 * l + 1];
+    // Both below 2^31 first, so that h * w cannot overflow.
+    const bool fits =
+        h > 0 && w > 0 && h < kMaxLevelSize && w < kMaxLevelSize && h * w < kMaxLevelSize;
+    table[l * kLevelFields] = h;
+    table[l * kLevelFields + 1] = w;
+    table[l * kLevelFields + 2] = total;
+    if (starts != nullptr && starts[l] != total) ok = false;
+    if (!fits) ok = false;
+    // total stays below L * 2^31: no overflow.
+    if (fits) total += h * w;
+  }
+  table[L * kLevelFields] = ok && total == S ? 1 : 0;
+}
+
+template <typename T>
+DETOPS_HOST_DEVICE T not_a_number() {
+  return std::numeric_limits<T>::quiet_NaN();
+}
+
+template <typename S>
+DETOPS_HOST_DEVICE bool levels_valid(const Geometry& g, const Inputs<S>& in) {
+  return in.levels[g.L * kLevelFields] != 0;
+}
+
+// data[0, n) = NaN where the level table says the levels do not describe value.
+template <typename T>
+__global__ void invalid_levels_kernel(int64_t n, const int64_t* __restrict__ valid,
+                                      T* __restrict__ data) {
+  if (*valid != 0) return;
+  DETOPS_CUDA_LOOP(i, n) {
+    data[i] = not_a_number<T>();
+  }
+}
+
 template <typename S, typename T>
 __global__ void forward_kernel(Geometry g, int64_t n, Inputs<S> in, S* __restrict__ out) {
+  const bool valid = levels_valid(g, in);
   DETOPS_CUDA_LOOP(e, n) {
+    if (!valid) {
+      out[e] = static_cast<S>(not_a_number<T>());
+      continue;
+    }
     const int64_t k = e % g.D;
     const int64_t r = e / g.D;
     const int64_t b = r / (g.Q * g.H);
@@ -65,7 +118,15 @@ template <typename S, typename T, typename Add>
 __global__ void backward_kernel(Geometry g, int64_t n, Inputs<S> in, const S* __restrict__ grad_out,
                                 T* __restrict__ grad_value, S* __restrict__ grad_loc,
                                 S* __restrict__ grad_attn, Add add) {
+  const bool valid = levels_valid(g, in);
   DETOPS_CUDA_LOOP(i, n) {
+    if (!valid) {  // grad_value is filled by invalid_levels_kernel
+      if (grad_loc != nullptr) {
+        grad_attn[i] = static_cast<S>(not_a_number<T>());
+        grad_loc[2 * i] = grad_loc[2 * i + 1] = static_cast<S>(not_a_number<T>());
+      }
+      continue;
+    }
     const int64_t LP = g.L * g.P;
     const int64_t r = i / LP;
     const int64_t l = (i % LP) / g.P;
@@ -105,6 +166,14 @@ __global__ void backward_kernel(Geometry g, int64_t n, Inputs<S> in, const S* __
 
 struct DeformAttnBackend : detops::CudaBackend {
   // Below the entry point's guard: the current stream is value's.
+  static void level_table(const Geometry& g, const int64_t* shapes, const int64_t* starts,
+                          int64_t* table) {
+    detops::cuda::launch<level_table_kernel>(
+        "detops.multi_scale_deformable_attention level_table_kernel",
+        detops::cuda::Shape(dim3(1), dim3(1), detops::cuda::current_stream()), g.L, g.S, shapes,
+        starts, table);
+  }
+
   template <typename S, typename T>
   static void forward(const Geometry& g, const Inputs<S>& in, S* out) {
     const int64_t n = g.B * g.Q * g.H * g.D;
@@ -128,6 +197,12 @@ struct DeformAttnBackend : detops::CudaBackend {
     // weight gradients.
     T* data = grad_value->mutable_data_ptr<T>();
     detops::cuda::scatter_add<T>(op, *grad_value, deterministic, [&](auto add) { run(add, data); });
+    const int64_t size = grad_value->numel();
+    if (size == 0) return;
+    detops::cuda::launch<invalid_levels_kernel<T>>(
+        "detops._multi_scale_deformable_attention_backward invalid_levels_kernel",
+        detops::cuda::over(size, detops::cuda::current_stream()), size,
+        in.levels + g.L * kLevelFields, data);
   }
 };
 

@@ -19,14 +19,16 @@ Defined behaviour on unusual input:
   the output NaN (as ordinary arithmetic, and the grid_sample reference, do);
 - empty batch, queries, heads, points or head dimension give empty or zero results;
 - malformed arguments raise ``RuntimeError`` naming the argument: shapes that do not
-  match each other, a ``value_spatial_shapes`` that is not ``[L, 2]`` int64 or has a level
-  of zero (or negative) height or width, ``value.shape[1] != sum(height * width)``, a
-  ``value_level_start_index`` that is not the exclusive cumulative sum of the level sizes,
-  mismatched dtypes or devices.
-
-On CUDA, ``value_spatial_shapes`` (and ``value_level_start_index``) may live on the GPU or
-the CPU; the kernels need the level sizes on the host to check them, so a GPU copy costs a
-device-to-host copy of ``L * 2`` integers per call.
+  match each other, a ``value_spatial_shapes`` that is not ``[L, 2]`` int64, a
+  ``value_level_start_index`` that is not ``[L]`` int64, mismatched dtypes or devices;
+- level tables that do not describe ``value`` (a level of zero or negative height or width,
+  or of 2^31 pixels or more, ``value.shape[1] != sum(height * width)``, a
+  ``value_level_start_index`` that is not the exclusive cumulative sum of the level sizes)
+  raise ``RuntimeError`` naming the entry on the CPU. On CUDA they make every element of the
+  output and of the gradients NaN: the CUDA kernels never read device data on the host
+  (that would wait for the GPU), so the level table is built and checked on the device.
+  ``value_spatial_shapes`` and ``value_level_start_index`` may be on the GPU or the CPU
+  (copied to the GPU without waiting for it).
 """
 
 from typing import Optional
