@@ -14,6 +14,7 @@ from detops_core.testing import (
     assert_block_order_changes_bits,
     assert_same_bits_in_every_block_order,
     block_schedule,
+    emulated_widest,
     require_emulated_ops,
 )
 
@@ -47,6 +48,8 @@ def test_atomic_value_gradient_depends_on_the_block_order(emu):
     tensors = crowded(torch.float32)
     cpu = grads(torch.ops.detops, tensors, False)[0]
     assert_block_order_changes_bits(PACKAGE, lambda: grads(emu, tensors, False)[0], cpu)
+    # The schedules include four blocks running at once (the file has no __shared__).
+    assert emulated_widest(PACKAGE)["deform_attn backward_kernel"] == 4
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from focal_loss_reference import adversarial_case, make_case
 
-from detops_core.testing import require_emulated_ops
+from detops_core.testing import block_schedule, emulated_widest, require_emulated_ops
 
 PACKAGE = "detops_losses"
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
@@ -84,6 +84,19 @@ def test_sum_is_repeatable(emulated):
     inputs, targets = make_case((5, 8192), scale=3.0)
     first = emulated.sigmoid_focal_loss(inputs, targets, 0.25, 2.0, "sum")
     assert torch.equal(emulated.sigmoid_focal_loss(inputs, targets, 0.25, 2.0, "sum"), first)
+
+
+def test_shared_memory_blocks_run_one_at_a_time(emulated):
+    # The reduction kernels keep partial sums in __shared__ memory, one copy for every block
+    # in the emulation: asked for four blocks at once, the emulation must still run them one
+    # at a time (their file declares __shared__), else the sums would mix or it would abort.
+    inputs, targets = make_case((5, 8192), scale=3.0)
+    one_at_a_time = emulated.sigmoid_focal_loss(inputs, targets, 0.25, 2.0, "sum")
+    for seed in (1, 2):
+        with block_schedule(PACKAGE, seed, at_once=4):
+            again = emulated.sigmoid_focal_loss(inputs, targets, 0.25, 2.0, "sum")
+        assert torch.equal(again, one_at_a_time)
+    assert emulated_widest(PACKAGE)["focal_loss partial_sums_kernel"] == 1
 
 
 def test_errors_match_cpu(emulated):

@@ -19,6 +19,14 @@ function(_detops_add_emulation package)
     # and C++ in another.
     set(unit "${CMAKE_CURRENT_BINARY_DIR}/emulated/${stem}.cpp")
     file(CONFIGURE OUTPUT "${unit}" CONTENT "#include \"${path}\"\n" @ONLY)
+    # One copy of a `__shared__` variable serves every block, so the blocks of a file that
+    # declares one run one at a time (detops/cuda_emulation.h).
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${path}")
+    file(READ "${path}" source)
+    string(FIND "${source}" "__shared__" at)
+    if(NOT at EQUAL -1)
+      set_source_files_properties("${unit}" PROPERTIES COMPILE_DEFINITIONS DETOPS_EMULATION_SHARED_MEMORY)
+    endif()
     list(APPEND units "${unit}")
   endforeach()
   add_library(_C_emulated SHARED ${units} "${DETOPS_CORE_EMULATION_RECORD}")

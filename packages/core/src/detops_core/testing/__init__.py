@@ -14,6 +14,7 @@ from .emulation import (
     block_schedule,
     emulated_launches,
     emulated_ops,
+    emulated_widest,
     require_emulated_ops,
 )
 from .isolation import run_isolated
@@ -52,6 +53,7 @@ __all__ = [
     "deterministically",
     "devices",
     "emulated_launches",
+    "emulated_widest",
     "emulated_ops",
     "float_dtypes",
     "fresh_leaves",

@@ -81,43 +81,60 @@ def _emulated_library(package: str):
     return ctypes.CDLL(os.path.join(os.path.dirname(module.__file__), "_C_emulated.so"))
 
 
-def emulated_launches(package: str) -> dict:
-    """Launch counts per kernel ("<file> <kernel>") of `package`'s emulated library."""
+def _kernel_table(package: str, function: str) -> dict:
     import ctypes
 
-    lib = _emulated_library(package)
-    lib.detops_emulated_launches.restype = ctypes.c_char_p
-    counts = {}
-    for line in lib.detops_emulated_launches().decode().splitlines():
-        name, count = line.split("\t")
-        counts[name] = int(count)
-    return counts
+    getter = getattr(_emulated_library(package), function)
+    getter.restype = ctypes.c_char_p
+    values = {}
+    for line in getter().decode().splitlines():
+        name, value = line.split("\t")
+        values[name] = int(value)
+    return values
+
+
+def emulated_launches(package: str) -> dict:
+    """Launch counts per kernel ("<file> <kernel>") of `package`'s emulated library."""
+    return _kernel_table(package, "detops_emulated_launches")
+
+
+def emulated_widest(package: str) -> dict:
+    """Per kernel of `package`'s emulated library, the most blocks one launch ran at the same
+    time so far (see block_schedule)."""
+    return _kernel_table(package, "detops_emulated_widest")
 
 
 @contextlib.contextmanager
-def block_schedule(package: str, seed: int):
+def block_schedule(package: str, seed: int, at_once: int = 1):
     """Inside this `with` statement, `package`'s emulated kernels run the CUDA blocks of each
-    launch in an order shuffled by `seed` (the same for the same seed and grid); seed 0 is
-    the grid order, the default, which leaving the statement restores."""
+    launch in an order shuffled by `seed` (the same for the same seed and grid; seed 0 is the
+    grid order), up to `at_once` blocks at the same time (files that declare `__shared__`
+    one at a time); leaving the statement restores the default, grid order one at a time."""
     import ctypes
 
-    setter = _emulated_library(package).detops_emulated_block_schedule
-    setter.argtypes = [ctypes.c_uint64]
-    setter(seed)
+    lib = _emulated_library(package)
+    lib.detops_emulated_block_schedule.argtypes = [ctypes.c_uint64]
+    lib.detops_emulated_blocks_at_once.argtypes = [ctypes.c_uint]
+    lib.detops_emulated_block_schedule(seed)
+    lib.detops_emulated_blocks_at_once(at_once)
     try:
         yield
     finally:
-        setter(0)
+        lib.detops_emulated_block_schedule(0)
+        lib.detops_emulated_blocks_at_once(1)
 
 
-SEEDS = (0, 1, 2, 3, 4)
+# (seed, blocks at once): the grid order, two shuffled orders one block at a time, and two
+# with four blocks running at once, whose atomics then also interleave as threads happen to run.
+SCHEDULES = ((0, 1), (1, 1), (2, 1), (3, 4), (4, 4))
 
 
-def under_block_schedules(package: str, fn, seeds=SEEDS) -> list:
-    """fn() once under each block_schedule seed: what a GPU could return on different runs."""
+def under_block_schedules(package: str, fn, schedules=SCHEDULES) -> list:
+    """fn() once under each (seed, blocks at once) schedule: what a GPU could return on
+    different runs."""
     results = []
-    for seed in seeds:
-        with block_schedule(package, seed):
+    for seed, at_once in schedules:
+        with block_schedule(package, seed, at_once):
             results.append(fn())
     return results
 
@@ -130,8 +147,8 @@ def same_bits(a, b) -> bool:
 
 
 def assert_block_order_changes_bits(package: str, fn, expected, tol: float = 1e-5) -> None:
-    """fn() (a tensor) under each seed is close to `expected` every time, but not always the
-    same bits: a float-atomic sum, on inputs where the comparison of orders can fail."""
+    """fn() (a tensor) under each schedule is close to `expected` every time, but not always
+    the same bits: a float-atomic sum, on inputs where the comparison of orders can fail."""
     import torch
 
     results = under_block_schedules(package, fn)
@@ -141,14 +158,14 @@ def assert_block_order_changes_bits(package: str, fn, expected, tol: float = 1e-
 
 
 def assert_same_bits_in_every_block_order(package: str, fn, expected, tol: float = 1e-5) -> None:
-    """fn() (a tensor or a tuple of them) gives the same bits under every seed, close to
+    """fn() (a tensor or a tuple of them) gives the same bits under every schedule, close to
     `expected` (a CPU kernel's result)."""
     import torch
 
     results = [r if isinstance(r, (tuple, list)) else (r,) for r in under_block_schedules(package, fn)]
-    for seed, r in zip(SEEDS[1:], results[1:]):
+    for schedule, r in zip(SCHEDULES[1:], results[1:]):
         for i, (a, b) in enumerate(zip(r, results[0])):
-            assert same_bits(a, b), f"output {i} differs under block schedule {seed}"
+            assert same_bits(a, b), f"output {i} differs under block schedule (seed, at once) {schedule}"
     want = expected if isinstance(expected, (tuple, list)) else (expected,)
     for a, b in zip(results[0], want):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True)

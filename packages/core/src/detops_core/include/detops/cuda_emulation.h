@@ -7,12 +7,16 @@
 // CUDA keywords, the built-in index variables, __syncthreads, atomics and the few runtime
 // calls the packages use, and launch_emulated(), which detops::cuda::launch calls instead of
 // `<<<...>>>`:
-// - every block runs in turn on blockDim OS threads, one per CUDA thread, so barriers and
-//   shared memory behave as on a GPU and ThreadSanitizer sees real concurrency; the threads
-//   are kept from launch to launch (starting them per launch cost more than the kernels);
+// - every block runs on blockDim OS threads, one per CUDA thread, so barriers and shared
+//   memory behave as on a GPU and ThreadSanitizer sees real concurrency; the threads are
+//   kept from launch to launch (starting them per launch cost more than the kernels);
+// - the blocks run in grid order, or in a seeded shuffled one, and one at a time or several
+//   at once (block_schedule, blocks_at_once);
 // - `__shared__` variables are function statics: one copy, reused block after block, which
-//   is what a block sees on a GPU (blocks never run at the same time here); the blocks run
-//   in grid order, or in a seeded shuffled one (block_schedule);
+//   is what a block sees on a GPU as long as no two blocks run at the same time. So a file
+//   that declares `__shared__` (its emulated unit is compiled with
+//   DETOPS_EMULATION_SHARED_MEMORY, see detops_emulation.cmake) always runs its blocks one
+//   at a time, and a `__shared__` declaration reached while blocks run at once aborts;
 // - a thread that leaves the kernel no longer counts at later barriers of its block (as on
 //   sm_70+); atomics are std::atomic_ref operations;
 // - launch configurations a GPU rejects (an empty grid or block, grid.y or grid.z above
@@ -31,9 +35,12 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -47,7 +54,12 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
-#define __shared__ static
+#define DETOPS_EMULATION_CAT2(a, b) a##b
+#define DETOPS_EMULATION_CAT(a, b) DETOPS_EMULATION_CAT2(a, b)
+#define __shared__                                                                               \
+  ::detops::cuda::emulation::SharedMemoryGuard DETOPS_EMULATION_CAT(detops_shared_memory_guard_, \
+                                                                    __COUNTER__);                \
+  static
 #define __launch_bounds__(...)
 
 struct uint3 {
@@ -123,11 +135,29 @@ class BlockBarrier {
 };
 
 inline thread_local BlockBarrier* current_block = nullptr;
+// How many blocks of the running launch run at the same time (1: one at a time).
+inline thread_local unsigned int blocks_running = 1;
+
+// Declared by every `__shared__` (see the macro above): one copy of a function static is
+// not per block, so a kernel that reaches one while blocks run at once would share it
+// between blocks, unlike a GPU.
+struct SharedMemoryGuard {
+  SharedMemoryGuard() {
+    if (blocks_running > 1) {
+      std::fprintf(stderr,
+                   "detops CUDA emulation: a __shared__ variable was declared while %u blocks ran "
+                   "at once; its file must be compiled with DETOPS_EMULATION_SHARED_MEMORY\n",
+                   blocks_running);
+      std::abort();
+    }
+  }
+};
 inline thread_local cudaError_t last_error = cudaSuccess;
 
 struct Record {
   std::mutex mutex;
   std::map<std::string, int64_t> launches;
+  std::map<std::string, int64_t> widest;  // the most blocks a launch ran at the same time
 };
 
 inline Record& record() {
@@ -241,44 +271,76 @@ class BlockOrder {
   std::vector<uint64_t> shuffled_;
 };
 
+// How many blocks of a launch run at the same time (at most; 1 is the default) in files that
+// declare no `__shared__`; set with block_schedule's seed by the test toolkit.
+inline std::atomic<unsigned int> blocks_at_once{1};
+
+// One slot of blocks running at the same time: its threads run blocks slot, slot + slots,
+// ... of the launch's order, one after the other.
+struct BlockSlot {
+  BlockBarrier sync, done;
+  std::function<void()> rearm;
+};
+
 // Runs kernel(params...) on grid x block emulated threads; see the file comment.
+// Returns how many blocks ran at the same time.
 template <typename... Params>
-void run(dim3 grid, dim3 block, void (*kernel)(Params...), std::tuple<Params...> params) {
+unsigned int run(dim3 grid, dim3 block, bool shared_memory, void (*kernel)(Params...),
+                 std::tuple<Params...> params) {
   const unsigned int threads = block.x * block.y * block.z;
   const BlockOrder order(grid);
-  BlockBarrier sync, done;
-  done.reset(threads);
-  sync.reset(threads);
-  // Every thread has left a block, and its barrier is re-armed, before any enters the next.
-  const std::function<void()> rearm = [&] { sync.reset(threads); };
-  workers().run(threads, [&](unsigned int t) {
+  const unsigned int slots = shared_memory
+                                 ? 1u
+                                 : static_cast<unsigned int>(std::min<uint64_t>(
+                                       std::max(1u, blocks_at_once.load()), order.size()));
+  std::unique_ptr<BlockSlot[]> slot(new BlockSlot[slots]);
+  for (unsigned int s = 0; s < slots; ++s) {
+    BlockSlot& b = slot[s];
+    b.done.reset(threads);
+    b.sync.reset(threads);
+    // Every thread has left a block, and its barrier is re-armed, before any enters the next.
+    b.rearm = [&b, threads] { b.sync.reset(threads); };
+  }
+  workers().run(threads * slots, [&](unsigned int w) {
+    const unsigned int t = w % threads;
+    BlockSlot& b = slot[w / threads];
     threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
     blockDim = block;
     gridDim = grid;
-    current_block = &sync;
-    for (uint64_t i = 0; i < order.size(); ++i) {
+    current_block = &b.sync;
+    blocks_running = slots;
+    for (uint64_t i = w / threads; i < order.size(); i += slots) {
       blockIdx = order[i];
       std::apply(kernel, params);
-      sync.leave();
-      done.arrive_and_wait(rearm);
+      b.sync.leave();
+      b.done.arrive_and_wait(b.rearm);
     }
     current_block = nullptr;
+    blocks_running = 1;
   });
+  return slots;
 }
 
+// `shared_memory`: the kernel's file declares `__shared__` (its blocks run one at a time).
 template <auto Kernel, typename... Params, typename... Args>
-void launch_emulated(void (*)(Params...), const char* file, dim3 grid, dim3 block, Args&&... args) {
+void launch_emulated(void (*)(Params...), const char* file, bool shared_memory, dim3 grid,
+                     dim3 block, Args&&... args) {
+  const std::string name = kernel_name(file, __PRETTY_FUNCTION__);
   {
     Record& r = record();
     std::lock_guard<std::mutex> lock(r.mutex);
-    ++r.launches[kernel_name(file, __PRETTY_FUNCTION__)];
+    ++r.launches[name];
   }
   if (!valid_config(grid, block)) {
     last_error = cudaErrorInvalidConfiguration;
     return;
   }
   // Arguments are converted to the kernel's parameter types and copied, as a launch does.
-  run(grid, block, Kernel, std::tuple<Params...>(std::forward<Args>(args)...));
+  const unsigned int slots =
+      run(grid, block, shared_memory, Kernel, std::tuple<Params...>(std::forward<Args>(args)...));
+  Record& r = record();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.widest[name] = std::max<int64_t>(r.widest[name], slots);
 }
 
 }  // namespace detops::cuda::emulation

@@ -123,7 +123,15 @@ inline Shape over(int64_t n, cudaStream_t stream, int threads = 256,
 template <auto Kernel, typename... Args>
 void launch(const char* op, const Shape& shape, Args&&... args) {
 #ifdef DETOPS_CUDA_EMULATION
-  emulation::launch_emulated<Kernel>(Kernel, shape.file, shape.blocks, shape.threads,
+  // A kernel in a header several files include takes the flag of whichever file's copy of
+  // this function the linker keeps: such kernels declare no `__shared__` (the emulation
+  // aborts if one is reached while blocks run at once).
+#ifdef DETOPS_EMULATION_SHARED_MEMORY
+  constexpr bool shared_memory = true;
+#else
+  constexpr bool shared_memory = false;
+#endif
+  emulation::launch_emulated<Kernel>(Kernel, shape.file, shared_memory, shape.blocks, shape.threads,
                                      std::forward<Args>(args)...);
 #else
   // clang-format splits the launch chevrons in a .cuh.
