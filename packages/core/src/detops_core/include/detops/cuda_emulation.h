@@ -272,7 +272,8 @@ class BlockOrder {
 };
 
 // How many blocks of a launch run at the same time (at most; 1 is the default) in files that
-// declare no `__shared__`; set with block_schedule's seed by the test toolkit.
+// declare no `__shared__`; the test toolkit's block_schedule(package, seed, at_once) sets it
+// through detops_emulated_blocks_at_once.
 inline std::atomic<unsigned int> blocks_at_once{1};
 
 // One slot of blocks running at the same time: its threads run blocks slot, slot + slots,
