@@ -68,6 +68,21 @@ def test_swap_replaces_and_restores_modules():
     assert torchvision.ops.boxes.batched_nms is not detops.batched_nms
 
 
+def test_swap_draws_no_random_numbers():
+    # A model with each kind of twin that has parameters: FPN (with P6/P7) and DeformConv2d.
+    model = torch.nn.Sequential(
+        torchvision.ops.FeaturePyramidNetwork([8, 16], 8, torchvision.ops.feature_pyramid_network.LastLevelP6P7(8, 8)),
+        torchvision.ops.DeformConv2d(4, 4, 3),
+    )
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    with detops.use_detops(model):
+        assert isinstance(model[1], detops.DeformConv2d)
+        got = torch.rand(4)
+    assert torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("device", devices())
 def test_eval_detections_match(device):
     model = _model().eval().to(device)

@@ -9,7 +9,8 @@ Inside the block:
 - the model's FeaturePyramidNetwork, MultiScaleRoIAlign, RoIAlign, RoIPool, PSRoIAlign,
   PSRoIPool and DeformConv2d submodules are replaced by their detops twins. The twins
   reuse the original parameter tensors (no copy: an optimizer keeps working) and keep
-  the pooler's inferred scales;
+  the pooler's inferred scales; making them draws no random numbers, so the model's
+  samplers draw the same inside the block as outside;
 - the functions torchvision's detection code calls at run time (``nms``, ``batched_nms``,
   ``box_iou``, ``clip_boxes_to_image``, ``remove_small_boxes`` in
   ``torchvision.ops.boxes``, ``roi_align`` in ``torchvision.models.detection.roi_heads``, and
@@ -24,6 +25,7 @@ meanwhile. torchvision is imported only when this is called.
 import contextlib
 from typing import Iterator, List, Optional, Tuple
 
+import torch
 from torch import nn
 
 import detops_deform
@@ -56,16 +58,21 @@ def _twin_fpn(old: nn.Module) -> Optional[nn.Module]:
     import torchvision.ops.feature_pyramid_network as tv_fpn
 
     extra = old.extra_blocks
+    # Twins are built on the meta device (their parameters are replaced by the original's at
+    # once): initialising real ones would draw from torch's global RNG and so change what
+    # the model's samplers draw inside the block.
     if extra is None:
         new_extra = None
     elif type(extra) is tv_fpn.LastLevelMaxPool:
         new_extra = detops_fpn.LastLevelMaxPool()
     elif type(extra) is tv_fpn.LastLevelP6P7:
-        new_extra = detops_fpn.LastLevelP6P7(1, 1)
+        with torch.device("meta"):
+            new_extra = detops_fpn.LastLevelP6P7(1, 1)
         new_extra.p6, new_extra.p7, new_extra.use_P5 = extra.p6, extra.p7, extra.use_P5
     else:
         return None  # a custom extra block: keep torchvision's FPN
-    new = detops_fpn.FeaturePyramidNetwork([1], 1, extra_blocks=new_extra)
+    with torch.device("meta"):
+        new = detops_fpn.FeaturePyramidNetwork([1], 1, extra_blocks=new_extra)
     new.inner_blocks, new.layer_blocks = old.inner_blocks, old.layer_blocks
     new.train(old.training)
     return new
@@ -99,16 +106,17 @@ def _twin(module: nn.Module) -> Optional[nn.Module]:
     if kind is tv.PSRoIPool:
         return detops_roi.PSRoIPool(module.output_size, module.spatial_scale)
     if kind is tv.DeformConv2d:
-        new = detops_deform.DeformConv2d(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            module.groups,
-            bias=module.bias is not None,
-        )
+        with torch.device("meta"):  # as in _twin_fpn
+            new = detops_deform.DeformConv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                bias=module.bias is not None,
+            )
         new.weight, new.bias = module.weight, module.bias
         return new
     return None
