@@ -140,8 +140,7 @@ def _sanitized(session: nox.Session, names: list[str], work: str, config: list[s
 
 
 def _verdict(session: nox.Session, passed: bool, logs: str, what: str) -> None:
-    found = san.reports(logs)
-    if found or not passed:
+    if (found := san.reports(logs)) or not passed:
         session.error(f"{what}: {'tests failed' if not passed else 'tests passed'}, {found} sanitizer report(s)")
     print(f"[sanitize] {what}: clean, no sanitizer reports", flush=True)
 
@@ -231,14 +230,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Build and install everything, then run the detection demo (examples/demo.py)."""
+    """Build everything, train and evaluate the demo detector (examples/demo); `-- --test`: its slow test."""
     _build(session, PACKAGES)
-    session.run(PY, os.path.join(ROOT, "examples", "demo.py"), *session.posargs, external=True)
+    test = session.posargs[:1] == ["--test"]
+    run = ["-m", "pytest", "-q", "-ra", "examples/demo"] if test else ["examples/demo/demo.py"]
+    session.run(PY, *run, *session.posargs[test:], external=True)
 
 
 @nox.session
 def cpp(session: nox.Session) -> None:
-    """C++ without Python: examples/cpp's program runs AOTInductor packages of a small model and
-    of Faster R-CNN, compared with eager (examples/cpp/test_cpp_example.py; `-- -k "not fasterrcnn"`)."""
+    """C++ without Python: examples/cpp's program runs AOTInductor packages, compared with eager (its tests)."""
     _build(session, PACKAGES)
     session.run(PY, "-m", "pytest", "-q", "-ra", "-s", "examples/cpp", *session.posargs, external=True)

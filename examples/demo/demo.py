@@ -1,43 +1,68 @@
-"""The detection demo: torchvision's Mask R-CNN (random weights, nothing downloaded) run
-on torchvision's own ops and on detops (``detops.use_detops``), with per-op timings on the
-inputs the model really produced, and a picture of the detections.
+"""The detops demo: train a small Mask R-CNN on detops, on images it generates, and see it work.
 
-    python examples/demo.py [--out demo-output] [--size 512]
+    python examples/demo/demo.py [--out demo-output] [--steps 1200] [--compare-steps 100]
 
-Writes ``<out>/maskrcnn_detops.png`` (detections and the per-op timing chart).
+1. Generates a seeded data set of discs, squares and triangles (shapes.py): 1,000 training
+   images and 500 held-out ones, 128 x 128.
+2. Trains torchvision's ``MaskRCNN`` with a small backbone and FPN (small_maskrcnn.py) on
+   detops' ops (``detops.use_detops``), with a progress bar. For the first
+   ``--compare-steps`` steps a copy of the same model, same seed, trains on torchvision's
+   own ops, step for step on the same batches (training.py): both runs' step times are
+   measured in one interleaved run and their losses compared.
+3. Evaluates COCO box and mask mAP on the held-out images (coco_map.py, pycocotools).
+4. Checks that the trained model's detections on detops equal those on torchvision's ops,
+   and times each op on the inputs the trained model really produced.
+5. Writes ``detections.jpg``, ``training.png``, ``summary.json`` and ``summary.txt`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
+import statistics
 import sys
 import time
 
-# The interleaved timer of the benchmarks (tools/bench.py).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # the interleaved timer of the benchmarks
 import bench  # noqa: E402
 
+TRAIN_IMAGES, HELD_OUT_IMAGES, BATCH = 1000, 500, 4
+STEPS, COMPARE_STEPS = 1200, 100
+CHECKED_IMAGES = 16  # held-out images whose detections are compared with torchvision's ops
 
-def _scene(size):
-    """A synthetic street-like image: sky, ground, a few coloured blocks."""
+
+def _predict(model, images, on_detops: bool, batch: int = 8) -> list:
+    import contextlib
+
     import torch
 
-    g = torch.Generator().manual_seed(0)
-    h, w = size, int(size * 1.5)
-    img = torch.zeros(3, h, w)
-    img[:, : h // 2] = torch.tensor([0.55, 0.7, 0.9])[:, None, None]
-    img[:, h // 2 :] = torch.tensor([0.35, 0.33, 0.3])[:, None, None]
-    for _ in range(7):
-        x, y = int(torch.randint(0, w - 80, (1,), generator=g)), int(torch.randint(h // 4, h - 80, (1,), generator=g))
-        bw, bh = int(torch.randint(30, 160, (1,), generator=g)), int(torch.randint(30, 140, (1,), generator=g))
-        img[:, y : y + bh, x : x + bw] = torch.rand(3, 1, 1, generator=g)
-    return (img + 0.03 * torch.randn(img.shape, generator=g)).clamp(0, 1)
+    import detops
+
+    model.eval()
+    out = []
+    with torch.no_grad(), detops.use_detops(model) if on_detops else contextlib.nullcontext():
+        for i in range(0, len(images), batch):
+            out += model(images[i : i + batch])
+    return out
+
+
+def _same(a: dict, b: dict) -> bool:
+    import torch
+
+    return (
+        torch.equal(a["labels"], b["labels"])
+        and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+        and torch.allclose(a["scores"], b["scores"], atol=1e-4)
+        and torch.allclose(a["masks"], b["masks"], atol=1e-3)
+    )
 
 
 class _Recorder:
-    """Keeps the first inputs each op sees while the model runs."""
+    """Keeps the first inputs each wrapped callable sees."""
 
     def __init__(self):
         self.calls = {}
@@ -50,117 +75,175 @@ class _Recorder:
         return recorded
 
 
-def run(out: str, size: int) -> None:
+def _op_timings(model, images) -> list:
+    """(label, detops seconds, torchvision seconds) of each op on the inputs the model gives it."""
     import torch
-    import torchvision
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    import torchvision.ops.boxes as tv_boxes
 
     import detops
 
-    torch.set_num_threads(2)
-    print(f"detops demo: torch {torch.__version__}, torchvision {torchvision.__version__}, 2 threads")
-    torch.manual_seed(0)
-    model = maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, min_size=size, max_size=int(size * 1.5), box_score_thresh=0.0
-    ).eval()
-    image = _scene(size)
-
-    # Record what each op receives inside the real pipeline (torchvision's ops).
-    rec = _Recorder()
-    tv_boxes = torchvision.ops.boxes
-    original_bnms = tv_boxes.batched_nms
-    fpn, box_pool, mask_pool = model.backbone.fpn, model.roi_heads.box_roi_pool, model.roi_heads.mask_roi_pool
-    fpn_forward, box_forward, mask_forward = fpn.forward, box_pool.forward, mask_pool.forward
-    tv_boxes.batched_nms = rec.wrap("batched_nms", original_bnms)
-    fpn.forward = rec.wrap("fpn", fpn_forward)
-    box_pool.forward = rec.wrap("box_pool", box_forward)
-    mask_pool.forward = rec.wrap("mask_pool", mask_forward)
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        expected = model([image])[0]
-        tv_total = time.perf_counter() - t0
-    tv_boxes.batched_nms = original_bnms
-    del fpn.forward, box_pool.forward, mask_pool.forward
-
-    with torch.no_grad(), detops.use_detops(model):
-        t0 = time.perf_counter()
-        got = model([image])[0]
-        detops_total = time.perf_counter() - t0
-        ours = {
-            "fpn": model.backbone.fpn,
-            "box_pool": model.roi_heads.box_roi_pool,
-            "mask_pool": model.roi_heads.mask_roi_pool,
-        }
-    same = torch.equal(got["labels"], expected["labels"]) and torch.allclose(got["boxes"], expected["boxes"], atol=1e-3)
-    print(
-        f"Mask R-CNN (ResNet-50 FPN, random weights), {image.shape[1]}x{image.shape[2]} image: "
-        f"{len(got['boxes'])} detections, {'identical to' if same else 'DIFFERENT FROM'} torchvision's ops"
-    )
-
-    rows = []
-    with torch.no_grad():
-        args, _ = rec.calls["fpn"]
-        twin_fpn = ours["fpn"]
-        rows.append(("FeaturePyramidNetwork", lambda: twin_fpn(*args), lambda: fpn(*args)))
-        for key, label in (
-            ("box_pool", "MultiScaleRoIAlign 7x7 (box head)"),
-            ("mask_pool", "MultiScaleRoIAlign 14x14 (mask head)"),
-        ):
-            a, _ = rec.calls[key]
-            twin, orig = ours[key], {"box_pool": box_pool, "mask_pool": mask_pool}[key]
-            rows.append(
-                (f"{label}, {len(torch.cat(a[1]))} boxes", lambda t=twin, a=a: t(*a), lambda o=orig, a=a: o(*a))
-            )
-        a, _ = rec.calls["batched_nms"]
-        rows.append(
-            (f"batched_nms (RPN, {len(a[0])} boxes)", lambda a=a: detops.batched_nms(*a), lambda a=a: original_bnms(*a))
-        )
-    results = []
-    print(f"{'op (inputs from the pipeline)':52s} {'detops':>10s} {'torchvision':>12s} {'speed-up':>9s}")
-    for label, ours_fn, theirs_fn in rows:
+    model.eval()
+    rec, heads, bnms = _Recorder(), model.roi_heads, tv_boxes.batched_nms
+    originals = {"fpn": model.backbone.fpn, "box_pool": heads.box_roi_pool, "mask_pool": heads.mask_roi_pool}
+    for key, module in originals.items():
+        module.forward = rec.wrap(key, module.forward)
+    tv_boxes.batched_nms = rec.wrap("batched_nms", bnms)
+    try:
         with torch.no_grad():
-            a, b, _ = bench._time_interleaved(ours_fn, theirs_fn, min_seconds=1.0, min_rounds=7)
-        results.append((label, a, b))
-        print(f"{label:52s} {a * 1e3:8.2f}ms {b * 1e3:10.2f}ms {b / a:8.2f}x")
-    print(f"{'whole model, first run (incl. backbone)':52s} {detops_total * 1e3:8.0f}ms {tv_total * 1e3:10.0f}ms")
+            model(images)
+    finally:
+        tv_boxes.batched_nms = bnms
+        for module in originals.values():
+            del module.forward
+    with detops.use_detops(model):
+        twins = {"fpn": model.backbone.fpn, "box_pool": heads.box_roi_pool, "mask_pool": heads.mask_roi_pool}
+    fpn, box, mask, nms = (rec.calls[k][0] for k in ("fpn", "box_pool", "mask_pool", "batched_nms"))
+    rows = [
+        ("FeaturePyramidNetwork", lambda: twins["fpn"](*fpn), lambda: originals["fpn"](*fpn)),
+        (
+            f"MultiScaleRoIAlign 7x7 (box head), {len(torch.cat(box[1]))} boxes",
+            lambda: twins["box_pool"](*box),
+            lambda: originals["box_pool"](*box),
+        ),
+        (
+            f"MultiScaleRoIAlign 14x14 (mask head), {len(torch.cat(mask[1]))} boxes",
+            lambda: twins["mask_pool"](*mask),
+            lambda: originals["mask_pool"](*mask),
+        ),
+        (f"batched_nms (RPN, {len(nms[0])} boxes)", lambda: detops.batched_nms(*nms), lambda: bnms(*nms)),
+    ]
+    timings = []
+    with torch.no_grad():
+        for label, ours, theirs in rows:
+            a, b, _ = bench._time_interleaved(ours, theirs, min_seconds=1.0, min_rounds=7)
+            timings.append((label, a, b))
+    return timings
 
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+def _report(s: dict) -> str:
+    """The summary, as the demo prints it."""
+    ms, cmp, tail = s["step_ms"], s["compare_steps"], s["loss_tail_mean"]
+    lines = [
+        f"trained {s['steps']} steps of {s['batch']} images in {s['train_seconds']:.0f} s "
+        f"({s['steps_per_second']} steps/s, {s['threads']} threads)",
+        f"held-out ({s['held_out_images']} images): box mAP@0.5 {s['box_map50']:.3f}, mAP@[.5:.95] {s['box_map']:.3f}; "
+        f"mask mAP@0.5 {s['mask_map50']:.3f}, mAP@[.5:.95] {s['mask_map']:.3f}",
+        f"training step, first {cmp} steps interleaved: detops ops {ms['detops ops']:.0f} ms, "
+        f"torchvision ops {ms['torchvision ops']:.0f} ms: {s['training_step_speedup']}x",
+        f"losses of the two runs: step 1 relative difference {s['first_step_loss_relative_difference']:.1e}, "
+        f"first step differing by more than 0.1%: {s['first_step_differing']}; "
+        f"mean of the last {tail['steps']} compared steps: detops ops {tail['detops ops']:.3f}, "
+        f"torchvision ops {tail['torchvision ops']:.3f}",
+        f"detections on detops equal to torchvision's ops for the same weights: {s['identical_detections']} images",
+        "",
+        f"{'op (inputs from the trained model)':52s} {'detops':>10s} {'torchvision':>12s} {'speed-up':>9s}",
+    ]
+    lines += [f"{label:52s} {a:8.0f}us {b:10.0f}us {b / a:8.2f}x" for label, (a, b) in s["op_us"].items()]
+    return "\n".join(lines)
+
+
+def run(out: str, steps: int, compare_steps: int, threads: int = 2, progress: bool = True) -> dict:
+    import coco_map
+    import figures
+    import shapes
+    import torch
+    import torchvision
+    import training
+    from small_maskrcnn import small_maskrcnn
+    from tqdm import tqdm
+
+    began = time.perf_counter()
+    torch.set_num_threads(threads)
+    print(f"detops demo: torch {torch.__version__}, torchvision {torchvision.__version__}, {threads} threads")
+    train_set = shapes.make_dataset(TRAIN_IMAGES, seed=1)
+    held_out = shapes.make_dataset(HELD_OUT_IMAGES, seed=2)
+    print(f"data: {TRAIN_IMAGES} training and {HELD_OUT_IMAGES} held-out images of {', '.join(shapes.CLASSES)}")
+
+    torch.manual_seed(0)
+    model = small_maskrcnn(len(shapes.CLASSES), shapes.SIZE)
+    compare_steps = min(compare_steps, steps)
+    ours = training.TrainingRun(model, steps, seed=0, on_detops=True)
+    theirs = training.TrainingRun(copy.deepcopy(model), steps, seed=0, on_detops=False)
+    bar = tqdm(total=steps, unit="step", desc="training (detops + torchvision ops)", disable=not progress)
+    for step, (images, targets) in enumerate(training.batches(train_set, BATCH, steps, seed=3)):
+        loss = ours.step(images, targets)
+        if step < compare_steps:
+            theirs.step(images, targets)
+        elif step == compare_steps:
+            bar.set_description("training (detops)")
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar.update()
+    bar.close()
+    del theirs.model, theirs.optimizer
+    train_seconds = sum(ours.seconds)
+    step_ms = {
+        "detops ops": 1e3 * statistics.median(ours.seconds[:compare_steps]),
+        "torchvision ops": 1e3 * statistics.median(theirs.seconds),
+    }
+
+    held_images, held_targets = [i for i, _ in held_out], [t for _, t in held_out]
+    start = time.perf_counter()
+    predictions = _predict(model, held_images, on_detops=True)
+    stats = coco_map.coco_map(predictions, held_targets, (shapes.SIZE, shapes.SIZE), shapes.CLASSES)
+    eval_seconds = time.perf_counter() - start
+
+    checked = CHECKED_IMAGES
+    reference = _predict(model, held_images[:checked], on_detops=False)
+    identical = sum(_same(a, b) for a, b in zip(predictions, reference))
+    op_rows = _op_timings(model, held_images[:BATCH])
 
     os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "maskrcnn_detops.png")
-    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [1.3, 1]})
-    ax_img.imshow(image.permute(1, 2, 0).numpy())
-    top = got["scores"].argsort(descending=True)[:15]
-    overlay = torch.zeros(image.shape[1], image.shape[2])
-    for i in top.tolist():
-        x1, y1, x2, y2 = got["boxes"][i].tolist()
-        ax_img.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, color="yellow"))
-        overlay = torch.maximum(overlay, got["masks"][i, 0])
-    ax_img.imshow(overlay.numpy(), alpha=0.35, cmap="magma")
-    ax_img.set_title("Mask R-CNN (random weights) on detops: top-15 detections")
-    ax_img.axis("off")
-    labels = [r[0].replace(", ", "\n") for r in results]
-    ys = range(len(results))
-    ax_bar.barh([y + 0.2 for y in ys], [r[2] * 1e3 for r in results], height=0.4, label="torchvision 0.29.1")
-    ax_bar.barh([y - 0.2 for y in ys], [r[1] * 1e3 for r in results], height=0.4, label="detops")
-    ax_bar.set_yticks(list(ys), labels, fontsize=8)
-    ax_bar.set_xlabel("ms (median of interleaved calls, 2 threads)")
-    ax_bar.set_title("per-op time on the pipeline's own inputs")
-    ax_bar.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    print(f"picture: {path}")
-    if not same:
-        raise SystemExit("detections differ between torchvision's ops and detops")
+    # Eight held-out images with two or more shapes, their detections scored 0.5 or more.
+    busy = [i for i, t in enumerate(held_targets) if len(t["labels"]) >= 2][:8]
+    shown = [{k: v[predictions[i]["scores"] >= 0.5] for k, v in predictions[i].items()} for i in busy]
+    figures.detections([held_images[i] for i in busy], shown, shapes.CLASSES, os.path.join(out, "detections.jpg"))
+    figures.training(ours.losses, theirs.losses, step_ms, op_rows, os.path.join(out, "training.png"))
+
+    first = abs(ours.losses[0] - theirs.losses[0]) / abs(theirs.losses[0])
+    differing = [i + 1 for i, (a, b) in enumerate(zip(ours.losses, theirs.losses)) if abs(a - b) > 1e-3 * abs(b)]
+    tail = min(20, compare_steps)
+    summary = {
+        **{k: round(v, 4) for k, v in stats.items()},
+        "held_out_images": HELD_OUT_IMAGES,
+        "steps": steps,
+        "batch": BATCH,
+        "threads": threads,
+        "train_seconds": round(train_seconds, 1),
+        "steps_per_second": round(steps / train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 1),
+        "compare_steps": compare_steps,
+        "step_ms": {k: round(v, 1) for k, v in step_ms.items()},
+        "training_step_speedup": round(step_ms["torchvision ops"] / step_ms["detops ops"], 2),
+        "first_step_loss_relative_difference": float(f"{first:.2g}"),
+        "first_step_differing": differing[0] if differing else None,
+        "loss_tail_mean": {
+            "steps": tail,
+            "detops ops": round(statistics.mean(ours.losses[compare_steps - tail : compare_steps]), 4),
+            "torchvision ops": round(statistics.mean(theirs.losses[-tail:]), 4),
+        },
+        "identical_detections": f"{identical}/{checked}",
+        "op_us": {label: [round(a * 1e6, 1), round(b * 1e6, 1)] for label, a, b in op_rows},
+        "demo_seconds": round(time.perf_counter() - began, 1),
+    }
+    report = _report(summary)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out, "summary.txt"), "w") as f:
+        f.write(report + "\n")
+    print(f"\n{report}\n\nwrote {out}: detections.jpg, training.png, summary.json, summary.txt "
+          f"({summary['demo_seconds']:.0f} s in all)")  # fmt: skip
+    return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "demo-output"))
-    parser.add_argument("--size", type=int, default=512, help="shorter image side")
+    parser.add_argument("--steps", type=int, default=STEPS, help="training steps on detops")
+    parser.add_argument(
+        "--compare-steps", type=int, default=COMPARE_STEPS, help="of them, also run on torchvision's ops"
+    )
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    run(args.out, args.size)
+    summary = run(args.out, args.steps, args.compare_steps, args.threads)
+    if summary["identical_detections"] != f"{CHECKED_IMAGES}/{CHECKED_IMAGES}":
+        raise SystemExit("detections differ between torchvision's ops and detops")
