@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -25,8 +26,19 @@ import statistics
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
+import coco_map
+import figures
+import shapes
+import torch
+import torchvision
+import torchvision.ops.boxes as tv_boxes
+import training
+from small_maskrcnn import small_maskrcnn
+from tqdm import tqdm
+
+import detops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # the interleaved timer of the benchmarks
 import bench  # noqa: E402
 
@@ -36,12 +48,6 @@ CHECKED_IMAGES = 16  # held-out images whose detections are compared with torchv
 
 
 def _predict(model, images, on_detops: bool, batch: int = 8) -> list:
-    import contextlib
-
-    import torch
-
-    import detops
-
     model.eval()
     out = []
     with torch.no_grad(), detops.use_detops(model) if on_detops else contextlib.nullcontext():
@@ -51,8 +57,6 @@ def _predict(model, images, on_detops: bool, batch: int = 8) -> list:
 
 
 def _same(a: dict, b: dict) -> bool:
-    import torch
-
     return (
         torch.equal(a["labels"], b["labels"])
         and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
@@ -77,11 +81,6 @@ class _Recorder:
 
 def _op_timings(model, images) -> list:
     """(label, detops seconds, torchvision seconds) of each op on the inputs the model gives it."""
-    import torch
-    import torchvision.ops.boxes as tv_boxes
-
-    import detops
-
     model.eval()
     rec, heads, bnms = _Recorder(), model.roi_heads, tv_boxes.batched_nms
     originals = {"fpn": model.backbone.fpn, "box_pool": heads.box_roi_pool, "mask_pool": heads.mask_roi_pool}
@@ -143,15 +142,6 @@ def _report(s: dict) -> str:
 
 
 def run(out: str, steps: int, compare_steps: int, threads: int = 2, progress: bool = True) -> dict:
-    import coco_map
-    import figures
-    import shapes
-    import torch
-    import torchvision
-    import training
-    from small_maskrcnn import small_maskrcnn
-    from tqdm import tqdm
-
     began = time.perf_counter()
     torch.set_num_threads(threads)
     print(f"detops demo: torch {torch.__version__}, torchvision {torchvision.__version__}, {threads} threads")
@@ -244,6 +234,8 @@ if __name__ == "__main__":
     )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.steps < 4:
+        parser.error("--steps: at least 4 (the learning-rate schedule warms up over two)")
     summary = run(args.out, args.steps, args.compare_steps, args.threads)
     if summary["identical_detections"] != f"{CHECKED_IMAGES}/{CHECKED_IMAGES}":
         raise SystemExit("detections differ between torchvision's ops and detops")

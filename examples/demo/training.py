@@ -26,7 +26,11 @@ class TrainingRun:
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=LEARNING_RATE, total_steps=total_steps, pct_start=0.05
+            # warm-up: 5% of the steps, and at least the two OneCycleLR needs
+            self.optimizer,
+            max_lr=LEARNING_RATE,
+            total_steps=total_steps,
+            pct_start=max(0.05, 2.5 / total_steps),
         )
         self.rng = torch.Generator().manual_seed(seed).get_state()
         self.on_detops = on_detops
