@@ -238,6 +238,14 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (docs/, Sphinx) into build/docs/html, warnings as errors; then its examples run."""
+    _build(session, PACKAGES)
+    for builder in ("html", "doctest"):
+        session.run(PY, "-m", "sphinx", "-W", "-b", builder, "docs", f"build/docs/{builder}", external=True)
+
+
+@nox.session
 def cpp(session: nox.Session) -> None:
     """C++ without Python: examples/cpp's program runs AOTInductor packages, compared with eager (its tests)."""
     _build(session, PACKAGES)

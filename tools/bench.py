@@ -8,7 +8,7 @@ same workloads run on the GPU (`cases(quick, device="cuda")`), each call timed w
 events from an idle GPU.
 
     python tools/bench.py [--threads 2] [--packages nms roi] [--quick] [--seconds S]
-                          [--markdown FILE] [--update-readme] [--device cpu|cuda] [--keep-going]
+                          [--markdown FILE] [--device cpu|cuda] [--keep-going]
 """
 
 from __future__ import annotations
@@ -122,14 +122,9 @@ def run(args) -> None:
             print(f"{rows[-1][0]}: FAILED: {rows[-1][4]}", flush=True)
     table = _table(machine, rows)
     print(f"\n{table}")
-    if args.markdown:
-        _write(args.markdown, table + "\n")
-    if args.update_readme:
-        readme, begin, end = os.path.join(ROOT, "README.md"), "<!-- bench-table -->\n", "<!-- /bench-table -->"
-        head, rest = open(readme).read().split(begin, 1)
-        command = " ".join(["python3 -m nox -s bench", *(["--", *sys.argv[1:]] if len(sys.argv) > 2 else [])])
-        command = command.replace(" --update-readme", "").strip()
-        _write(readme, f"{head}{begin}Produced by `{command}`.\n{table}\n{end}{rest.split(end, 1)[1]}")
+    if args.markdown:  # with the command, for the results files the documentation draws from
+        command = " ".join(a.replace(ROOT + os.sep, "") for a in sys.argv[1:])
+        _write(args.markdown, f"{table}\n\nProduced by `python3 -m nox -s bench -- {command}`.\n")
     if any(a is None for _, _, a, _, _ in rows):
         sys.exit(1)
 
@@ -141,10 +136,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small workloads, for smoke tests")
     parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per case")
     parser.add_argument("--markdown", default=os.path.join(ROOT, "bench-results", "bench.md"))
-    parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both libraries run")
     parser.add_argument("--keep-going", action="store_true", help="record a failing case, go on, exit 1 at the end")
     args = parser.parse_args()
-    if args.update_readme and args.device != "cpu":
-        parser.error("--update-readme writes README's CPU table: not with --device cuda")
     run(args)

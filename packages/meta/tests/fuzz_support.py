@@ -49,7 +49,7 @@ ALLOWED_ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError, Inde
 
 # Messages of errors that torch itself raises for a result too large to allocate; the
 # output size is the argument at fault. Before torch 2.13 the stable ABI replaces torch's
-# message by "... API call failed at ..." (README).
+# message by "... API call failed at ..." (README, "What it is").
 TOO_LARGE = r"overflow|allocate|memory|too large|2\^63|API call failed"
 
 # ----------------------------------------------------------------------------- settings

@@ -164,7 +164,7 @@ def test_every_op_in_an_aoti_package(tmp_path):
 
 @pytest.mark.whole_model
 def test_faster_rcnn_aoti_package_matches_eager_torchvision(tmp_path):
-    # ResNet-50's Faster R-CNN takes many minutes to compile on 2 cores (see the README's
+    # ResNet-50's Faster R-CNN takes many minutes to compile on 2 cores (see docs/deployment.md's
     # deployment section); the same FasterRCNN class on a tiny backbone keeps CI's share small.
     pytest.importorskip("torchvision", reason="torchvision is not installed (the model comes from it)")
     import detectors

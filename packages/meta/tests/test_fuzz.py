@@ -15,7 +15,7 @@ fractional / out-of-range batch indices. Every call must, within a time limit:
   values for finite input).
 
 CI runs a fixed, derandomized set of examples per target; ``--long`` runs random ones
-for an hour (see README, "Fuzzing"). The machinery lives in fuzz_support.py.
+for an hour (see docs/development.md, "Fuzzing"). The machinery lives in fuzz_support.py.
 """
 
 from __future__ import annotations

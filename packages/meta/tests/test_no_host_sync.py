@@ -2,7 +2,7 @@
 torch.cuda.set_sync_debug_mode("error"), which raises on anything that synchronises the host
 with the stream (a device-to-host copy, .item(), nonzero, a blocking host-to-device copy).
 
-The policy (README, "Checks on CUDA"): an op never reads device data on the host. Shapes,
+The policy (docs/behaviour.md, "Checks on CUDA"): an op never reads device data on the host. Shapes,
 dtypes and devices are checked on the host as on the CPU; data values (batch indices of
 RoIs, value_spatial_shapes, value_level_start_index) are checked where they are, by the
 kernels, and an invalid one gives the documented result instead of an error. The NMS family
