@@ -13,6 +13,8 @@ import time
 
 import torch
 
+import detops
+
 LEARNING_RATE = 2e-3
 WEIGHT_DECAY = 1e-4
 
@@ -25,8 +27,8 @@ class TrainingRun:
         self.model = model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+        # Warm-up over 5% of the steps, and at least the two steps OneCycleLR needs.
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            # warm-up: 5% of the steps, and at least the two OneCycleLR needs
             self.optimizer,
             max_lr=LEARNING_RATE,
             total_steps=total_steps,
@@ -38,11 +40,7 @@ class TrainingRun:
         self.seconds: list[float] = []
 
     def _ops(self):
-        if not self.on_detops:
-            return contextlib.nullcontext()
-        import detops
-
-        return detops.use_detops(self.model)
+        return detops.use_detops(self.model) if self.on_detops else contextlib.nullcontext()
 
     def step(self, images: list[torch.Tensor], targets: list[dict]) -> float:
         """One optimisation step; returns the total loss before it."""
