@@ -164,7 +164,6 @@ def run(out: str, steps: int, compare_steps: int, threads: int = 2, progress: bo
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         bar.update()
     bar.close()
-    del theirs.model, theirs.optimizer
     train_seconds = sum(ours.seconds)
     step_ms = {
         "detops ops": 1e3 * statistics.median(ours.seconds[:compare_steps]),
@@ -236,6 +235,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.steps < 4:
         parser.error("--steps: at least 4 (the learning-rate schedule warms up over two)")
+    if args.compare_steps < 1:
+        parser.error("--compare-steps: at least 1 (the comparison needs a step of each run)")
     summary = run(args.out, args.steps, args.compare_steps, args.threads)
     if summary["identical_detections"] != f"{CHECKED_IMAGES}/{CHECKED_IMAGES}":
         raise SystemExit("detections differ between torchvision's ops and detops")
