@@ -89,7 +89,9 @@ def deform_conv2d(
     Zhu et al., 2018) otherwise.
 
     Args:
-        input (Tensor[B, C_in, H, W]): input feature map.
+        input (Tensor[B, C_in, H, W]): input feature map; float16, bfloat16 (both with
+            float32 accumulation), float32 or float64. ``offset``, ``weight``, ``mask`` and
+            ``bias`` must have its dtype and device.
         offset (Tensor[B, 2 * offset_groups * kh * kw, out_h, out_w]): per-position
             offsets; channel ``g * 2 * kh * kw + 2 * (i * kw + j)`` is the vertical and the
             next one the horizontal offset of kernel tap ``(i, j)`` for offset group ``g``.
@@ -101,7 +103,18 @@ def deform_conv2d(
             each sampled value.
 
     Returns:
-        Tensor[B, C_out, out_h, out_w]
+        Tensor[B, C_out, out_h, out_w], in ``input``'s dtype.
+
+    Raises:
+        RuntimeError: malformed arguments, naming the argument (see the module docstring).
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradients of
+    input, offset, weight, mask and bias). The forward and the CPU backward are repeatable
+    (bitwise identical on every run); on CUDA the input gradient adds with float atomics
+    unless ``torch.use_deterministic_algorithms(True)`` is set, which selects a repeatable
+    fixed-point sum (the cuBLAS products then need ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, as
+    PyTorch documents). Exports to ONNX as ``DeformConv`` (opset 19; mask, groups and offset
+    groups supported; channel counts must be static).
     """
     stride_h, stride_w = _pair(stride, "stride")
     pad_h, pad_w = _pair(padding, "padding")
@@ -113,7 +126,26 @@ def deform_conv2d(
 
 class DeformConv2d(nn.Module):
     """Deformable convolution layer; see :func:`deform_conv2d`. Same constructor,
-    initialisation and ``repr`` as ``torchvision.ops.DeformConv2d``."""
+    initialisation and ``repr`` as ``torchvision.ops.DeformConv2d``.
+
+    Args:
+        in_channels (int): channels of the input; divisible by ``groups``.
+        out_channels (int): channels of the output; divisible by ``groups``.
+        kernel_size (int or Tuple[int, int]): the kernel's (height, width).
+        stride, padding, dilation (int or Tuple[int, int]): as in ``conv2d``; defaults 1,
+            0, 1.
+        groups (int): convolution groups. Default: 1.
+        bias (bool): learn a bias. Default: True.
+
+    ``forward(input, offset, mask=None)`` takes :func:`deform_conv2d`'s tensors of those
+    names (in the parameters' dtype and device) and returns Tensor[B, out_channels, out_h,
+    out_w]. Raises ValueError for a non-positive ``groups``, ``in_channels`` or kernel size,
+    a negative ``out_channels``, or channels not divisible by ``groups``.
+
+    Devices, determinism, ONNX: those of :func:`deform_conv2d` (CPU and CUDA kernels; the
+    CUDA input gradient is repeatable only under
+    ``torch.use_deterministic_algorithms(True)``; ONNX ``DeformConv``, opset 19).
+    """
 
     def __init__(
         self,

@@ -65,7 +65,9 @@ def multi_scale_deformable_attention(
     ``x * W_l - 0.5``, ``y * H_l - 0.5``).
 
     Args:
-        value (Tensor[B, S, H, D]): the flattened multi-level feature maps, split in heads.
+        value (Tensor[B, S, H, D]): the flattened multi-level feature maps, split in heads;
+            float16, bfloat16 (both computed in float32), float32 or float64.
+            ``sampling_locations`` and ``attention_weights`` must have its dtype and device.
         value_spatial_shapes (Tensor[L, 2], int64): (height, width) of each level, with
             ``S = sum(height * width)``.
         sampling_locations (Tensor[B, Q, H, L, P, 2]): normalised (x, y) locations, (0, 0)
@@ -76,7 +78,17 @@ def multi_scale_deformable_attention(
             it when given.
 
     Returns:
-        Tensor[B, Q, H * D]
+        Tensor[B, Q, H * D], in ``value``'s dtype.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradients of
+    value, sampling locations and attention weights); on CUDA, level tables that do not
+    describe ``value`` give NaN instead of the CPU's RuntimeError. The forward and the CPU
+    backward are repeatable (bitwise identical on every run); on CUDA the value gradient
+    adds with float atomics unless ``torch.use_deterministic_algorithms(True)`` is set,
+    which selects a repeatable fixed-point sum. Exports to ONNX as, per level, ``Slice`` +
+    ``GridSample`` (bilinear, zeros, ``align_corners=0``) and a weighted ``ReduceSum``:
+    dynamic Q, S and level sizes, a static level count, ``value_level_start_index``
+    unused; matches eager to float rounding.
     """
     return torch.ops.detops.multi_scale_deformable_attention(
         value, value_spatial_shapes, sampling_locations, attention_weights, value_level_start_index

@@ -29,6 +29,13 @@ class MultiScaleDeformableAttention(nn.Module):
     direction ``2 pi h / num_heads`` (scaled so the larger coordinate is ``p + 1``); zero
     attention weights and bias (uniform attention); Xavier-uniform projections with zero
     bias.
+
+    Devices, determinism, ONNX: the projections are ``torch.nn.Linear`` layers (any device,
+    any floating dtype torch supports); the sampling is
+    :func:`multi_scale_deformable_attention` (CPU and CUDA kernels; its CUDA value gradient
+    is repeatable only under ``torch.use_deterministic_algorithms(True)``, with torch's own
+    rules for the Linear layers). The layer exports to ONNX with the op's ``GridSample``
+    translation and torch's own export of the rest.
     """
 
     def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4):

@@ -29,7 +29,20 @@ class ExtraFPNBlock(nn.Module):
     """Base class of the blocks that extend the FPN output.
 
     ``forward(results, x, names)`` receives the FPN outputs, the original feature maps and
-    their names, and returns the extended outputs and names.
+    their names, and returns the extended outputs and names; the base class returns them
+    unchanged. Subclasses take these arguments:
+
+    Args:
+        results (List[Tensor]): the FPN outputs, highest resolution first.
+        x (List[Tensor]): the feature maps given to the FPN.
+        names (List[str]): the names of ``results``.
+
+    Returns:
+        Tuple[List[Tensor], List[str]]: the extended outputs and names.
+
+    Devices, determinism, ONNX: an extra block is plain PyTorch: it runs on any device
+    (CPU, CUDA, ...) and floating dtype torch supports for its layers, with torch's own
+    determinism rules, and exports to ONNX through torch's own exporter.
     """
 
     def forward(self, results: List[Tensor], x: List[Tensor], names: List[str]) -> Tuple[List[Tensor], List[str]]:
@@ -37,7 +50,17 @@ class ExtraFPNBlock(nn.Module):
 
 
 class LastLevelMaxPool(ExtraFPNBlock):
-    """Adds "pool": the last FPN output subsampled by 2 (max_pool2d, kernel 1, stride 2)."""
+    """Adds "pool": the last FPN output subsampled by 2 (max_pool2d, kernel 1, stride 2).
+
+    Args: none to the constructor; ``forward(x, y, names)`` takes :class:`ExtraFPNBlock`'s
+    arguments (FPN outputs, backbone maps, names) and returns them with ``pool``
+    ([N, C, ceil(H/2), ceil(W/2)] of the last output) appended.
+
+    Devices, determinism, ONNX: a strided selection in plain PyTorch: it runs on any device
+    (CPU, CUDA, ...) and floating dtype torch's max_pool2d supports, with torch's own
+    determinism rules (the forward is a repeatable selection), and exports to ONNX through
+    torch's own exporter.
+    """
 
     def forward(self, x: List[Tensor], y: List[Tensor], names: List[str]) -> Tuple[List[Tensor], List[str]]:
         names.append("pool")
@@ -47,7 +70,21 @@ class LastLevelMaxPool(ExtraFPNBlock):
 
 class LastLevelP6P7(ExtraFPNBlock):
     """Adds "p6" and "p7" (RetinaNet): stride-2 3x3 convs on P5 when in_channels ==
-    out_channels, else on C5, with a ReLU between them."""
+    out_channels, else on C5, with a ReLU between them.
+
+    Args:
+        in_channels (int): channels of the map P6 is computed from.
+        out_channels (int): channels of P6 and P7.
+
+    ``forward(p, c, names)`` takes :class:`ExtraFPNBlock`'s arguments (FPN outputs,
+    backbone maps, names) and returns them with ``p6`` ([N, out_channels, ceil(H/2),
+    ceil(W/2)] of its source, in the convolutions' floating dtype) and ``p7`` appended.
+
+    Devices, determinism, ONNX: plain PyTorch layers, so
+    they run on any device torch supports, with torch's own determinism rules for
+    convolutions (see ``torch.use_deterministic_algorithms``; the default CUDA kernels are
+    not guaranteed bitwise repeatable), and export to ONNX through torch's own exporter.
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -79,6 +116,14 @@ class FeaturePyramidNetwork(nn.Module):
 
     ``forward`` takes an ordered dict of feature maps and returns an ordered dict of FPN
     outputs with the same keys (plus the extra blocks' ones), highest resolution first.
+    Each output is Tensor[N, out_channels, H_i, W_i] for an input Tensor[N, C_i, H_i, W_i],
+    in the convolutions' dtype (any floating dtype torch's conv2d takes on the device).
+
+    Devices, determinism, ONNX: the convolutions are torch's (any device, torch's own
+    determinism rules); each top-down step is :func:`fpn_upsample_add`, CPU and CUDA
+    kernels whose forward and backward are repeatable (bitwise identical on every run).
+    Exports to ONNX with that step as ``Gather`` + ``Gather`` + ``Add`` (bitwise as eager)
+    and the convolutions through torch's own exporter.
     """
 
     _version = 2

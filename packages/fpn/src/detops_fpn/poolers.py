@@ -136,7 +136,19 @@ class MultiScaleRoIAlign(nn.Module):
         featmap_names (List[str]): names of the feature maps to pool from.
         output_size (int or (int, int)): pooled size.
         sampling_ratio (int): RoIAlign sampling ratio.
-        canonical_scale (int), canonical_level (int): the LevelMapper's parameters.
+        canonical_scale (int), canonical_level (int): the LevelMapper's parameters
+            (keyword-only; defaults 224 and 4).
+
+    ``forward(x, boxes, image_shapes)`` returns Tensor[K, C, output_size[0],
+    output_size[1]] in the feature maps' dtype (float16, bfloat16, float32 or float64, as
+    :func:`detops_roi.roi_align` takes).
+
+    Devices, determinism, ONNX: the pooling is ``detops_roi.multi_level_roi_align``: CPU
+    and CUDA kernels, forward and backward; repeatable (bitwise identical on every run)
+    but for the CUDA backward, which adds with float atomics unless
+    ``torch.use_deterministic_algorithms(True)`` selects its repeatable fixed-point sum.
+    Exports to ONNX as ``RoiAlign`` per level + ``GatherElements`` (a box with no level
+    gives a zero row).
     """
 
     __annotations__ = {"scales": Optional[List[float]], "map_levels": Optional[LevelMapper]}

@@ -36,13 +36,22 @@ def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "n
     and ``area_c`` the smallest enclosing box's area.
 
     Args:
-        boxes1 (Tensor[..., 4]): first boxes.
-        boxes2 (Tensor[..., 4]): second boxes, broadcastable against boxes1.
+        boxes1 (Tensor[..., 4]): first boxes; float32 or float64, float16 / bfloat16
+            (computed in float32), integer (converted to float32).
+        boxes2 (Tensor[..., 4]): second boxes, broadcastable against boxes1, same device.
         reduction (str): ``"none"`` | ``"mean"`` | ``"sum"``. Default ``"none"``.
         eps (float): added to the denominators. Default 1e-7.
 
     Returns:
-        Tensor: the loss of each pair (``[...]``) or its mean / sum (0-dim)."""
+        Tensor: the loss of each pair (``[...]``) or its mean / sum (0-dim); float32 for
+        float16, bfloat16 or integer boxes.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward; repeatable
+    (bitwise identical on every run) on both, the reductions summed in double in fixed
+    chunks. Exports to ONNX as the same element-wise standard operators, ``"mean"`` and
+    ``"sum"`` as ``ReduceSum`` (they agree with eager to the compute type's rounding);
+    reduction and eps are fixed in the graph.
+    """
     boxes1, boxes2 = _prepare(boxes1, boxes2)
     return torch.ops.detops.generalized_box_iou_loss(boxes1, boxes2, reduction, eps)
 
@@ -50,8 +59,25 @@ def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "n
 def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
     """DIoU loss of aligned pairs of ``(x1, y1, x2, y2)`` boxes (Zheng et al. 2020):
     ``1 - iou + d^2 / (c^2 + eps)`` with ``iou = inter / (union + eps)``, ``d`` the distance
-    of the centres and ``c`` the enclosing box's diagonal. Arguments and result as
-    :func:`generalized_box_iou_loss`."""
+    of the centres and ``c`` the enclosing box's diagonal.
+
+    Args:
+        boxes1 (Tensor[..., 4]): first boxes; float32 or float64, float16 / bfloat16
+            (computed in float32), integer (converted to float32).
+        boxes2 (Tensor[..., 4]): second boxes, broadcastable against boxes1, same device.
+        reduction (str): ``"none"`` | ``"mean"`` | ``"sum"``. Default ``"none"``.
+        eps (float): added to the denominators. Default 1e-7.
+
+    Returns:
+        Tensor: the loss of each pair (``[...]``) or its mean / sum (0-dim); float32 for
+        float16, bfloat16 or integer boxes.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward; repeatable
+    (bitwise identical on every run) on both, the reductions summed in double in fixed
+    chunks. Exports to ONNX as the same element-wise standard operators, ``"mean"`` and
+    ``"sum"`` as ``ReduceSum`` (they agree with eager to the compute type's rounding);
+    reduction and eps are fixed in the graph.
+    """
     boxes1, boxes2 = _prepare(boxes1, boxes2)
     return torch.ops.detops.distance_box_iou_loss(boxes1, boxes2, reduction, eps)
 
@@ -61,7 +87,25 @@ def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none
     the DIoU loss plus ``alpha * v`` with ``v = 4 / pi^2 (atan(w2 / h2) - atan(w1 / h1))^2``
     and ``alpha = v / (1 - iou + v + eps)``, a constant to the gradient (torchvision computes
     it under no_grad). As in torchvision, the DIoU part always uses eps 1e-7 (it is called
-    without ``eps``); ``eps`` enters alpha only. Arguments and result as
-    :func:`generalized_box_iou_loss`."""
+    without ``eps``); ``eps`` enters alpha only.
+
+    Args:
+        boxes1 (Tensor[..., 4]): first boxes; float32 or float64, float16 / bfloat16
+            (computed in float32), integer (converted to float32).
+        boxes2 (Tensor[..., 4]): second boxes, broadcastable against boxes1, same device.
+        reduction (str): ``"none"`` | ``"mean"`` | ``"sum"``. Default ``"none"``.
+        eps (float): added to alpha's denominator. Default 1e-7.
+
+    Returns:
+        Tensor: the loss of each pair (``[...]``) or its mean / sum (0-dim); float32 for
+        float16, bfloat16 or integer boxes.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward; repeatable
+    (bitwise identical on every run) on both, the reductions summed in double in fixed
+    chunks. Exports to ONNX as the same element-wise standard operators, ``"mean"`` and
+    ``"sum"`` as ``ReduceSum`` (they agree with eager to the compute type's rounding);
+    reduction and eps are fixed in the graph.
+    ``Atan`` may differ from eager in the last place.
+    """
     boxes1, boxes2 = _prepare(boxes1, boxes2)
     return torch.ops.detops.complete_box_iou_loss(boxes1, boxes2, reduction, eps)

@@ -62,6 +62,13 @@ def sigmoid_focal_loss(
       raise torchvision's ``ValueError`` (same messages); ``targets`` of another shape,
       device or a non-floating dtype, and non-floating ``inputs``, raise a RuntimeError
       from the native op naming the argument.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward; both are
+    repeatable (bitwise identical on every run) on both devices. Exports to ONNX as the
+    definition term by term in standard operators (``Sigmoid``, a softplus form of the
+    cross-entropy, ``Mul`` / ``Pow``, ``ReduceMean`` / ``ReduceSum``), computed in float32
+    (float64 for float64 inputs); ONNX Runtime matches eager to float32 rounding. alpha,
+    gamma and reduction are fixed in the graph; shapes may be dynamic.
     """
     if not (0 <= alpha <= 1) and alpha != -1:
         raise ValueError(f"Invalid alpha value: {alpha}. alpha must be in the range [0,1] or -1 for ignore.")

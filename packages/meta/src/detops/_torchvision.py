@@ -149,7 +149,22 @@ def patched(functions: List[Tuple[object, str, object]]) -> Iterator[None]:
 @contextlib.contextmanager
 def use_detops(model: Optional[nn.Module] = None) -> Iterator[Optional[nn.Module]]:
     """Within the block, ``model`` (a torchvision detection model, or any module holding
-    torchvision.ops modules) and torchvision's detection code run on detops ops."""
+    torchvision.ops modules) and torchvision's detection code run on detops ops.
+
+    Args:
+        model (nn.Module, optional): the model whose torchvision.ops submodules are
+            swapped for their detops twins inside the block; None swaps only the functions.
+
+    Returns:
+        A context manager that yields ``model`` and puts every original module and function
+        back on exit.
+
+    Devices, dtypes, determinism, ONNX: those of the detops ops swapped in (CPU and CUDA
+    kernels;
+    see each package's page and the Devices, data checks and determinism page). For ONNX
+    or ``torch.export`` of a whole detector use :func:`exportable` or
+    :func:`export_detector` (see the Deployment page).
+    """
     swapped = _swap_modules(model) if model is not None else []
     try:
         with patched(_function_patches()):

@@ -66,15 +66,48 @@ def drop_block2d(
     ``block_size x block_size`` (clamped to H and W; must then be odd) so that a fraction
     ``p`` of the elements is dropped on average, and multiply the result by ``numel / (eps +
     number of elements kept)``. Returns ``input`` itself when ``training`` is False or ``p``
-    is 0; with ``inplace`` the input is modified. Raises ValueError for p outside [0, 1],
-    another number of dimensions or an even block size."""
+    is 0; with ``inplace`` the input is modified.
+
+    Args:
+        input (Tensor[N, C, H, W]): the feature map, any floating dtype.
+        p (float): the fraction of elements to drop, in [0, 1].
+        block_size (int): the side of a dropped block.
+        inplace (bool): modify ``input`` instead of returning a new tensor. Default: False.
+        eps (float): added to the kept count in the rescaling. Default: 1e-6.
+        training (bool): drop only when True (default).
+
+    Returns:
+        Tensor[N, C, H, W]: same dtype and device as ``input``.
+
+    Raises:
+        ValueError: p outside [0, 1], another number of dimensions, or an even block size.
+
+    Devices, determinism, ONNX: plain PyTorch, on any device torch supports. The block
+    centres are one ``bernoulli_`` draw from torch's random number generator, exactly as
+    torchvision draws them: the same seed gives the same mask and bitwise equal results,
+    run after run. ONNX: torch's own exporter handles it like any torch code (in
+    evaluation mode it is the identity).
+    """
     return _drop_blocks(input, p, block_size, inplace, eps, training, 2)
 
 
 def drop_block3d(
     input: Tensor, p: float, block_size: int, inplace: bool = False, eps: float = 1e-06, training: bool = True
 ) -> Tensor:
-    """DropBlock on ``input`` Tensor[N, C, D, H, W] with cubic blocks: as :func:`drop_block2d`."""
+    """DropBlock on ``input`` Tensor[N, C, D, H, W] with cubic blocks: as :func:`drop_block2d`.
+
+    Args:
+        input (Tensor[N, C, D, H, W]): the feature map, any floating dtype.
+        p, block_size, inplace, eps, training: as in :func:`drop_block2d` (cubic blocks).
+
+    Returns:
+        Tensor[N, C, D, H, W]: same dtype and device as ``input``.
+
+    Devices, determinism, ONNX: as :func:`drop_block2d`: any device; one ``bernoulli_``
+    draw from torch's generator, as torchvision's, so the same seed gives the same mask.
+    ONNX: torch's own exporter handles it like any torch code (in evaluation mode it is
+    the identity).
+    """
     return _drop_blocks(input, p, block_size, inplace, eps, training, 3)
 
 
@@ -85,7 +118,21 @@ torch.fx.wrap("drop_block3d")
 
 
 class DropBlock2d(nn.Module):
-    """The module form of :func:`drop_block2d`; applies it only in training mode."""
+    """The module form of :func:`drop_block2d`; applies it only in training mode.
+
+    Args:
+        p (float): the fraction of elements to drop, in [0, 1].
+        block_size (int): the side of a dropped block.
+        inplace (bool): modify the input. Default: False.
+        eps (float): added to the kept count in the rescaling. Default: 1e-6.
+
+    Shapes: ``forward(input)`` takes Tensor[N, C, H, W] (any floating dtype) and returns
+    a tensor of that shape, dtype and device.
+
+    Devices, determinism, ONNX: as :func:`drop_block2d`: any device (CPU, CUDA, ...);
+    torch's generator, the same mask as torchvision's for the same seed; exports
+    through torch's own ONNX exporter.
+    """
 
     def __init__(self, p: float, block_size: int, inplace: bool = False, eps: float = 1e-06) -> None:
         super().__init__()
@@ -102,7 +149,18 @@ class DropBlock2d(nn.Module):
 
 
 class DropBlock3d(DropBlock2d):
-    """The module form of :func:`drop_block3d`; applies it only in training mode."""
+    """The module form of :func:`drop_block3d`; applies it only in training mode.
+
+    Args:
+        p, block_size, inplace, eps: as in :class:`DropBlock2d`.
+
+    Shapes: ``forward(input)`` takes Tensor[N, C, D, H, W] (any floating dtype) and returns
+    a tensor of that shape, dtype and device.
+
+    Devices, determinism, ONNX: as :func:`drop_block3d`: any device (CPU, CUDA, ...);
+    torch's generator, the same mask as torchvision's for the same seed; exports
+    through torch's own ONNX exporter.
+    """
 
     def __init__(self, p: float, block_size: int, inplace: bool = False, eps: float = 1e-06) -> None:
         super().__init__(p, block_size, inplace, eps)

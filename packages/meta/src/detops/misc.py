@@ -29,6 +29,13 @@ class FrozenBatchNorm2d(torch.nn.Module):
 
     A state_dict of a trained ``BatchNorm2d`` loads into it: its ``num_batches_tracked``
     entry, which this module has no use for, is dropped.
+
+    Shapes: ``forward(x)`` takes x Tensor[N, C, H, W] and returns a Tensor of that shape. The buffers are
+    created in the default dtype (float32); ``.to()`` moves and casts them as usual.
+
+    Devices, determinism, ONNX: plain PyTorch element-wise arithmetic: it runs on any
+    device torch supports, its results are repeatable (bitwise identical on every run),
+    and it exports to ONNX through torch's own exporter like any torch code.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5):
@@ -142,6 +149,14 @@ class Conv2dNormActivation(ConvNormActivation):
             ``torch.nn.ReLU``.
         inplace (bool, optional): passed to the activation. Default: True.
         bias (bool, optional): the convolution's bias; None (default) means ``norm_layer is None``.
+
+    Shapes: Tensor[N, in_channels, H, W] to Tensor[N, out_channels, H_out, W_out], the
+    sizes those of ``torch.nn.Conv2d`` with these settings.
+
+    Devices, determinism, ONNX: plain PyTorch (no native op): it runs on any device and
+    dtype its torch layers support, with torch's own determinism rules (e.g. for cuDNN convolutions on CUDA under
+    ``torch.use_deterministic_algorithms``), and
+    exports to ONNX through torch's own exporter like any torch code.
     """
 
     def __init__(
@@ -176,7 +191,25 @@ class Conv2dNormActivation(ConvNormActivation):
 
 class Conv3dNormActivation(ConvNormActivation):
     """``Conv3d`` -> ``norm_layer`` -> ``activation_layer``: as :class:`Conv2dNormActivation`
-    with three spatial dimensions and ``torch.nn.BatchNorm3d`` as the default norm_layer."""
+    with three spatial dimensions and ``torch.nn.BatchNorm3d`` as the default norm_layer.
+
+    Args:
+        in_channels, out_channels, groups, activation_layer, inplace, bias: as in
+            :class:`Conv2dNormActivation`.
+        kernel_size, stride, dilation (int or (int, int, int)): the convolution's; defaults
+            3, 1, 1.
+        padding (int, tuple or str, optional): None (default) pads ``(kernel_size - 1) // 2
+            * dilation`` on each side.
+        norm_layer (callable, optional): built as ``norm_layer(out_channels)``; None leaves
+            it out. Default: ``torch.nn.BatchNorm3d``.
+
+    Shapes: Tensor[N, in_channels, D, H, W] to Tensor[N, out_channels, D_out, H_out,
+    W_out], as ``torch.nn.Conv3d`` with these settings.
+
+    Devices, determinism, ONNX: plain PyTorch (no native op): it runs on any device and
+    dtype its torch layers support, with torch's own determinism rules, and
+    exports to ONNX through torch's own exporter like any torch code.
+    """
 
     def __init__(
         self,
@@ -219,6 +252,12 @@ class SqueezeExcitation(torch.nn.Module):
         activation (callable): the bottleneck's activation (delta in the paper). Default:
             ``torch.nn.ReLU``.
         scale_activation (callable): the gate (sigma in the paper). Default: ``torch.nn.Sigmoid``.
+
+    Shapes: ``forward(input)`` maps Tensor[N, input_channels, H, W] to that shape.
+
+    Devices, determinism, ONNX: plain PyTorch (no native op): it runs on any device and
+    dtype its torch layers support, with torch's own determinism rules, and
+    exports to ONNX through torch's own exporter like any torch code.
     """
 
     def __init__(
@@ -259,6 +298,13 @@ class MLP(torch.nn.Sequential):
             (default) keeps their own defaults.
         bias (bool): the Linear layers' bias. Default: True.
         dropout (float): the Dropout layers' probability. Default: 0.0.
+
+    Shapes: Tensor[..., in_channels] to Tensor[..., hidden_channels[-1]]. In training
+    the Dropout layers draw from torch's random number generator.
+
+    Devices, determinism, ONNX: plain PyTorch (no native op): it runs on any device and
+    dtype its torch layers support, with torch's own determinism rules, and
+    exports to ONNX through torch's own exporter like any torch code.
     """
 
     def __init__(
@@ -294,6 +340,9 @@ class Permute(torch.nn.Module):
 
     Args:
         dims (List[int]): the new order of the dimensions.
+
+    Devices, determinism, ONNX: a view, on any device and dtype, always the same result;
+    it exports to ONNX (as ``Transpose``) through torch's own exporter.
     """
 
     def __init__(self, dims: List[int]):

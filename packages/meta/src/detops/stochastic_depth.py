@@ -18,8 +18,25 @@ def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) 
     """Stochastic depth on ``input`` Tensor[N, ...]: in training, keep it with probability
     ``1 - p`` divided by ``1 - p``, else zero it; ``mode`` ``"batch"`` draws once for the
     whole tensor, ``"row"`` once per sample (dimension 0). Returns ``input`` itself when
-    ``training`` is False or ``p`` is 0; p = 1 gives zeros. Raises ValueError for p outside
-    [0, 1] or another mode."""
+    ``training`` is False or ``p`` is 0; p = 1 gives zeros.
+
+    Args:
+        input (Tensor[N, ...]): the residual branch's output, any floating dtype.
+        p (float): the probability of zeroing, in [0, 1].
+        mode (str): ``"batch"`` or ``"row"``.
+        training (bool): drop only when True (default).
+
+    Returns:
+        Tensor[N, ...]: same shape, dtype and device as ``input``.
+
+    Raises:
+        ValueError: p outside [0, 1] or another mode.
+
+    Devices, determinism, ONNX: plain PyTorch, on any device torch supports. The draw is
+    one ``bernoulli_`` call on torch's random number generator, exactly as torchvision's:
+    the same seed gives the same mask and bitwise equal results. ONNX: torch's own
+    exporter handles it like any torch code (in evaluation mode it is the identity).
+    """
     if p < 0.0 or p > 1.0:
         raise ValueError(f"stochastic_depth: p must be in [0, 1], got {p}")
     if mode not in ("batch", "row"):
@@ -41,7 +58,19 @@ torch.fx.wrap("stochastic_depth")
 
 
 class StochasticDepth(nn.Module):
-    """The module form of :func:`stochastic_depth`; applies it only in training mode."""
+    """The module form of :func:`stochastic_depth`; applies it only in training mode.
+
+    Args:
+        p (float): the probability of zeroing, in [0, 1].
+        mode (str): ``"batch"`` or ``"row"``.
+
+    Shapes: ``forward(input)`` takes Tensor[N, ...] (any floating dtype) and returns a
+    tensor of that shape, dtype and device.
+
+    Devices, determinism, ONNX: as :func:`stochastic_depth`: any device (CPU, CUDA, ...);
+    torch's generator, the same mask as torchvision's for the same seed; exports
+    through torch's own ONNX exporter.
+    """
 
     def __init__(self, p: float, mode: str) -> None:
         super().__init__()

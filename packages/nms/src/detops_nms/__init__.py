@@ -81,8 +81,9 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_output: Opti
     """Greedy non-maximum suppression.
 
     Args:
-        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format.
-        scores (Tensor[N]): one score per box, same dtype as ``boxes``.
+        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format; float16, bfloat16,
+            float32 or float64 (the IoU is computed in float32 for the narrow types).
+        scores (Tensor[N]): one score per box, same dtype and device as ``boxes``.
         iou_threshold (float): boxes with IoU > iou_threshold with a kept, higher-scoring
             box are discarded.
         max_output (int, optional, keyword-only): keep at most this many boxes: the result
@@ -91,6 +92,13 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, max_output: Opti
 
     Returns:
         Tensor[K] (int64): indices of the kept boxes, in decreasing order of score.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, with identical indices on both. The
+    result is repeatable (bitwise identical on every run) on both devices. Exports to ONNX
+    as ``TopK`` (stable order) + ``NonMaxSuppression`` (``max_output`` becomes its
+    ``max_output_boxes_per_class``) with identical indices and order; float64 boxes and a
+    negative or NaN ``iou_threshold`` raise ``ValueError`` at export. Details: the Devices,
+    data checks and determinism page and the Deployment page.
     """
     return _nms(boxes, scores, iou_threshold, max_output)
 
@@ -115,8 +123,9 @@ def batched_nms(
     boxes with different ``idxs`` never suppress each other.
 
     Args:
-        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format.
-        scores (Tensor[N]): one score per box, same dtype as ``boxes``.
+        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format; float16, bfloat16,
+            float32 or float64.
+        scores (Tensor[N]): one score per box, same dtype and device as ``boxes``.
         idxs (Tensor[N]): integer category of each box (any integer dtype; any values).
         iou_threshold (float): IoU above which a lower-scoring box of the same category is
             discarded.
@@ -128,6 +137,12 @@ def batched_nms(
         Tensor[K] (int64): indices of the kept boxes, in decreasing order of score (equal
         scores in input order). Boxes with no elements give an empty int64 tensor on their
         device without a look at the other arguments (as torchvision's batched_nms).
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, with identical indices on both;
+    repeatable (bitwise identical on every run) everywhere. Exports to ONNX as ``Unique`` +
+    one score row per distinct category (``[1, C, N]``, ``4 * C * N`` bytes) +
+    ``NonMaxSuppression``, with identical indices and order; ``max_output`` becomes a
+    ``Slice`` of the unlimited result.
     """
     return _batched_nms(boxes, scores, idxs, iou_threshold, max_output)
 
@@ -156,8 +171,9 @@ def nms_per_image(
     """NMS of each image of a batch, in one native call (images in parallel on the CPU).
 
     Args:
-        boxes (Tensor[B, N, 4]): N boxes per image in ``(x1, y1, x2, y2)`` format.
-        scores (Tensor[B, N]): one score per box, same dtype as ``boxes``.
+        boxes (Tensor[B, N, 4]): N boxes per image in ``(x1, y1, x2, y2)`` format;
+            float16, bfloat16, float32 or float64.
+        scores (Tensor[B, N]): one score per box, same dtype and device as ``boxes``.
         iou_threshold (float): as for :func:`nms`.
         idxs (Tensor[B, N], optional): category of each box: then each image is a
             :func:`batched_nms` call (boxes of different categories never suppress each
@@ -171,6 +187,12 @@ def nms_per_image(
         them for ``boxes[image]``. ``boxes[keep[:, 0], keep[:, 1]]`` gathers them; images
         with fewer real boxes can be padded with boxes scored ``-inf`` and those rows
         dropped afterwards.
+
+    Devices, determinism, ONNX: CPU kernel (images in parallel) and CUDA kernel (images one
+    after the other); repeatable (bitwise identical on every run) on both. Exports to ONNX
+    as the :func:`batched_nms` translation over the flattened batch (one category per
+    image, or per image and class with ``idxs``) followed by a stable ``TopK`` by image:
+    identical rows and order; ``4 * C * B * N`` bytes for C categories.
     """
     return _nms_per_image(boxes, scores, iou_threshold, idxs, max_output)
 
@@ -201,8 +223,9 @@ def soft_nms(
     input order; a NaN IoU (a box with a NaN coordinate) leaves the score unchanged.
 
     Args:
-        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format.
-        scores (Tensor[N]): one score per box, same dtype as ``boxes``.
+        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format; float16, bfloat16,
+            float32 or float64.
+        scores (Tensor[N]): one score per box, same dtype and device as ``boxes``.
         iou_threshold (float): the linear method's overlap threshold.
         sigma (float): the gaussian method's width; must be > 0 for it.
         score_threshold (float): boxes scoring below it are dropped.
@@ -211,6 +234,14 @@ def soft_nms(
     Returns:
         (Tensor[K] int64, Tensor[K]): indices of the kept boxes in the order they were
         selected, and their decayed scores (dtype of ``scores``).
+
+    Raises:
+        RuntimeError: ``sigma <= 0`` or NaN with the gaussian method, or another ``method``.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels (same kept indices; decayed scores
+    within 1 ulp in float32 and 2 ulp in float64); repeatable (bitwise identical on every
+    run) on both. No standard ONNX operator decays scores: exporting it raises
+    ``ValueError`` naming the op; run it outside the exported graph.
     """
     return torch.ops.detops.soft_nms(boxes, scores, iou_threshold, sigma, score_threshold, method)
 
@@ -228,10 +259,21 @@ def batched_soft_nms(
     categories in parallel on the CPU): boxes with different ``idxs`` never decay each
     other.
 
+    Args:
+        boxes (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format; float16, bfloat16,
+            float32 or float64.
+        scores (Tensor[N]): one score per box, same dtype and device as ``boxes``.
+        idxs (Tensor[N]): integer category of each box (any integer dtype).
+        iou_threshold, sigma, score_threshold, method: as in :func:`soft_nms`.
+
     Returns:
         (Tensor[K] int64, Tensor[K]): the kept boxes of every category and their decayed
         scores, by decreasing decayed score (NaN first; equal scores in input order), which
         within one category is its selection order.
+
+    Devices, determinism, ONNX: CPU kernel (categories in parallel) and CUDA kernel (one
+    block of 128 threads per category); repeatable (bitwise identical on every run) on
+    both. Like :func:`soft_nms`, it refuses ONNX export with a ``ValueError`` naming the op.
     """
     return torch.ops.detops.batched_soft_nms(
         boxes, scores, as_int64(idxs), iou_threshold, sigma, score_threshold, method

@@ -151,7 +151,21 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
     width, height, r), ``'cxcywhr'`` (K = 5, centre, width, height, r) and ``'xyxyxyxy'``
     (K = 8, the four corners). r is in degrees, counter-clockwise on an image with y
     pointing down. Same format in and out returns a copy; an axis-aligned format to a
-    rotated one (or back) raises NotImplementedError, as in torchvision."""
+    rotated one (or back) raises NotImplementedError, as in torchvision.
+
+    Args:
+        boxes (Tensor[..., K]): the boxes (K = 4, 5 or 8 as ``in_fmt`` needs).
+        in_fmt (str): their format.
+        out_fmt (str): the format wanted.
+
+    Returns:
+        Tensor[..., K']: the converted boxes (K' the output format's width); floating boxes
+        keep their dtype.
+
+    Devices, determinism, ONNX: plain torch operations (no native kernel), so it runs on
+    any device torch supports (CPU, CUDA, ...), gives repeatable results (bitwise identical
+    on every run), and exports to ONNX through torch's own exporter like any torch code.
+    """
     _check_format(in_fmt, "box_convert in_fmt")
     _check_format(out_fmt, "box_convert out_fmt")
     if in_fmt == out_fmt:
@@ -183,7 +197,21 @@ def box_area(boxes: Tensor, fmt: str = "xyxy") -> Tensor:
 
     Rotated formats (a detops addition: torchvision 0.29.1 refuses them here): ``w * h`` for
     ``'xywhr'`` and ``'cxcywhr'``, the shoelace area of the quadrilateral for
-    ``'xyxyxyxy'`` (its absolute value, so either corner order gives the same area)."""
+    ``'xyxyxyxy'`` (its absolute value, so either corner order gives the same area).
+
+    Args:
+        boxes (Tensor[..., K]): the boxes (K = 4, 5 or 8 as ``fmt`` needs), any real dtype.
+        fmt (str): ``'xyxy'`` (default), ``'xywh'``, ``'cxcywh'``, ``'xywhr'``,
+            ``'cxcywhr'`` or ``'xyxyxyxy'``.
+
+    Returns:
+        Tensor[...]: the areas; float32 / float64 / int32 / int64 (narrower inputs upcast
+        as above).
+
+    Devices, determinism, ONNX: plain torch operations (no native kernel), so it runs on
+    any device torch supports (CPU, CUDA, ...), gives repeatable results (bitwise identical
+    on every run), and exports to ONNX through torch's own exporter like any torch code.
+    """
     _check_format(fmt, "box_area fmt")
     if _is_rotated(fmt):
         _check_rotated_width(boxes, fmt, "box_area")
@@ -224,7 +252,20 @@ def _inter_union(boxes1: Tensor, boxes2: Tensor, fmt: str) -> Tuple[Tensor, Tens
 
 def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     """Pairwise intersection-over-union: Tensor[..., N, M] for boxes1 Tensor[..., N, 4] and
-    boxes2 Tensor[..., M, 4], both in format ``fmt``."""
+    boxes2 Tensor[..., M, 4], both in format ``fmt``.
+
+    Args:
+        boxes1 (Tensor[..., N, 4]): first boxes; float16 and bfloat16 are upcast to float32.
+        boxes2 (Tensor[..., M, 4]): second boxes, leading dimensions broadcast with boxes1.
+        fmt (str): ``'xyxy'`` (default), ``'xywh'`` or ``'cxcywh'``.
+
+    Returns:
+        Tensor[..., N, M]: the IoU of every pair (float32 for float16 / bfloat16 boxes).
+
+    Devices, determinism, ONNX: plain torch operations (no native kernel), so it runs on
+    any device torch supports (CPU, CUDA, ...), gives repeatable results (bitwise identical
+    on every run), and exports to ONNX through torch's own exporter like any torch code.
+    """
     _check_axis_aligned(fmt, "box_iou fmt")
     inter, union = _inter_union(boxes1, boxes2, fmt)
     return inter / union
@@ -232,7 +273,19 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
 
 def clip_boxes_to_image(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
     """Clamp ``(x1, y1, x2, y2)`` boxes (Tensor[..., 4]) to an image of size
-    ``(height, width)``: x into [0, width], y into [0, height]."""
+    ``(height, width)``: x into [0, width], y into [0, height].
+
+    Args:
+        boxes (Tensor[..., 4]): ``(x1, y1, x2, y2)`` boxes, any real dtype.
+        size (Tuple[int, int]): the image's ``(height, width)``.
+
+    Returns:
+        Tensor[..., 4]: the clamped boxes, same shape and dtype.
+
+    Devices, determinism, ONNX: plain torch operations (no native kernel), so it runs on
+    any device torch supports (CPU, CUDA, ...), gives repeatable results (bitwise identical
+    on every run), and exports to ONNX through torch's own exporter like any torch code.
+    """
     height, width = size
     xs = boxes[..., 0::2].clamp(min=0, max=width)
     ys = boxes[..., 1::2].clamp(min=0, max=height)
@@ -241,7 +294,19 @@ def clip_boxes_to_image(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
 
 def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
     """Indices (int64, ascending) of the ``(x1, y1, x2, y2)`` boxes whose width and height
-    are both at least ``min_size``."""
+    are both at least ``min_size``.
+
+    Args:
+        boxes (Tensor[N, 4]): ``(x1, y1, x2, y2)`` boxes, any real dtype.
+        min_size (float): the smallest width and height kept.
+
+    Returns:
+        Tensor[K] (int64): indices of the boxes kept, ascending.
+
+    Devices, determinism, ONNX: plain torch operations (no native kernel), so it runs on
+    any device torch supports (CPU, CUDA, ...), gives repeatable results (bitwise identical
+    on every run), and exports to ONNX through torch's own exporter like any torch code.
+    """
     ws = boxes[..., 2] - boxes[..., 0]
     hs = boxes[..., 3] - boxes[..., 1]
     return torch.where((ws >= min_size) & (hs >= min_size))[0]
@@ -252,7 +317,21 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
     (any dtype; nonzero is inside): Tensor[N, 4], float32, on the masks' device, with
     inclusive pixel indices (x2 - x1 = 0 for a one-column mask). An empty mask gives
     ``[0, 0, 0, 0]``; masks with no elements at all give an empty Tensor[0, 4] (as in
-    torchvision, whatever N)."""
+    torchvision, whatever N).
+
+    Args:
+        masks (Tensor[N, H, W]): the masks, any dtype.
+
+    Returns:
+        Tensor[N, 4] (float32): one box per mask.
+
+    Raises:
+        ValueError: masks with elements that are not 3-dimensional.
+
+    Devices, determinism, ONNX: plain torch operations (no native kernel), so it runs on
+    any device torch supports (CPU, CUDA, ...), gives repeatable results (bitwise identical
+    on every run), and exports to ONNX through torch's own exporter like any torch code.
+    """
     if masks.numel() == 0:
         return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
     if masks.dim() != 3:
@@ -301,7 +380,22 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Tensor[..., N, 4] and boxes2 Tensor[..., M, 4]: ``iou - (area_c - union) / area_c`` with
     ``area_c`` the area of the smallest enclosing box. float16 / bfloat16 boxes give float32
     (torchvision's upcast; the coordinates' differences are rounded to the boxes' dtype
-    first, as there). Differentiable with respect to both (native backward)."""
+    first, as there). Differentiable with respect to both (native backward).
+
+    Args:
+        boxes1 (Tensor[..., N, 4]): first boxes; float16, bfloat16, float32 or float64
+            (integer boxes raise a RuntimeError).
+        boxes2 (Tensor[..., M, 4]): second boxes, same dtype and device; leading
+            dimensions broadcast with boxes1.
+
+    Returns:
+        Tensor[..., N, M]: the GIoU of every pair (float32 for float16 / bfloat16 boxes).
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (native
+    gradients for both box sets); forward and backward are repeatable (bitwise identical on
+    every run) on both devices. Exports to ONNX as the same sequence of element-wise
+    standard operators (``Where`` for the NaN-propagating max / min), exact per pair.
+    """
     if boxes1.dim() <= 2 and boxes2.dim() <= 2:
         return torch.ops.detops.generalized_box_iou(boxes1, boxes2)
     a, b, lead = _batch_of(boxes1, boxes2)
@@ -313,7 +407,22 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     """Pairwise distance IoU, Tensor[..., N, M]: ``iou - d^2 / (c^2 + eps)`` with ``d`` the
     distance of the boxes' centres and ``c`` the diagonal of the smallest enclosing box.
-    Computed in float32 for float16 / bfloat16 boxes (result float32), as in torchvision."""
+    Computed in float32 for float16 / bfloat16 boxes (result float32), as in torchvision.
+
+    Args:
+        boxes1 (Tensor[..., N, 4]): first boxes; float16, bfloat16, float32 or float64.
+        boxes2 (Tensor[..., M, 4]): second boxes, same dtype and device; leading
+            dimensions broadcast with boxes1.
+        eps (float): added to ``c^2``. Default: 1e-7.
+
+    Returns:
+        Tensor[..., N, M]: the DIoU of every pair.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (native
+    gradients for both box sets); forward and backward are repeatable (bitwise identical on
+    every run) on both devices. Exports to ONNX as the same sequence of element-wise
+    standard operators (``Where`` for the NaN-propagating max / min), exact per pair.
+    """
     if boxes1.dim() <= 2 and boxes2.dim() <= 2:
         return torch.ops.detops.distance_box_iou(boxes1, boxes2, eps)
     a, b, lead = _batch_of(boxes1, boxes2)
@@ -326,7 +435,23 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     """Pairwise complete IoU, Tensor[..., N, M]: ``diou - alpha * v`` with
     ``v = 4 / pi^2 (atan(w1 / h1) - atan(w2 / h2))^2`` and
     ``alpha = v / (1 - iou + v + eps)``; as in torchvision, alpha is a constant to the
-    gradient (computed under no_grad). float16 / bfloat16 boxes give float32."""
+    gradient (computed under no_grad). float16 / bfloat16 boxes give float32.
+
+    Args:
+        boxes1 (Tensor[..., N, 4]): first boxes; float16, bfloat16, float32 or float64.
+        boxes2 (Tensor[..., M, 4]): second boxes, same dtype and device; leading
+            dimensions broadcast with boxes1.
+        eps (float): added to the denominators. Default: 1e-7.
+
+    Returns:
+        Tensor[..., N, M]: the CIoU of every pair.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (native
+    gradients for both box sets); forward and backward are repeatable (bitwise identical on
+    every run) on both devices. Exports to ONNX as the same sequence of element-wise
+    standard operators (``Where`` for the NaN-propagating max / min), exact per pair but for ``Atan``,
+    which ONNX Runtime may round differently in the last place.
+    """
     if boxes1.dim() <= 2 and boxes2.dim() <= 2:
         return torch.ops.detops.complete_box_iou(boxes1, boxes2, eps)
     a, b, lead = _batch_of(boxes1, boxes2)

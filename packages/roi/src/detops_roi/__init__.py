@@ -89,9 +89,11 @@ def roi_align(
     """RoI Align (Mask R-CNN): average of bilinearly interpolated samples per bin.
 
     Args:
-        input (Tensor[N, C, H, W]): feature maps.
+        input (Tensor[N, C, H, W]): feature maps; float16, bfloat16 (both computed in
+            float32), float32 or float64.
         boxes (Tensor[K, 5] or List[Tensor[L, 4]]): (batch index, x1, y1, x2, y2) rows, or
-            one (x1, y1, x2, y2) tensor per image. A batch index that is not an integer in
+            one (x1, y1, x2, y2) tensor per image, in ``input``'s dtype and on its device.
+            A batch index that is not an integer in
             [0, N - 1] raises a RuntimeError naming ``rois[k, 0]`` on CPU; on CUDA that
             RoI's output row is zero and gets no gradient (no host synchronisation).
         output_size (int or Tuple[int, int]): bins per RoI, (height, width).
@@ -101,7 +103,15 @@ def roi_align(
             behaviour (no shift, boxes at least 1x1).
 
     Returns:
-        Tensor[K, C, output_size[0], output_size[1]]
+        Tensor[K, C, output_size[0], output_size[1]], in ``input``'s dtype.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradient
+    with respect to ``input``). The forward is repeatable (bitwise identical on every run)
+    everywhere, and so is the CPU backward; the CUDA backward adds with float atomics (bits
+    may vary from run to run) unless ``torch.use_deterministic_algorithms(True)`` is set,
+    which selects a repeatable fixed-point sum. Exports to ONNX as ``RoiAlign`` (opset 16+;
+    ``aligned`` as ``half_pixel`` / ``output_half_pixel``, adaptive ``sampling_ratio`` as 0;
+    NaN or infinite boxes give zero rows as in detops).
     """
     check_int("roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("roi_align", boxes, input)
@@ -119,11 +129,24 @@ def roi_pool(
 ) -> Tensor:
     """RoI Pool (Fast R-CNN): maximum over integer bins of the rounded box.
 
-    Args: as :func:`roi_align` (without ``sampling_ratio`` and ``aligned``); an invalid batch
-    index raises on CPU and gives a zero row, argmax -1 and no gradient on CUDA.
+    Args:
+        input (Tensor[N, C, H, W]): feature maps; float16, bfloat16 (both computed in
+            float32), float32 or float64.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): as in :func:`roi_align`; an invalid
+            batch index raises on CPU and gives a zero row, argmax -1 and no gradient on
+            CUDA.
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
 
     Returns:
-        Tensor[K, C, output_size[0], output_size[1]]
+        Tensor[K, C, output_size[0], output_size[1]], in ``input``'s dtype.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradient
+    with respect to ``input``). The forward is repeatable (bitwise identical on every run)
+    everywhere, and so is the CPU backward; the CUDA backward adds with float atomics (bits
+    may vary from run to run) unless ``torch.use_deterministic_algorithms(True)`` is set,
+    which selects a repeatable fixed-point sum. Exports to ONNX as ``MaxRoiPool``: exact values
+    (coordinates beyond 2^31 pixels after scaling differ, ONNX Runtime being 32-bit).
     """
     rois = to_rois("roi_pool", boxes, input)
     size = size_pair("roi_pool", output_size)
@@ -143,11 +166,29 @@ def ps_roi_align(
     """Position-sensitive RoI Align (R-FCN): bin (i, j) of output channel c averages input
     channel (c * output_size[0] + i) * output_size[1] + j.
 
-    Args: as :func:`roi_align` (without ``aligned``: boxes are always shifted by -0.5); an
-    invalid batch index raises on CPU and gives a zero row and no gradient on CUDA.
+    Args:
+        input (Tensor[N, C, H, W]): feature maps, C a multiple of
+            ``output_size[0] * output_size[1]``; float16, bfloat16 (both computed in
+            float32), float32 or float64.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): as in :func:`roi_align`, always shifted
+            by -0.5 pixel (no ``aligned`` argument); an invalid batch index raises on CPU and
+            gives a zero row and no gradient on CUDA.
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
+        sampling_ratio (int): samples per bin and axis; <= 0: adaptive, as in
+            :func:`roi_align`.
 
     Returns:
-        Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
+        Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]],
+        in ``input``'s dtype.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradient
+    with respect to ``input``). The forward is repeatable (bitwise identical on every run)
+    everywhere, and so is the CPU backward; the CUDA backward adds with float atomics (bits
+    may vary from run to run) unless ``torch.use_deterministic_algorithms(True)`` is set,
+    which selects a repeatable fixed-point sum. Exports to ONNX as ``RoiAlign`` over all channels
+    + ``GatherElements`` (it computes ``output_size[0] * output_size[1]`` times the
+    channels it keeps).
     """
     check_int("ps_roi_align", "sampling_ratio", sampling_ratio)
     rois = to_rois("ps_roi_align", boxes, input)
@@ -166,11 +207,25 @@ def ps_roi_pool(
     """Position-sensitive RoI Pool (R-FCN): average over integer bins, channel per bin as
     in :func:`ps_roi_align`.
 
-    Args: as :func:`roi_pool`; an invalid batch index raises on CPU and gives a zero row and
-    no gradient on CUDA.
+    Args:
+        input (Tensor[N, C, H, W]): feature maps, C a multiple of
+            ``output_size[0] * output_size[1]``; float16, bfloat16 (both computed in
+            float32), float32 or float64.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): as in :func:`roi_pool`; an invalid
+            batch index raises on CPU and gives a zero row and no gradient on CUDA.
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
 
     Returns:
-        Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]]
+        Tensor[K, C / (output_size[0] * output_size[1]), output_size[0], output_size[1]],
+        in ``input``'s dtype.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradient
+    with respect to ``input``). The forward is repeatable (bitwise identical on every run)
+    everywhere, and so is the CPU backward; the CUDA backward adds with float atomics (bits
+    may vary from run to run) unless ``torch.use_deterministic_algorithms(True)`` is set,
+    which selects a repeatable fixed-point sum. Exports to ONNX as a float64 summed-area table
+    (``CumSum``) + ``Gather``, detops' integer bins computed in the graph.
     """
     rois = to_rois("ps_roi_pool", boxes, input)
     size = size_pair("ps_roi_pool", output_size)
@@ -191,7 +246,8 @@ def multi_level_roi_align(
     """roi_align of every RoI on its own feature map, in one native call.
 
     Args:
-        features (List[Tensor[N, C, H_l, W_l]]): the levels (same N, C and dtype).
+        features (List[Tensor[N, C, H_l, W_l]]): the levels (same N, C, dtype and device);
+            float16, bfloat16 (both computed in float32), float32 or float64.
         rois (Tensor[K, 5]): (batch index, x1, y1, x2, y2) rows; an invalid batch index
             as in :func:`roi_align` (CPU: RuntimeError, CUDA: zero row, no gradient).
         levels (Tensor[K], integer): the level of each RoI, in [0, len(features) - 1], or
@@ -204,6 +260,13 @@ def multi_level_roi_align(
     Returns:
         Tensor[K, C, output_size[0], output_size[1]]: equal to
         ``roi_align(features[levels[k]], rois[k:k+1], ..., spatial_scales[levels[k]])``.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradient
+    with respect to ``input``). The forward is repeatable (bitwise identical on every run)
+    everywhere, and so is the CPU backward; the CUDA backward adds with float atomics (bits
+    may vary from run to run) unless ``torch.use_deterministic_algorithms(True)`` is set,
+    which selects a repeatable fixed-point sum. Exports to ONNX as ``RoiAlign`` per level +
+    ``GatherElements`` (level -1 gives a zero row).
     """
     check_int("multi_level_roi_align", "sampling_ratio", sampling_ratio)
     size = size_pair("multi_level_roi_align", output_size)
@@ -215,7 +278,19 @@ def multi_level_roi_align(
 
 
 class RoIAlign(AlignSettings):
-    """See :func:`roi_align`."""
+    """Module form of :func:`roi_align`: the settings are fixed at construction;
+    ``forward(input, rois)`` takes the function's ``input`` and ``boxes``.
+
+    Args:
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
+        sampling_ratio (int): samples per bin and axis; <= 0: adaptive.
+        aligned (bool): shift boxes by -0.5 pixel. Default: False.
+
+    Devices, determinism, ONNX: those of :func:`roi_align` (CPU and CUDA kernels;
+    the CUDA backward is repeatable only under
+    ``torch.use_deterministic_algorithms(True)``; ONNX: ``RoiAlign``).
+    """
 
     def __init__(
         self,
@@ -231,7 +306,17 @@ class RoIAlign(AlignSettings):
 
 
 class RoIPool(nn.Module):
-    """See :func:`roi_pool`."""
+    """Module form of :func:`roi_pool`: the settings are fixed at construction;
+    ``forward(input, rois)`` takes the function's ``input`` and ``boxes``.
+
+    Args:
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
+
+    Devices, determinism, ONNX: those of :func:`roi_pool` (CPU and CUDA kernels;
+    the CUDA backward is repeatable only under
+    ``torch.use_deterministic_algorithms(True)``; ONNX: ``MaxRoiPool``).
+    """
 
     def __init__(self, output_size: BroadcastingList2[int], spatial_scale: float):
         super().__init__()
@@ -246,7 +331,18 @@ class RoIPool(nn.Module):
 
 
 class PSRoIAlign(nn.Module):
-    """See :func:`ps_roi_align`."""
+    """Module form of :func:`ps_roi_align`: the settings are fixed at construction;
+    ``forward(input, rois)`` takes the function's ``input`` and ``boxes``.
+
+    Args:
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
+        sampling_ratio (int): samples per bin and axis; <= 0: adaptive.
+
+    Devices, determinism, ONNX: those of :func:`ps_roi_align` (CPU and CUDA kernels;
+    the CUDA backward is repeatable only under
+    ``torch.use_deterministic_algorithms(True)``; ONNX: ``RoiAlign`` + ``GatherElements``).
+    """
 
     def __init__(self, output_size: BroadcastingList2[int], spatial_scale: float, sampling_ratio: int):
         super().__init__()
@@ -265,7 +361,17 @@ class PSRoIAlign(nn.Module):
 
 
 class PSRoIPool(nn.Module):
-    """See :func:`ps_roi_pool`."""
+    """Module form of :func:`ps_roi_pool`: the settings are fixed at construction;
+    ``forward(input, rois)`` takes the function's ``input`` and ``boxes``.
+
+    Args:
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates.
+
+    Devices, determinism, ONNX: those of :func:`ps_roi_pool` (CPU and CUDA kernels;
+    the CUDA backward is repeatable only under
+    ``torch.use_deterministic_algorithms(True)``; ONNX: ``CumSum`` + ``Gather``).
+    """
 
     def __init__(self, output_size: BroadcastingList2[int], spatial_scale: float):
         super().__init__()

@@ -41,9 +41,11 @@ def roi_align_rotated(
     out along each box's own axes.
 
     Args:
-        input (Tensor[N, C, H, W]): feature maps.
+        input (Tensor[N, C, H, W]): feature maps; float16, bfloat16 (both computed in
+            float32), float32 or float64.
         boxes (Tensor[K, 6] or List[Tensor[L, 5]]): (batch index, cx, cy, w, h, r) rows, or
-            one (cx, cy, w, h, r) tensor per image; r in degrees (torchvision's cxcywhr). A
+            one (cx, cy, w, h, r) tensor per image, in ``input``'s dtype and on its device;
+            r in degrees (torchvision's cxcywhr). A
             batch index that is not an integer in [0, N - 1] raises a RuntimeError naming
             ``rois[k, 0]`` on CPU; on CUDA that RoI's row is zero with no gradient.
         output_size (int or Tuple[int, int]): bins per RoI, (height, width): height along
@@ -54,7 +56,15 @@ def roi_align_rotated(
             shift and boxes at least 1x1, as roi_align's legacy mode.
 
     Returns:
-        Tensor[K, C, output_size[0], output_size[1]]
+        Tensor[K, C, output_size[0], output_size[1]], in ``input``'s dtype.
+
+    Devices, determinism, ONNX: CPU and CUDA kernels, forward and backward (gradient
+    with respect to ``input``). The forward is repeatable (bitwise identical on every run)
+    everywhere, and so is the CPU backward; the CUDA backward adds with float atomics (bits
+    may vary from run to run) unless ``torch.use_deterministic_algorithms(True)`` is set,
+    which selects a repeatable fixed-point sum. ONNX export is refused with a ``ValueError``
+    naming the op: ``RoiAlign`` is axis-aligned and ``GridSample``'s borders are not
+    roi_align's.
     """
     check_int("roi_align_rotated", "sampling_ratio", sampling_ratio)
     rois = to_rois("roi_align_rotated", boxes, input, "cx, cy, w, h, r")
@@ -63,7 +73,19 @@ def roi_align_rotated(
 
 
 class RoIAlignRotated(AlignSettings):
-    """See :func:`roi_align_rotated`."""
+    """Module form of :func:`roi_align_rotated`: the settings are fixed at construction;
+    ``forward(input, rois)`` takes the function's ``input`` and ``boxes``.
+
+    Args:
+        output_size (int or Tuple[int, int]): bins per RoI, (height, width).
+        spatial_scale (float): factor from box coordinates to input coordinates. Default: 1.0.
+        sampling_ratio (int): samples per bin and axis; <= 0 (default -1): adaptive.
+        aligned (bool): shift boxes by -0.5 pixel. Default: True.
+
+    Devices, determinism, ONNX: those of :func:`roi_align_rotated` (CPU and CUDA kernels;
+    the CUDA backward is repeatable only under
+    ``torch.use_deterministic_algorithms(True)``; ONNX export refused with a ``ValueError``).
+    """
 
     def __init__(
         self,
