@@ -300,10 +300,21 @@ def _infer_pooler_scales(model: nn.Module) -> None:
 
 @contextlib.contextmanager
 def exportable(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, ``model`` (a torchvision detection model in eval mode) runs on detops,
-    as in :func:`use_detops`, and the parts of torchvision's inference code that
-    ``torch.export`` cannot trace with a dynamic image size are replaced by equivalents with
-    the same results (see the module docstring). Parameters are untouched."""
+    """Within the block, ``model`` runs on detops, as in :func:`use_detops`, and the parts of
+    torchvision's inference code that ``torch.export`` cannot trace with a dynamic image size
+    are replaced by equivalents with the same results (see the module docstring). Parameters
+    are untouched, and everything is restored on leaving the block.
+
+    Args:
+        model (nn.Module): a torchvision detection model (Faster, Mask or Keypoint R-CNN,
+            RetinaNet, FCOS, ...) in eval mode.
+
+    Yields:
+        nn.Module: ``model`` itself, ready for ``torch.export.export`` with dynamic image
+        sizes (:func:`export_detector` does that call). The program it gives holds only
+        ``torch.ops.detops.*`` and aten ops: it converts to ONNX with ``detops.onnx.export``
+        and compiles with AOTInductor (the Deployment page).
+    """
     import torchvision.models.detection._utils as det_utils
     import torchvision.models.detection.roi_heads as roi_heads
 
@@ -323,11 +334,23 @@ def export_detector(model: nn.Module, images: List[Tensor], **kwargs) -> "torch.
     """``torch.export.export(model, (images,), strict=False)`` under :func:`exportable`, with
     the height and width of every image dynamic.
 
-    `images` is what the eager model takes: a list of N float ``[3, H, W]`` tensors, values
-    in [0, 1]. The program takes a list of N such tensors (N fixed, sizes free) and returns
-    what the eager model returns, a list of N dicts (``boxes``, ``labels``, ``scores``, and
-    ``masks`` or ``keypoints``/``keypoints_scores``) in input-image pixels. `kwargs` go to
-    ``torch.export.export``."""
+    Args:
+        model (nn.Module): a torchvision detection model in eval mode.
+        images (List[Tensor[3, H, W]]): example input, as the eager model takes it: N float
+            images with values in [0, 1], on the device the program is for.
+        **kwargs: passed to ``torch.export.export`` (``dynamic_shapes`` and ``strict`` may
+            be overridden).
+
+    Returns:
+        torch.export.ExportedProgram: takes a list of N such images (N fixed, sizes free) and
+        returns what the eager model returns, a list of N dicts (``boxes``, ``labels``,
+        ``scores``, and ``masks`` or ``keypoints``/``keypoints_scores``) in input-image
+        pixels. ``detops.onnx.export`` converts it to ONNX (standard operators only);
+        ``torch._inductor.aoti_compile_and_package`` compiles it for C++.
+
+    Raises:
+        ValueError: the model is in training mode.
+    """
     if model.training:
         raise ValueError("export_detector: the model must be in eval mode (call model.eval())")
     images = list(images)
