@@ -346,7 +346,7 @@ def export_detector(model: nn.Module, images: List[Tensor], **kwargs) -> "torch.
         returns what the eager model returns, a list of N dicts (``boxes``, ``labels``,
         ``scores``, and ``masks`` or ``keypoints``/``keypoints_scores``) in input-image
         pixels. ``detops.onnx.export`` converts it to ONNX (standard operators only);
-        ``torch._inductor.aoti_compile_and_package`` compiles it for C++.
+        AOTInductor compiles it for C++ (the Deployment page).
 
     Raises:
         ValueError: the model is in training mode.
