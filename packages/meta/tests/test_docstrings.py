@@ -9,18 +9,15 @@ the text.
 
 import importlib
 import inspect
+import pathlib
 import re
 
 import pytest
 
-NATIVE_PACKAGES = [
-    "detops_nms",
-    "detops_roi",
-    "detops_deform",
-    "detops_deform_attn",
-    "detops_fpn",
-    "detops_losses",
-]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+# Every package with native code (a CMakeLists.txt), as imported: detops_<folder name>.
+NATIVE_PACKAGES = sorted(f"detops_{p.parent.name}" for p in ROOT.glob("packages/*/CMakeLists.txt"))
 META_NAMES = [
     "detops.misc.FrozenBatchNorm2d",
     "detops.misc.Conv2dNormActivation",
