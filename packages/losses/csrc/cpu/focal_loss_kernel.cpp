@@ -50,20 +50,25 @@ DETOPS_LOSSES_VECTOR_CLONES void loss_span(FocalParams<T> p, int64_t begin, int6
 }
 
 // The losses of x[0, size) summed in double: kLanes interleaved accumulators, then in order.
+// The losses of a block are computed into a buffer first, so that loop vectorises like
+// loss_span's (computing and accumulating each one in a single loop did not: 1.4 times
+// slower at 300 x 91); the sums are the same, term for term and in the same order.
 template <int kGamma, typename S, typename T>
 DETOPS_LOSSES_VECTOR_CLONES double chunk_sum(FocalParams<T> p, int64_t size,
                                              const S* __restrict__ x, const S* __restrict__ t) {
+  constexpr int64_t kBlock = 16 * kLanes;
+  T block[kBlock];
   double lanes[kLanes] = {};
-  const int64_t full = size - size % kLanes;
-  for (int64_t i = 0; i < full; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      lanes[j] += static_cast<double>(
-          focal_loss<kGamma>(static_cast<T>(x[i + j]), static_cast<T>(t[i + j]), p));
+  for (int64_t first = 0; first < size; first += kBlock) {
+    const int64_t count = std::min(kBlock, size - first);
+    for (int64_t i = 0; i < count; ++i) {
+      block[i] = focal_loss<kGamma>(static_cast<T>(x[first + i]), static_cast<T>(t[first + i]), p);
     }
-  }
-  for (int64_t i = full; i < size; ++i) {
-    lanes[i - full] +=
-        static_cast<double>(focal_loss<kGamma>(static_cast<T>(x[i]), static_cast<T>(t[i]), p));
+    const int64_t full = count - count % kLanes;
+    for (int64_t i = 0; i < full; i += kLanes) {
+      for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(block[i + j]);
+    }
+    for (int64_t i = full; i < count; ++i) lanes[i - full] += static_cast<double>(block[i]);
   }
   double sum = 0.0;
   for (int j = 0; j < kLanes; ++j) sum += lanes[j];
