@@ -56,25 +56,35 @@ def register_autograd(
     if unknown:
         raise ValueError(f"{qualname} has no argument(s) {unknown}; its arguments are {names}")
 
+    # Positions resolved once here: these closures run on every call of the op.
+    saved_at = [names.index(n) for n in saved]
+    kept_at = [(n, i) for i, n in enumerate(names) if n not in saved]
+    known = set(names)
+
     def setup_context(ctx, inputs, output):
         # An optional argument left out of the call (its default, None) may be missing.
-        values = {n: inputs[i] if i < len(inputs) else None for i, n in enumerate(names)}
+        count = len(inputs)
         outputs = output if isinstance(output, (list, tuple)) else (output,)
-        ctx.set_materialize_grads(materialize_grads)
-        ctx.save_for_backward(*(values[n] for n in saved), *(outputs[i] for i in save_outputs))
-        ctx.kept = {n: _shape_of(v) for n, v in values.items() if n not in saved}
+        if not materialize_grads:
+            ctx.set_materialize_grads(False)
+        ctx.save_for_backward(
+            *[inputs[i] if i < count else None for i in saved_at], *[outputs[i] for i in save_outputs]
+        )
+        ctx.kept = {n: _shape_of(inputs[i]) if i < count else None for n, i in kept_at}
 
     def run_backward(ctx, *grads):
         tensors = ctx.saved_tensors
         args = SimpleNamespace(**ctx.kept, **dict(zip(saved, tensors)))
         args.outputs = dict(zip(save_outputs, tensors[len(saved) :]))
-        passed = names[: len(ctx.needs_input_grad)]
-        args.needs_grad = {n: n in passed and ctx.needs_input_grad[passed.index(n)] for n in names}
+        needs = ctx.needs_input_grad
+        args.needs_grad = dict(zip(names, needs))
+        for n in names[len(needs) :]:
+            args.needs_grad[n] = False
         result = backward(args, *grads)
-        extra = set(result) - set(names)
-        if extra:
-            raise ValueError(f"{qualname}: backward returned gradients for unknown arguments {sorted(extra)}")
-        return tuple(result.get(n) if args.needs_grad[n] else None for n in passed)
+        if not known.issuperset(result):
+            extra = sorted(set(result) - known)
+            raise ValueError(f"{qualname}: backward returned gradients for unknown arguments {extra}")
+        return tuple(result.get(n) if need else None for n, need in zip(names, needs))
 
     torch.library.register_autograd(qualname, run_backward, setup_context=setup_context)
 
