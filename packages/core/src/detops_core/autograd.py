@@ -77,9 +77,7 @@ def register_autograd(
         args = SimpleNamespace(**ctx.kept, **dict(zip(saved, tensors)))
         args.outputs = dict(zip(save_outputs, tensors[len(saved) :]))
         needs = ctx.needs_input_grad
-        args.needs_grad = dict(zip(names, needs))
-        for n in names[len(needs) :]:
-            args.needs_grad[n] = False
+        args.needs_grad = {n: i < len(needs) and needs[i] for i, n in enumerate(names)}
         result = backward(args, *grads)
         if not known.issuperset(result):
             extra = sorted(set(result) - known)
