@@ -25,7 +25,8 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(0,), (1,), (37, 11)]
 PARAMS = [(0.25, 2.0), (-1.0, 0.0), (0.6, 1.5)]
 # Every (alpha, gamma) on the small shapes (each gamma has its own per-element code); the
-# reductions across four chunks, which depend on the size alone, once per dtype.
+# reductions across 13 chunks (the last one ragged), which depend on the size alone, once
+# per dtype.
 CASES = [(shape, a, g) for shape in SHAPES for a, g in PARAMS] + [((3, 8200), *PARAMS[0])]
 
 
