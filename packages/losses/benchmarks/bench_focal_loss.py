@@ -2,7 +2,9 @@
 gradient of the logits, as in training) in float32, at RetinaNet's dense head size (120000
 anchors x 80 classes: about 2 x 10^5 anchors of an 800x1216 image, less than a batch) and a
 DETR-sized one (300 queries x 91 classes), for reduction "sum" (RetinaNet's, divided by the
-positives afterwards) and "none"; the quick workloads are smaller.
+positives afterwards) and "none"; the quick workloads are smaller. A third workload of 2 x 4
+elements times what a call costs whatever its size (Python autograd layers, dispatch,
+allocation), the floor under the 300 x 91 times.
 
 Peak extra memory (bytes allocated beyond the inputs during forward+backward) is measured
 apart from the timings, each implementation in a fresh subprocess, as the growth of the
@@ -24,6 +26,7 @@ import torch
 import detops_losses
 
 FULL = [("120000x80", (120000, 80)), ("300x91", (300, 91))]
+FIXED_COST = [("2x4", (2, 4))]
 QUICK = [("2000x80", (2000, 80)), ("300x91", (300, 91))]
 REDUCTIONS = ("sum", "none")
 
@@ -57,7 +60,7 @@ def _torchvision():
 
 def cases(quick: bool, device: str = "cpu"):
     theirs_fn = _torchvision()
-    for label, shape in QUICK if quick else FULL:
+    for label, shape in QUICK if quick else FULL + FIXED_COST:
         logits, targets = _inputs(shape, device)
         for reduction in REDUCTIONS:
             ours = _forward_backward(detops_losses.sigmoid_focal_loss, logits, targets, reduction)
