@@ -32,17 +32,6 @@
 #include <cstdint>
 #include <cstring>
 
-// DETOPS_INLINE, forced: the CPU loops vectorise only with every function here inlined, and
-// the compiler's heuristics give up on the larger ones once the loops are compiled twice
-// (cpu/focal_loss_kernel.cpp's AVX2 clones).
-#if defined(__CUDACC__)
-#define DETOPS_LOSSES_INLINE DETOPS_HOST_DEVICE __forceinline__
-#elif defined(__GNUC__) || defined(__clang__)
-#define DETOPS_LOSSES_INLINE inline __attribute__((always_inline))
-#else
-#define DETOPS_LOSSES_INLINE inline
-#endif
-
 namespace detops::focal_loss {
 
 // e^x for -87 <= x <= 0: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, and e^r by its
@@ -50,7 +39,7 @@ namespace detops::focal_loss {
 // exponent bits; 0 below -87, for -inf and for NaN (the callers' other terms carry a NaN
 // logit into the loss: ce holds x itself). Selects instead of branches, so a loop calling
 // it vectorises.
-DETOPS_LOSSES_INLINE float exp_nonpositive(float x) {
+DETOPS_FORCE_INLINE float exp_nonpositive(float x) {
   constexpr float kCutoff = -87.0f;             // n >= -126 above: 2^n stays a normal float
   const float xc = x >= kCutoff ? x : kCutoff;  // NaN too: no NaN reaches the int cast
   const float shifter = 12582912.0f;            // 1.5 * 2^23: adding it rounds to integer
@@ -74,7 +63,7 @@ DETOPS_LOSSES_INLINE float exp_nonpositive(float x) {
 
 // log(1 + e) for e in [0, 1]: 2 atanh(z) with z = e / (2 + e) <= 1/3, by its
 // series to z^15 (truncation below 2^-29 relative), branch-free.
-DETOPS_LOSSES_INLINE float log1p_unit(float e) {
+DETOPS_FORCE_INLINE float log1p_unit(float e) {
   const float z = e / (2.0f + e);
   const float z2 = z * z;
   float p = 1.0f / 15.0f;
@@ -88,7 +77,7 @@ DETOPS_LOSSES_INLINE float log1p_unit(float e) {
   return 2.0f * z * p;
 }
 
-DETOPS_LOSSES_INLINE double exp_nonpositive(double x) {
+DETOPS_FORCE_INLINE double exp_nonpositive(double x) {
 #ifdef __CUDA_ARCH__
   return ::exp(x);
 #else
@@ -96,7 +85,7 @@ DETOPS_LOSSES_INLINE double exp_nonpositive(double x) {
 #endif
 }
 
-DETOPS_LOSSES_INLINE double log1p_unit(double e) {
+DETOPS_FORCE_INLINE double log1p_unit(double e) {
 #ifdef __CUDA_ARCH__
   return ::log1p(e);
 #else
@@ -105,7 +94,7 @@ DETOPS_LOSSES_INLINE double log1p_unit(double e) {
 }
 
 template <typename T>
-DETOPS_LOSSES_INLINE T power(T base, T exponent) {
+DETOPS_FORCE_INLINE T power(T base, T exponent) {
 #ifdef __CUDA_ARCH__
   return ::pow(base, exponent);
 #else
@@ -133,7 +122,7 @@ struct Terms {
 };
 
 template <typename T>
-DETOPS_LOSSES_INLINE Terms<T> terms(T x, T t, const FocalParams<T>& p) {
+DETOPS_FORCE_INLINE Terms<T> terms(T x, T t, const FocalParams<T>& p) {
   // Every value is computed unconditionally and then selected: a conditional floating-point
   // operation could trap, so the compiler would keep the branch and not vectorise.
   const bool positive = x >= T(0);
@@ -156,7 +145,7 @@ DETOPS_LOSSES_INLINE Terms<T> terms(T x, T t, const FocalParams<T>& p) {
 
 // m^gamma
 template <int kGamma, typename T>
-DETOPS_LOSSES_INLINE T modulating(T m, const FocalParams<T>& p) {
+DETOPS_FORCE_INLINE T modulating(T m, const FocalParams<T>& p) {
   if constexpr (kGamma == kGammaZero) {
     return T(1);
   } else if constexpr (kGamma == kGammaTwo) {
@@ -168,7 +157,7 @@ DETOPS_LOSSES_INLINE T modulating(T m, const FocalParams<T>& p) {
 
 // ce * d(m^gamma)/dm, 0 where m == 0 (see the top of the file).
 template <int kGamma, typename T>
-DETOPS_LOSSES_INLINE T ce_times_modulating_slope(const Terms<T>& r, const FocalParams<T>& p) {
+DETOPS_FORCE_INLINE T ce_times_modulating_slope(const Terms<T>& r, const FocalParams<T>& p) {
   if constexpr (kGamma == kGammaZero) {
     return T(0);
   } else if constexpr (kGamma == kGammaTwo) {
@@ -180,7 +169,7 @@ DETOPS_LOSSES_INLINE T ce_times_modulating_slope(const Terms<T>& r, const FocalP
 }
 
 template <int kGamma, typename T>
-DETOPS_LOSSES_INLINE T focal_loss(T x, T t, const FocalParams<T>& p) {
+DETOPS_FORCE_INLINE T focal_loss(T x, T t, const FocalParams<T>& p) {
   const Terms<T> r = terms(x, t, p);
   return r.a * (r.ce * modulating<kGamma>(r.m, p));
 }
@@ -192,7 +181,7 @@ struct FocalGrad {
 
 // The gradients of one element's loss times `g` (the incoming gradient of that element).
 template <int kGamma, bool kTargets, typename T>
-DETOPS_LOSSES_INLINE FocalGrad<T> focal_loss_grad(T x, T t, T g, const FocalParams<T>& p) {
+DETOPS_FORCE_INLINE FocalGrad<T> focal_loss_grad(T x, T t, T g, const FocalParams<T>& p) {
   const Terms<T> r = terms(x, t, p);
   const T mod = modulating<kGamma>(r.m, p);
   const T slope = ce_times_modulating_slope<kGamma>(r, p);

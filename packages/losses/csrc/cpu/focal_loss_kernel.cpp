@@ -9,6 +9,7 @@
 // accumulators (as accurate as torch's cascade sum of float32, and still vectorised), then
 // the lanes in order, then the chunks' partials in chunk order: the split does not depend on
 // the number of threads, so the sum is bitwise repeatable.
+#include <detops/vector_clones.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
@@ -29,22 +30,15 @@ namespace {
 inline constexpr int64_t kGrain = int64_t(1) << 14;
 inline constexpr int kLanes = 8;
 
-// The loops below are also compiled for x86-64-v4 (AVX-512) and AVX2, and the widest the CPU
-// has is picked at load time (four and two times the vector width of x86-64's baseline SSE2;
-// measured at 300 x 91: AVX-512 makes the forward and backward loops 17% and 27% faster than
-// AVX2). Contraction is off, so no version fuses a multiply-add and all of them round
-// identically (checked bitwise, special values included, for the float loss and gradients).
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DETOPS_LOSSES_VECTOR_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define DETOPS_LOSSES_VECTOR_CLONES
-#endif
+// The loops below carry DETOPS_VECTOR_CLONES (detops/vector_clones.h): measured at 300 x 91,
+// AVX-512 makes the forward and backward loops 17% and 27% faster than AVX2; all versions
+// round identically (checked bitwise, special values included, for the float loss and
+// gradients).
 
 template <int kGamma, typename S, typename T>
-DETOPS_LOSSES_VECTOR_CLONES void loss_span(FocalParams<T> p, int64_t begin, int64_t end,
-                                           const S* __restrict__ inputs,
-                                           const S* __restrict__ targets, S* __restrict__ out) {
+DETOPS_VECTOR_CLONES void loss_span(FocalParams<T> p, int64_t begin, int64_t end,
+                                    const S* __restrict__ inputs, const S* __restrict__ targets,
+                                    S* __restrict__ out) {
   for (int64_t i = begin; i < end; ++i) {
     out[i] = static_cast<S>(
         focal_loss<kGamma>(static_cast<T>(inputs[i]), static_cast<T>(targets[i]), p));
@@ -56,8 +50,8 @@ DETOPS_LOSSES_VECTOR_CLONES void loss_span(FocalParams<T> p, int64_t begin, int6
 // loss_span's (computing and accumulating each one in a single loop did not: 1.4 times
 // slower at 300 x 91); the sums are the same, term for term and in the same order.
 template <int kGamma, typename S, typename T>
-DETOPS_LOSSES_VECTOR_CLONES double chunk_sum(FocalParams<T> p, int64_t size,
-                                             const S* __restrict__ x, const S* __restrict__ t) {
+DETOPS_VECTOR_CLONES double chunk_sum(FocalParams<T> p, int64_t size, const S* __restrict__ x,
+                                      const S* __restrict__ t) {
   constexpr int64_t kBlock = 16 * kLanes;
   T block[kBlock];
   double lanes[kLanes] = {};
@@ -80,12 +74,10 @@ DETOPS_LOSSES_VECTOR_CLONES double chunk_sum(FocalParams<T> p, int64_t size,
 // One loop per (incoming gradient per element or one for all, targets gradient or not), so
 // each is straight-line code.
 template <int kGamma, bool kPerElement, bool kTargets, typename S, typename T>
-DETOPS_LOSSES_VECTOR_CLONES void grad_span(FocalParams<T> p, int64_t begin, int64_t end,
-                                           const S* __restrict__ inputs,
-                                           const S* __restrict__ targets,
-                                           const S* __restrict__ grad, T shared_grad,
-                                           S* __restrict__ grad_inputs,
-                                           S* __restrict__ grad_targets) {
+DETOPS_VECTOR_CLONES void grad_span(FocalParams<T> p, int64_t begin, int64_t end,
+                                    const S* __restrict__ inputs, const S* __restrict__ targets,
+                                    const S* __restrict__ grad, T shared_grad,
+                                    S* __restrict__ grad_inputs, S* __restrict__ grad_targets) {
   for (int64_t i = begin; i < end; ++i) {
     const T g = kPerElement ? static_cast<T>(grad[i]) : shared_grad;
     const FocalGrad<T> d = focal_loss_grad<kGamma, kTargets>(static_cast<T>(inputs[i]),

@@ -9,3 +9,14 @@
 #endif
 
 #define DETOPS_INLINE DETOPS_HOST_DEVICE inline
+
+// For per-element math that CPU loops must vectorise: a call left in a loop stops its
+// vectorisation, and the compiler's inlining heuristics give up on larger functions once a
+// file holds many instantiations (DETOPS_VECTOR_CLONES compiles each loop three times).
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define DETOPS_FORCE_INLINE DETOPS_HOST_DEVICE __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define DETOPS_FORCE_INLINE inline __attribute__((always_inline))
+#else
+#define DETOPS_FORCE_INLINE inline
+#endif
