@@ -87,7 +87,10 @@ def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none
     the DIoU loss plus ``alpha * v`` with ``v = 4 / pi^2 (atan(w2 / h2) - atan(w1 / h1))^2``
     and ``alpha = v / (1 - iou + v + eps)``, a constant to the gradient (torchvision computes
     it under no_grad). As in torchvision, the DIoU part always uses eps 1e-7 (it is called
-    without ``eps``); ``eps`` enters alpha only.
+    without ``eps``); ``eps`` enters alpha only. In float32 the atan is detops' own (a
+    branch-free polynomial, so the CPU loop over pairs vectorises), within 2 units in the last
+    place of the exact value where torch's is within 1: the loss agrees with torchvision's to
+    float32 rounding, not bit for bit.
 
     Args:
         boxes1 (Tensor[..., 4]): first boxes; float32 or float64, float16 / bfloat16

@@ -435,7 +435,10 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     """Pairwise complete IoU, Tensor[..., N, M]: ``diou - alpha * v`` with
     ``v = 4 / pi^2 (atan(w1 / h1) - atan(w2 / h2))^2`` and
     ``alpha = v / (1 - iou + v + eps)``; as in torchvision, alpha is a constant to the
-    gradient (computed under no_grad). float16 / bfloat16 boxes give float32.
+    gradient (computed under no_grad). float16 / bfloat16 boxes give float32. In float32
+    the atan is detops' own (a branch-free polynomial, so the CPU loop over pairs
+    vectorises), within 2 units in the last place of the exact value where torch's is within
+    1: values agree with torchvision's to float32 rounding, not bit for bit.
 
     Args:
         boxes1 (Tensor[..., N, 4]): first boxes; float16, bfloat16, float32 or float64.
