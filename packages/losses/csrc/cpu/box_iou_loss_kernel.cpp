@@ -2,7 +2,8 @@
 // complete_box_iou_loss and their backward ops: pairs split over threads (one writer per
 // pair), the reductions in box_iou_loss_entry.h's fixed chunks. The per-pair loops are
 // vectorised (DETOPS_VECTOR_CLONES; this file is compiled with -fno-trapping-math, see
-// CMakeLists.txt): forward and backward 5 to 25 times faster than scalar code, same results.
+// CMakeLists.txt): forward and backward 8 to 25 times faster than scalar code, with the same
+// results (but for CIoU's atan, detops/box_pair_math.h's own).
 #include <detops/vector_clones.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
