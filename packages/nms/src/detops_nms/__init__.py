@@ -135,7 +135,9 @@ def batched_nms(
 
     Returns:
         Tensor[K] (int64): indices of the kept boxes, in decreasing order of score (equal
-        scores in input order). Boxes with no elements give an empty int64 tensor on their
+        scores in input order; torchvision's order among equal scores is that of
+        ``torch.sort``'s unstable sort on CUDA and for more than 1,000 boxes on the CPU, so
+        it can differ there). Boxes with no elements give an empty int64 tensor on their
         device without a look at the other arguments (as torchvision's batched_nms).
 
     Devices, determinism, ONNX: CPU and CUDA kernels, with identical indices on both;
