@@ -9,17 +9,26 @@ kernels, and an invalid one gives the documented result instead of an error. The
 is the exception by necessity: its output holds as many indices as boxes are kept, a number
 the host must read to allocate the output (torchvision's NMS reads it too).
 
-On the CPU the same calls run without the mode: that checks the cases themselves (inputs
-made before the mode is on, as on CUDA).
+Without a GPU the policy is proved in three parts:
+- on the CPU, the same calls run under a recorder of the operators that synchronise on CUDA
+  (detops_core.testing.host_sync): none may run outside detops' native ops, which is the
+  Python layer's share (wrappers, modules, autograd glue);
+- every call of a CUDA entry point under the emulation runs under the same recorder
+  (detops_core.testing.emulation), which sees what the CUDA host code calls through the
+  stable ABI;
+- a copy to the host, which the recorder cannot tell from any other copy when every tensor is
+  on the CPU, needs the CPU device named: no CUDA host code names it (the last test here).
 """
 
 import contextlib
+import pathlib
+import re
 
 import pytest
 import torch
 
 import detops
-from detops_core.testing import devices
+from detops_core.testing import devices, host_synchronisations
 
 G = torch.Generator().manual_seed(0)
 
@@ -139,10 +148,7 @@ CASES = {
 
 
 @contextlib.contextmanager
-def _no_sync(device):
-    if device != "cuda":
-        yield
-        return
+def _sync_debug_mode_error():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -151,13 +157,58 @@ def _no_sync(device):
         torch.cuda.set_sync_debug_mode("default")
 
 
+def _forward_and_backward(leaves, run):
+    outputs = run()
+    losses = [o.sum() for o in outputs if o.requires_grad]
+    return outputs, torch.autograd.grad(losses, leaves)
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("name", list(CASES))
 def test_forward_and_backward_do_not_synchronise(device, name):
     leaves, run = CASES[name](device)
-    with _no_sync(device):
-        outputs = run()
-        losses = [o.sum() for o in outputs if o.requires_grad]
-        grads = torch.autograd.grad(losses, leaves)
+    if device == "cuda":
+        with _sync_debug_mode_error():
+            outputs, grads = _forward_and_backward(leaves, run)
+    else:
+        (outputs, grads), waits = host_synchronisations(_forward_and_backward, leaves, run, skip_inside="detops::")
+        assert not waits, f"{name}: the Python layer runs {waits}, which synchronise on CUDA"
     assert all(torch.isfinite(o).all() for o in outputs), f"{name}: a non-finite output"
     assert all(torch.isfinite(g).all() for g in grads), f"{name}: a non-finite gradient"
+
+
+@pytest.mark.parametrize(
+    "what,fn",
+    [
+        (".item()", lambda x: x.sum().item()),
+        ("bool(tensor)", lambda x: bool(x.sum() > 0)),
+        ("a boolean mask", lambda x: x[x > 0.5]),
+        ("torch.where(condition)", lambda x: torch.where(x > 0.5)),
+        ("unique", lambda x: torch.unique(x)),
+    ],
+)
+def test_the_recorder_sees_each_way_python_synchronises(what, fn):
+    _, waits = host_synchronisations(fn, torch.rand(8, generator=G), skip_inside="detops::")
+    assert waits, f"{what} was not seen"
+
+
+PACKAGES = pathlib.Path(__file__).resolve().parents[2]
+# The ways C++ can name the CPU device (torch::stable::to(t, Device(DeviceType::CPU)), ...).
+CPU_DEVICE = re.compile(r"DeviceType::CPU|\bkCPU\b")
+
+
+def _cuda_host_code():
+    # The CUDA files, and the headers every device shares (entries, checks, core's own).
+    patterns = ("*/csrc/cuda/*", "*/csrc/*.h", "core/src/detops_core/include/detops/*")
+    return sorted(path for pattern in patterns for path in PACKAGES.glob(pattern))
+
+
+def test_cuda_host_code_never_names_the_cpu_device():
+    files = _cuda_host_code()
+    assert len(files) > 30, f"the sources are not there: {PACKAGES}"
+    found = []
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if CPU_DEVICE.search(line.split("//")[0]):
+                found.append(f"{path.relative_to(PACKAGES)}:{number}: {line.strip()}")
+    assert not found, "CUDA host code names the CPU device (a copy to the host would wait):\n" + "\n".join(found)

@@ -25,7 +25,14 @@ import torch
 from nms_cases import bad_calls
 from nms_reference import clustered_boxes, random_boxes, sparse_boxes
 
-from detops_core.testing import emulated_launches, require_emulated_ops
+from detops_core.testing import (
+    EMULATION_NAMESPACE,
+    emulated_launches,
+    emulation,
+    host_synchronisations,
+    require_emulated_ops,
+)
+from detops_core.testing.host_sync import SIZE_FROM_DATA
 
 PACKAGE = "detops_nms"
 CUDA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "csrc", "cuda")
@@ -216,6 +223,35 @@ def test_every_kernel_is_launched(emulated):
     for kernel in sorted(kernels):
         # nms and batched_nms launch each kernel once.
         assert after.get(kernel, 0) - before.get(kernel, 0) == 2, (kernel, before, after)
+
+
+def test_ops_that_keep_a_data_dependent_count_read_it_on_the_host(emulated):
+    # The one exception to "no op synchronises" (SIZE_FROM_DATA, which the emulated namespace
+    # does not check), and the proof that the check sees what the CUDA host code runs.
+    g = torch.Generator().manual_seed(8)
+    boxes, scores, idxs = clustered_boxes(50, g), torch.rand(50, generator=g), torch.randint(0, 3, (50,), generator=g)
+    rotated = torch.cat((boxes[:, :2], boxes[:, 2:] - boxes[:, :2], torch.zeros(50, 1)), dim=1)
+    calls = {
+        "nms": (boxes, scores, 0.5),
+        "batched_nms": (boxes, scores, idxs, 0.5),
+        "nms_per_image": (boxes[None], scores[None], idxs[None], 0.5),
+        "soft_nms": (boxes, scores),
+        "batched_soft_nms": (boxes, scores, idxs),
+        "nms_rotated": (rotated, scores, 0.5),
+        "batched_nms_rotated": (rotated, scores, idxs, 0.5),
+    }
+    assert set(calls) == SIZE_FROM_DATA
+    raw = getattr(torch.ops, EMULATION_NAMESPACE)
+    for op, args in calls.items():
+        _, waits = host_synchronisations(getattr(raw, op), *args)
+        assert waits and set(waits) == {"aten::nonzero"}, (op, waits)
+
+
+def test_the_emulated_namespace_fails_a_call_that_synchronises(emulated, monkeypatch):
+    monkeypatch.setattr(emulation, "SIZE_FROM_DATA", frozenset())  # nms checked like any op
+    g = torch.Generator().manual_seed(9)
+    with pytest.raises(AssertionError, match=r"detops::nms synchronises .*aten::nonzero"):
+        emulated.nms(clustered_boxes(20, g), torch.rand(20, generator=g), 0.5)
 
 
 def test_more_boxes_than_the_grid_can_tile_raise_before_any_launch(emulated):

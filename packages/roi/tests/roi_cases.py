@@ -49,10 +49,10 @@ def _values(rois, output_size, spatial_scale, sampling_ratio, aligned):
     )
 
 
-def op_args(op, input, rois, output_size=(2, 2), spatial_scale=1.0, sampling_ratio=-1, aligned=True, ops=None):
-    """Positional arguments of torch.ops.detops.<op> (or of <op> in the namespace `ops`,
-    such as the emulated CUDA kernels')."""
-    overload = getattr(ops or torch.ops.detops, op).default
+def op_args(op, input, rois, output_size=(2, 2), spatial_scale=1.0, sampling_ratio=-1, aligned=True):
+    """Positional arguments of torch.ops.detops.<op> (and of the emulated CUDA kernels',
+    whose schemas are the same)."""
+    overload = getattr(torch.ops.detops, op).default
     return schema_args(overload, input=input, **_values(rois, output_size, spatial_scale, sampling_ratio, aligned))
 
 
@@ -66,13 +66,12 @@ def backward_args(
     sampling_ratio=-1,
     aligned=True,
     argmax=None,
-    ops=None,
     deterministic=False,
 ):
-    """Positional arguments of torch.ops.detops._<op>_backward (or of the namespace `ops`)
-    for an input of `input_shape` (roi_pool's also takes the forward's `argmax`)."""
+    """Positional arguments of torch.ops.detops._<op>_backward (and of the emulated CUDA
+    kernels') for an input of `input_shape` (roi_pool's also takes the forward's `argmax`)."""
     n, c, h, w = input_shape
-    overload = getattr(ops or torch.ops.detops, f"_{op}_backward").default
+    overload = getattr(torch.ops.detops, f"_{op}_backward").default
     values = _values(rois, output_size, spatial_scale, sampling_ratio, aligned)
     values.update(grad=grad, argmax=argmax, batch_size=n, channels=c, height=h, width=w, deterministic=deterministic)
     return schema_args(overload, **values)

@@ -58,7 +58,7 @@ def _levels(rois):
 def forward(ops, op, x, rois):
     if op == "multi_level_roi_align":
         return ops.multi_level_roi_align(x, [1.0, 0.5], rois, _levels(rois), *SIZE, -1, True), None
-    result = getattr(ops, op)(*op_args(op, x, rois, SIZE, ops=ops))
+    result = getattr(ops, op)(*op_args(op, x, rois, SIZE))
     return result if op == "roi_pool" else (result, None)
 
 
@@ -68,9 +68,7 @@ def backward(ops, op, grad, x, rois, argmax, deterministic):
         n, c = x[0].shape[:2]
         args = (grad, rois, _levels(rois), [1.0, 0.5], heights, widths, n, c, *SIZE, -1, True, deterministic)
         return torch.cat([g.flatten() for g in ops._multi_level_roi_align_backward(*args)])
-    args = backward_args(
-        op, grad, rois, x.shape, SIZE, 1.0, -1, True, argmax=argmax, ops=ops, deterministic=deterministic
-    )
+    args = backward_args(op, grad, rois, x.shape, SIZE, 1.0, -1, True, argmax=argmax, deterministic=deterministic)
     return getattr(ops, f"_{op}_backward")(*args)
 
 

@@ -138,9 +138,9 @@ def assert_exact(got, expected):
 def forward_backward(ops, op, x, rois, grad_of, size=(2, 3), scale=0.5, sr=-1, aligned=True):
     """(output, argmax or None, input gradient) of `op` in `ops` (cpu or emulated);
     grad_of(out) is the output gradient."""
-    result = getattr(ops, op)(*op_args(op, x, rois, size, scale, sr, aligned, ops=ops))
+    result = getattr(ops, op)(*op_args(op, x, rois, size, scale, sr, aligned))
     out, argmax = result if op == "roi_pool" else (result, None)
-    args = backward_args(op, grad_of(out), rois, x.shape, size, scale, sr, aligned, argmax=argmax, ops=ops)
+    args = backward_args(op, grad_of(out), rois, x.shape, size, scale, sr, aligned, argmax=argmax)
     return out, argmax, getattr(ops, f"_{op}_backward")(*args)
 
 

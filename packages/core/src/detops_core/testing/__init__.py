@@ -17,6 +17,7 @@ from .emulation import (
     emulated_widest,
     require_emulated_ops,
 )
+from .host_sync import host_synchronisations
 from .isolation import run_isolated
 from .machinery import (
     assert_autocast_float32,
@@ -58,6 +59,7 @@ __all__ = [
     "float_dtypes",
     "fresh_leaves",
     "full_float32",
+    "host_synchronisations",
     "implementation",
     "onnx_session",
     "oracles",

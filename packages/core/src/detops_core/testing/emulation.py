@@ -8,6 +8,8 @@ import contextlib
 import json
 import os
 
+from .host_sync import SIZE_FROM_DATA, host_synchronisations
+
 EMULATION_NAMESPACE = "detops_emulated"
 _emulated_schemas = None
 
@@ -28,10 +30,32 @@ def _define_emulated_schemas() -> None:
     _emulated_schemas = lib
 
 
+class _CheckedOps:
+    """torch.ops.detops_emulated, each call checked for operators that would make the host
+    wait for the stream on a GPU (host_sync.py): an AssertionError names them. The ops that
+    must read their output size (SIZE_FROM_DATA) are not checked."""
+
+    def __init__(self, ops):
+        self._ops = ops
+
+    def __getattr__(self, name: str):
+        op = getattr(self._ops, name)
+        if name in SIZE_FROM_DATA:
+            return op
+
+        def checked(*args, **kwargs):
+            result, waits = host_synchronisations(op, *args, **kwargs)
+            assert not waits, f"the CUDA host code of detops::{name} synchronises with the stream: it runs {waits}"
+            return result
+
+        return checked
+
+
 def emulated_ops(package: str):
     """``torch.ops.detops_emulated`` with `package`'s emulated CUDA kernels loaded: the
-    package's `.cu` entry points and kernels, run on the CPU for CPU tensors. None when the
-    package was built without them (only the `nox -s cuda` and `sanitize` builds have them).
+    package's `.cu` entry points and kernels, run on the CPU for CPU tensors, every call
+    checked for host synchronisation (_CheckedOps). None when the package was built without
+    them (only the `nox -s cuda` and `sanitize` builds have them).
     """
     import importlib
 
@@ -47,7 +71,7 @@ def emulated_ops(package: str):
     if report and package not in _reporting:
         _reporting.add(package)
         atexit.register(_write_launches, package, report)
-    return getattr(torch.ops, EMULATION_NAMESPACE)
+    return _CheckedOps(getattr(torch.ops, EMULATION_NAMESPACE))
 
 
 _reporting = set()
